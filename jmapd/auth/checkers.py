@@ -1,0 +1,120 @@
+# -*- test-case-name: tests.auth.test_checkers -*-
+"""
+twisted.cred checkers for the two ways a JMAP client authenticates: HTTP
+Basic (account name and password, checked against the argon2 hash) and
+Bearer tokens (created with C{jmapd-admin token create}).
+
+Both look the account up in the database in a worker thread and answer
+with the account id as the avatar id; the realm turns it into a
+L{jmapd.protocol.engine.Principal}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred
+from zope.interface import Interface, implementer
+
+from jmapd.auth.passwords import verify_password
+from jmapd.storage import accounts
+
+
+class IBearerToken(Interface):
+    """
+    Credentials that are one opaque secret (RFC 6750).
+    """
+
+
+@implementer(IBearerToken)
+class BearerToken:
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+
+class IPrincipal(Interface):
+    """
+    The avatar interface: an authenticated JMAP principal.
+    """
+
+
+@implementer(ICredentialsChecker)
+class PasswordChecker:
+    """
+    Check an account name and password against the stored argon2 hash.
+    The avatar id is C{(account id, auth version)}.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self, database: Any) -> None:
+        self._database = database
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        def check(txn: Any) -> Any:
+            account = accounts.get_account_by_name(txn, credentials.username.decode("utf-8", "replace"))
+            if account is None:
+                # Spend the same time as for a real account, so response
+                # times do not tell which account names exist.
+                verify_password(_DUMMY_HASH, credentials.password.decode("utf-8", "replace"))
+                raise UnauthorizedLogin("unknown account or wrong password")
+            if not verify_password(account.password_hash, credentials.password.decode("utf-8", "replace")):
+                raise UnauthorizedLogin("unknown account or wrong password")
+            return (account.id, account.name, account.auth_version)
+
+        return self._database.run_interaction(check)
+
+
+@implementer(ICredentialsChecker)
+class TokenChecker:
+    """
+    Check a Bearer token against the stored token hashes.
+    """
+
+    credentialInterfaces = (IBearerToken,)
+
+    def __init__(self, database: Any) -> None:
+        self._database = database
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        def check(txn: Any) -> Any:
+            found = accounts.find_token(txn, credentials.token)
+            if found is None:
+                raise UnauthorizedLogin("unknown or revoked token")
+            _token, account = found
+            return (account.id, account.name, account.auth_version)
+
+        return self._database.run_interaction(check)
+
+
+@implementer(IRealm)
+class PrincipalRealm:
+    """
+    Turn an avatar id into the L{jmapd.protocol.engine.Principal} the
+    engine works for (and keep the auth version, so a cached login can be
+    checked against a password change).
+    """
+
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:
+        from jmapd.protocol.engine import Principal
+
+        if IPrincipal not in interfaces:
+            raise NotImplementedError("only IPrincipal avatars")
+        account_id, name, auth_version = avatarId
+        return IPrincipal, (Principal(account_id=account_id, name=name), auth_version), lambda: None
+
+
+def make_portal(database: Any) -> Portal:
+    return Portal(PrincipalRealm(), [PasswordChecker(database), TokenChecker(database)])
+
+
+# A valid argon2 hash of a random string, used to spend the verification
+# time for unknown account names.
+_DUMMY_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$P8IcBOPv0K/yVVYOqCfUlA$"
+    "yYsudF502l92kuGHhpD1BzK0ht4QrC1kcBE2hih4B54"
+)

@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.protocol.test_core -*-
+"""
+The Core capability (RFC 8620 section 2) and its methods: Core/echo and
+Blob/copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jmapd.protocol.arguments import Arguments, is_id
+from jmapd.protocol.engine import CORE, Capability, Context, Registry
+from jmapd.protocol.errors import invalid_arguments
+from jmapd.storage import blobs as blob_storage
+
+COLLATIONS = ("i;ascii-numeric", "i;ascii-casemap", "i;unicode-casemap")
+
+
+def core_capability(env: Any) -> dict[str, Any]:
+    """
+    The Core capability object: every limit comes from the configuration.
+    """
+    config = env.config
+    return {
+        "maxSizeUpload": config.max_size_upload,
+        "maxConcurrentUpload": config.max_concurrent_uploads,
+        "maxSizeRequest": config.max_size_request,
+        "maxConcurrentRequests": config.max_concurrent_requests,
+        "maxCallsInRequest": config.max_calls_in_request,
+        "maxObjectsInGet": config.max_objects_in_get,
+        "maxObjectsInSet": config.max_objects_in_set,
+        "collationAlgorithms": list(COLLATIONS),
+    }
+
+
+def echo(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
+    """
+    Core/echo returns its arguments unchanged (RFC 8620 section 4).
+    """
+    return arguments
+
+
+def blob_copy(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
+    """
+    Blob/copy (RFC 8620 section 6.3): give another account access to blobs
+    of this one.  The bytes are content-addressed, so nothing is copied but
+    the access.
+    """
+    args = Arguments(arguments, ctx.method)
+    from_account_id = args.id("fromAccountId")
+    account_id = args.id("accountId")
+    blob_ids = args.id_list("blobIds", required=True, nullable=False, allow_creation_refs=False)
+    args.done()
+    if from_account_id == account_id:
+        raise invalid_arguments("fromAccountId and accountId must differ")
+    ctx.account(from_account_id, CORE)
+    ctx.account(account_id, CORE, write=True)
+    copied: dict[str, str] = {}
+    not_copied: dict[str, Any] = {}
+    for blob_id in blob_ids:
+        record = blob_storage.get_blob(ctx.txn, from_account_id, blob_id) if is_id(blob_id) else None
+        if record is None:
+            not_copied[blob_id] = {"type": "blobNotFound", "description": f"no blob {blob_id!r} in {from_account_id}"}
+            continue
+        blob_storage.add_blob(
+            ctx.txn, account_id, blob_id, record.size, record.type, ctx.now,
+            None if record.expires_at is None else ctx.now + ctx.config.blob_temp_ttl,
+        )
+        copied[blob_id] = blob_id
+    return {
+        "fromAccountId": from_account_id,
+        "accountId": account_id,
+        "copied": copied or None,
+        "notCopied": not_copied or None,
+    }
+
+
+def register(registry: Registry) -> None:
+    registry.add_capability(Capability(CORE, core_capability))
+    registry.add_method("Core/echo", CORE, echo)
+    registry.add_method("Blob/copy", CORE, blob_copy, write=True)

@@ -1,0 +1,310 @@
+# -*- test-case-name: tests.protocol.test_engine -*-
+"""
+The JMAP engine: run the method calls of one Request in one transaction.
+
+This module knows nothing of HTTP.  The web API, the WebSocket transport and
+internal callers all hand a parsed L{Request} and an authenticated
+L{Principal} to L{execute}, in a worker thread inside a transaction, and get
+the Response object back (RFC 8620 section 3.4).
+
+Each method call runs inside a savepoint: a method that fails leaves no
+trace, and one that succeeds is committed with the rest of the request.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Callable, Iterable
+
+from attrs import define, field, frozen
+from twisted.logger import Logger
+
+from jmapd.protocol.errors import MethodError
+from jmapd.protocol.pointer import PointerError, evaluate
+from jmapd.protocol.request import Request
+from jmapd.storage.ids import new_id
+
+log = Logger()
+
+CORE = "urn:ietf:params:jmap:core"
+
+
+@frozen
+class Principal:
+    """
+    Who is making the request: the authenticated account.
+    """
+
+    account_id: str
+    name: str
+
+
+@frozen
+class Capability:
+    """
+    A capability the server implements.
+
+    @ivar session: C{session(env) -> dict}: its value in the Session's
+        C{capabilities}.
+    @ivar account: C{account(env, txn, account_id) -> dict | None}: its value
+        in an account's C{accountCapabilities}, or C{None} when the
+        capability is not an account capability (Core, WebSocket).
+    """
+
+    urn: str
+    session: Callable[[Any], dict[str, Any]]
+    account: Callable[[Any, Any, str], dict[str, Any]] | None = None
+
+
+@frozen
+class Method:
+    name: str
+    capability: str
+    handler: Callable[["Context", dict[str, Any]], Any]
+    write: bool
+
+
+@frozen
+class AccountAccess:
+    """
+    An account as the principal may use it.
+    """
+
+    account_id: str
+    name: str
+    is_personal: bool
+    is_read_only: bool
+    capabilities: frozenset[str]
+
+
+class Registry:
+    """
+    Every capability and method this server implements.  Data type modules
+    add themselves with C{register(registry)}; nothing is advertised or
+    callable unless it is registered.
+    """
+
+    def __init__(self) -> None:
+        self.capabilities: dict[str, Capability] = {}
+        self.methods: dict[str, Method] = {}
+        self.account_lookups: list[Callable[[Any, Any, Principal], Iterable[AccountAccess]]] = []
+
+    def add_capability(self, capability: Capability) -> None:
+        self.capabilities[capability.urn] = capability
+
+    def add_method(
+        self, name: str, capability: str, handler: Callable[["Context", dict[str, Any]], Any], write: bool = False
+    ) -> None:
+        self.methods[name] = Method(name, capability, handler, write)
+
+    def method(self, name: str, capability: str, write: bool = False) -> Callable[[Any], Any]:
+        def decorate(handler: Any) -> Any:
+            self.add_method(name, capability, handler, write)
+            return handler
+
+        return decorate
+
+    def is_write(self, request: Request) -> bool:
+        """
+        Whether the request may change data, so that it needs a write
+        transaction from the start.
+        """
+        for call in request.method_calls:
+            method = self.methods.get(call.name)
+            if method is not None and method.write:
+                return True
+        return False
+
+    def accounts(self, env: Any, txn: Any, principal: Principal) -> dict[str, AccountAccess]:
+        """
+        The accounts the principal may use, by accountId: its own, plus
+        what the registered lookups (sharing) add.
+        """
+        own_capabilities = frozenset(
+            urn for urn, capability in self.capabilities.items() if capability.account is not None
+        )
+        found = {
+            principal.account_id: AccountAccess(
+                principal.account_id, principal.name, True, False, own_capabilities
+            )
+        }
+        for lookup in self.account_lookups:
+            for access in lookup(env, txn, principal):
+                found.setdefault(access.account_id, access)
+        return found
+
+
+class ResponseList(list):  # type: ignore[type-arg]
+    """
+    What a method returns when it produces more than one response (for
+    example Email/copy followed by an implicit Email/set): a list of
+    C{(name, arguments)}.
+    """
+
+
+@define
+class Context:
+    """
+    What a method implementation may use: the transaction, the server
+    environment, the principal and the request-wide state.
+    """
+
+    txn: Any
+    env: Any
+    principal: Principal
+    using: frozenset[str]
+    created_ids: dict[str, str]
+    method: str = ""
+    call_id: str = ""
+    _accounts: dict[str, AccountAccess] | None = field(default=None)
+
+    @property
+    def now(self) -> float:
+        return float(self.env.clock.seconds())
+
+    @property
+    def config(self) -> Any:
+        return self.env.config
+
+    def accounts(self) -> dict[str, AccountAccess]:
+        if self._accounts is None:
+            self._accounts = self.env.registry.accounts(self.env, self.txn, self.principal)
+        return self._accounts
+
+    def account(self, account_id: Any, capability: str, write: bool = False) -> AccountAccess:
+        """
+        The account a method works on, checked as RFC 8620 section 3.6.2
+        requires.
+
+        @raise MethodError: accountNotFound, accountNotSupportedByMethod or
+            accountReadOnly.
+        """
+        access = self.accounts().get(account_id) if isinstance(account_id, str) else None
+        if access is None:
+            raise MethodError("accountNotFound", f"no account with id {account_id!r} is available")
+        if capability != CORE and capability not in access.capabilities:
+            raise MethodError(
+                "accountNotSupportedByMethod",
+                f"the account {account_id!r} does not support {capability}",
+            )
+        if write and access.is_read_only:
+            raise MethodError("accountReadOnly", f"the account {account_id!r} is read-only")
+        return access
+
+    def resolve_id(self, value: str) -> str | None:
+        """
+        An id, or a C{#creationId} resolved through the ids created so far
+        in this request (RFC 8620 section 5.3); C{None} when unknown.
+        """
+        if value.startswith("#"):
+            return self.created_ids.get(value[1:])
+        return value
+
+
+def resolve_references(arguments: dict[str, Any], responses: list[list[Any]]) -> dict[str, Any]:
+    """
+    Replace every C{#name} argument holding a ResultReference by the value
+    it points to (RFC 8620 section 3.7).
+
+    @raise MethodError: invalidArguments when both C{name} and C{#name} are
+        given; invalidResultReference when a reference does not resolve.
+    """
+    if not any(key.startswith("#") for key in arguments):
+        return arguments
+    resolved = {}
+    for key, value in arguments.items():
+        if not key.startswith("#"):
+            resolved[key] = value
+            continue
+        name = key[1:]
+        if name in arguments:
+            raise MethodError("invalidArguments", f"both '{name}' and '#{name}' are given")
+        if (
+            not isinstance(value, dict)
+            or set(value) != {"resultOf", "name", "path"}
+            or not all(isinstance(v, str) for v in value.values())
+        ):
+            raise MethodError(
+                "invalidResultReference", f"'#{name}' must be a ResultReference with resultOf, name and path"
+            )
+        for response_name, response_args, call_id in responses:
+            if call_id == value["resultOf"]:
+                if response_name != value["name"]:
+                    continue
+                try:
+                    resolved[name] = evaluate(response_args, value["path"])
+                except PointerError as e:
+                    raise MethodError("invalidResultReference", f"'#{name}': {e}") from None
+                break
+        else:
+            raise MethodError(
+                "invalidResultReference",
+                f"'#{name}': no earlier response named {value['name']!r} with method call id {value['resultOf']!r}",
+            )
+    return resolved
+
+
+def execute(txn: Any, env: Any, principal: Principal, request: Request, session_state: str) -> dict[str, Any]:
+    """
+    Run every method call of C{request} in order and return the Response
+    object.  Runs in a worker thread inside C{txn}.
+    """
+    registry: Registry = env.registry
+    responses: list[list[Any]] = []
+    created_ids: dict[str, str] = dict(request.created_ids or {})
+    ctx = Context(txn, env, principal, request.using, created_ids)
+    for call in request.method_calls:
+        started = time.perf_counter() if env.trace else 0.0
+        method = registry.methods.get(call.name)
+        if method is None or method.capability not in request.using:
+            detail = (
+                f"unknown method {call.name!r}"
+                if method is None
+                else f"{call.name} needs {method.capability!r} in 'using'"
+            )
+            responses.append(["error", {"type": "unknownMethod", "description": detail}, call.call_id])
+            continue
+        ctx.method = call.name
+        ctx.call_id = call.call_id
+        try:
+            arguments = resolve_references(call.arguments, responses)
+            with txn.savepoint():
+                result = method.handler(ctx, arguments)
+        except MethodError as e:
+            responses.append(["error", e.arguments(), call.call_id])
+        except Exception:
+            error_id = new_id("e", 10)
+            log.error(
+                "serverFail {error_id} in {method} for {account}:\n{traceback}",
+                error_id=error_id,
+                method=call.name,
+                account=principal.name,
+                traceback=traceback.format_exc(),
+            )
+            responses.append(
+                [
+                    "error",
+                    {"type": "serverFail", "description": f"internal error {error_id}; see the server log"},
+                    call.call_id,
+                ]
+            )
+        else:
+            if isinstance(result, ResponseList):
+                for name, args in result:
+                    responses.append([name, args, call.call_id])
+            else:
+                responses.append([call.name, result, call.call_id])
+        if env.trace:
+            log.debug(
+                "{method} {call_id} for {account}: {outcome} in {ms:.1f} ms",
+                method=call.name,
+                call_id=call.call_id,
+                account=principal.name,
+                outcome=responses[-1][0],
+                ms=(time.perf_counter() - started) * 1000,
+            )
+    response: dict[str, Any] = {"methodResponses": responses, "sessionState": session_state}
+    if request.created_ids is not None:
+        response["createdIds"] = created_ids
+    return response

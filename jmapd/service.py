@@ -1,0 +1,224 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The embeddable jmapd service.
+
+C{makeService(config, reactor)} returns a L{MultiService} holding the worker
+pool, the web listener and the periodic jobs; another Twisted application
+can add it to its own service hierarchy (see docs/embedding.md).  Nothing
+here touches the global reactor: it is passed in.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from jmapd.auth.checkers import make_portal
+from jmapd.blobs.store import FileBlobStore
+from jmapd.endpoints import jmap_endpoint
+from jmapd.environment import Environment
+from jmapd.protocol import core
+from jmapd.protocol.engine import Registry
+from jmapd.storage import blob_directory, blobs as blob_storage, changelog, open_database
+from jmapd.util.tticache import TTICache
+from jmapd.web.auth import Authenticator
+from jmapd.web.root import JMAPSite, build_root
+from jmapd.workers import WorkerPoolService
+
+log = Logger()
+
+#: How often expired uploads are removed and the changelog is compacted.
+MAINTENANCE_INTERVAL = 60.0
+
+
+class StartupError(Exception):
+    """
+    The service cannot start (for example, the port is in use); the
+    message says why in an operator's words.
+    """
+
+
+def build_registry() -> Registry:
+    """
+    Every capability and method this server implements.
+    """
+    registry = Registry()
+    core.register(registry)
+    return registry
+
+
+class WebService(Service):
+    """
+    Listen on the JMAP endpoint and serve the resource tree.
+    """
+
+    name = "web"
+
+    def __init__(self, reactor: Any, env: Environment) -> None:
+        self._reactor = reactor
+        self._env = env
+        self.port: Any = None
+        self.site: Any = None
+        self.listening: Deferred[Any] | None = None
+        self.startup_error: StartupError | None = None
+
+    def startService(self) -> None:
+        """
+        Start listening.  For TCP and TLS the listen happens at once, so a
+        port in use is known when this returns: C{startup_error} then holds
+        the reason (twistd's plugin exits with it) and L{listening} fails
+        with a L{StartupError}.
+        """
+        Service.startService(self)
+        env = self._env
+        authenticator = Authenticator(make_portal(env.database), env.clock, env.config)
+        self.site = JMAPSite(build_root(env, authenticator))
+        description = jmap_endpoint(env.config)
+        endpoint = serverFromString(self._reactor, description)
+        self.listening = endpoint.listen(self.site)
+        self.listening.addCallbacks(self._listened, self._not_listening, callbackArgs=(description,))
+
+    def _not_listening(self, failure: Any) -> Any:
+        config = self._env.config
+        failure.trap(CannotListenError)
+        self.startup_error = StartupError(
+            f"cannot listen on {config.jmap_bind_addr or '*'} port {config.jmap_port}"
+            f" (jmap-bind-addr, jmap-port): {failure.value.socketError}"
+        )
+        log.critical("{error}", error=str(self.startup_error))
+        raise self.startup_error
+
+    def _listened(self, port: Any, description: str) -> Any:
+        env = self._env
+        self.port = port
+        address = port.getHost()
+        if env.config.jmap_url_defaulted:
+            scheme = "https" if env.config.tls else "http"
+            host = env.config.jmap_bind_addr or "localhost"
+            if host in ("0.0.0.0", "::"):
+                host = "localhost"
+            if ":" in host:
+                host = f"[{host}]"
+            env.config = attrs.evolve(env.config, jmap_url=f"{scheme}://{host}:{address.port}")
+            log.warn(
+                "jmap-url is not set; advertising {url}, which only works for clients on this host",
+                url=env.config.jmap_url,
+            )
+        log.info("JMAP listening on {description} ({url})", description=description, url=env.config.jmap_url)
+        return port
+
+    def stopService(self) -> Deferred[None] | None:
+        Service.stopService(self)
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()  # type: ignore[no-any-return]
+        return None
+
+
+class JMAPService(MultiService):
+    """
+    The jmapd service: workers first, web last, so the listener never
+    accepts a request before the pool and database are ready, and stops
+    before the pool drains.
+    """
+
+    def __init__(self, env: Environment, reactor: Any) -> None:
+        super().__init__()
+        self.env = env
+        self.reactor = reactor
+        env.workers.setServiceParent(self)
+        maintenance = TimerService(MAINTENANCE_INTERVAL, self.maintain)
+        maintenance.clock = reactor
+        maintenance.setServiceParent(self)
+        self.web = WebService(reactor, env)
+        self.web.setServiceParent(self)
+
+    @property
+    def port(self) -> Any:
+        return self.web.port
+
+    def stopService(self) -> Any:
+        d = super().stopService()
+
+        def closed(result: Any) -> Any:
+            self.env.database.close()
+            return result
+
+        return d.addBoth(closed) if d is not None else closed(None)
+
+    def maintain(self) -> Deferred[Any] | None:
+        """
+        Periodic housekeeping: expired uploads, changelog compaction and
+        idle cache entries.
+        """
+        if not self.env.workers.running:
+            return None
+        env = self.env
+
+        def work(txn: Any) -> dict[str, int]:
+            now = float(env.clock.seconds())
+            orphans = blob_storage.expire_blobs(txn, now)
+            for blob_id in orphans:
+                env.blobs.delete(blob_id)
+            compacted = 0
+            for account_id in changelog.accounts_over(txn, env.config.max_changelog_entries):
+                compacted += changelog.compact(txn, account_id, env.config.max_changelog_entries)
+            return {"blobs": len(orphans), "tombstones": compacted}
+
+        def done(counts: dict[str, int]) -> None:
+            for cache in env.caches.values():
+                cache.expire()
+            if any(counts.values()):
+                log.info(
+                    "maintenance: removed {blobs} expired blobs, compacted {tombstones} changelog entries",
+                    **counts,
+                )
+
+        d = env.database.run_interaction(work, write=True)
+        d.addCallback(done)
+        d.addErrback(lambda f: log.failure("maintenance failed", f))
+        return d
+
+
+def make_environment(config: Any, reactor: Any, registry: Registry | None = None) -> Environment:
+    workers = WorkerPoolService(reactor, config.worker_pool_size)
+    database = open_database(config, workers.run)
+    os.makedirs(blob_directory(config), exist_ok=True)
+    env = Environment(
+        config=config,
+        registry=registry if registry is not None else build_registry(),
+        database=database,
+        blobs=FileBlobStore(blob_directory(config)),
+        clock=reactor,
+        workers=workers,
+        trace=config.log_level == "trace",
+    )
+    env.caches["ids"] = TTICache(
+        reactor, config.cache_tti_ids, max_bytes=config.cache_size_ids, name="ids"
+    )
+    return env
+
+
+def makeService(config: Any, reactor: Any = None, registry: Registry | None = None) -> JMAPService:
+    """
+    The jmapd service for C{config}, ready to be started or added to a
+    parent service.  The database is opened and migrated here, so a schema
+    problem stops start-up before anything listens.
+
+    @param reactor: the reactor to use; the global one if omitted.
+    @param registry: the methods to serve (tests pass their own).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    env = make_environment(config, reactor, registry)
+    return JMAPService(env, reactor)

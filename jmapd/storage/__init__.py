@@ -1,0 +1,29 @@
+"""
+Storage: the database behind a small interface, and one module per group of
+tables.  Nothing here imports the JMAP protocol or data type modules.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+DATABASE_FILE = "jmapd.sqlite3"
+
+
+def open_database(config: Any, run_in_thread: Callable[..., Any] | None = None) -> Any:
+    """
+    The database the configuration names (SQLite under C{db-path}),
+    migrated to the current schema.
+    """
+    from jmapd.storage.database import Database
+    from jmapd.storage.engines.sqlite import SQLiteEngine
+
+    os.makedirs(config.db_path, exist_ok=True)
+    database = Database(SQLiteEngine(os.path.join(config.db_path, DATABASE_FILE)), run_in_thread)
+    database.migrate()
+    return database
+
+
+def blob_directory(config: Any) -> str:
+    return os.path.join(config.db_path, "blobs")

@@ -1,0 +1,86 @@
+# -*- test-case-name: tests.blobs.test_expiry -*-
+"""
+Which account may read which blob, and which uploads may be dropped.
+
+The bytes live in a blob store; this table is the access list: an account
+sees a blob only through its own row.  An upload's row expires after
+C{blob-temp-ttl} unless something (an Email, a copy) made it permanent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import frozen
+
+
+@frozen
+class BlobRecord:
+    account_id: str
+    blob_id: str
+    size: int
+    type: str
+    expires_at: float | None
+
+
+def add_blob(
+    txn: Any, account_id: str, blob_id: str, size: int, type: str, now: float, expires_at: float | None
+) -> BlobRecord:
+    """
+    Give C{account_id} access to C{blob_id}.  An existing row keeps the
+    longer lifetime: a permanent row stays permanent, an upload of the same
+    bytes again extends the expiry.
+    """
+    row = txn.fetchone(
+        "SELECT expires_at FROM blobs WHERE account_id = ? AND blob_id = ?", (account_id, blob_id)
+    )
+    if row is None:
+        txn.execute(
+            "INSERT INTO blobs (account_id, blob_id, size, type, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (account_id, blob_id, size, type, now, expires_at),
+        )
+    elif row[0] is not None and (expires_at is None or expires_at > row[0]):
+        txn.execute(
+            "UPDATE blobs SET expires_at = ?, type = ? WHERE account_id = ? AND blob_id = ?",
+            (expires_at, type, account_id, blob_id),
+        )
+    return BlobRecord(account_id, blob_id, size, type, expires_at)
+
+
+def get_blob(txn: Any, account_id: str, blob_id: str) -> BlobRecord | None:
+    row = txn.fetchone(
+        "SELECT size, type, expires_at FROM blobs WHERE account_id = ? AND blob_id = ?", (account_id, blob_id)
+    )
+    if row is None:
+        return None
+    return BlobRecord(account_id, blob_id, int(row[0]), row[1], row[2])
+
+
+def keep_blob(txn: Any, account_id: str, blob_id: str) -> None:
+    """
+    Make the account's access to the blob permanent (it is referenced).
+    """
+    txn.execute(
+        "UPDATE blobs SET expires_at = NULL WHERE account_id = ? AND blob_id = ?", (account_id, blob_id)
+    )
+
+
+def expire_blobs(txn: Any, now: float) -> list[str]:
+    """
+    Drop every expired upload row; return the blob ids no row refers to any
+    more, whose files may now be deleted.
+    """
+    expired = [
+        row[0]
+        for row in txn.fetchall(
+            "SELECT DISTINCT blob_id FROM blobs WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+        )
+    ]
+    if not expired:
+        return []
+    txn.execute("DELETE FROM blobs WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+    return [
+        blob_id
+        for blob_id in expired
+        if txn.fetchone("SELECT 1 FROM blobs WHERE blob_id = ?", (blob_id,)) is None
+    ]

@@ -1,0 +1,191 @@
+# -*- test-case-name: tests.storage.test_database -*-
+"""
+Run database work in the worker pool, one transaction at a time.
+
+L{Database.run_interaction} is the only way JMAP code touches the database:
+it runs C{fn(txn, *args)} in a worker thread inside one transaction that
+commits when C{fn} returns and rolls back when it raises.  Callbacks
+registered with L{Transaction.after_commit} run on the reactor thread once
+the commit is durable: that is where push notifications and cache
+invalidation belong.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from jmapd.storage.migrations import apply_migrations
+
+T = TypeVar("T")
+
+log = Logger()
+
+
+class Transaction:
+    """
+    One transaction on one connection: a thin cursor wrapper that knows its
+    engine (for the dialect) and collects after-commit callbacks.
+    """
+
+    def __init__(self, engine: Any, conn: Any) -> None:
+        self.engine = engine
+        self.conn = conn
+        self._cursor = conn.cursor()
+        self.after_commit_callbacks: list[Callable[[], Any]] = []
+        self._savepoints = 0
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self._cursor.execute(self.engine.convert_sql(sql), params)
+        return self._cursor
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._cursor.executemany(self.engine.convert_sql(sql), rows)
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.execute(sql, params).fetchall()
+
+    def fetchvalue(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
+        row = self.fetchone(sql, params)
+        return default if row is None else row[0]
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+    def after_commit(self, callback: Callable[[], Any]) -> None:
+        """
+        Call C{callback()} on the reactor thread after this transaction has
+        committed; never if it rolls back.
+        """
+        self.after_commit_callbacks.append(callback)
+
+    def savepoint(self) -> "_Savepoint":
+        """
+        A nested unit: C{with txn.savepoint(): ...} undoes what the block
+        did when it raises, leaving the rest of the transaction intact.  Each
+        JMAP method call, and each object of a /set, runs in one, so no
+        write is ever half-applied.
+        """
+        self._savepoints += 1
+        return _Savepoint(self, f"sp{self._savepoints}")
+
+
+class _Savepoint:
+    def __init__(self, txn: Transaction, name: str) -> None:
+        self._txn = txn
+        self._name = name
+
+    def __enter__(self) -> None:
+        self._txn.execute(f"SAVEPOINT {self._name}")
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
+        if kind is None:
+            self._txn.execute(f"RELEASE SAVEPOINT {self._name}")
+        else:
+            self._txn.execute(f"ROLLBACK TO SAVEPOINT {self._name}")
+            self._txn.execute(f"RELEASE SAVEPOINT {self._name}")
+        return False
+
+
+class Database:
+    """
+    A database reached through an engine, used from the threads of a
+    worker pool (or, for the admin command and tests, synchronously).
+
+    @param engine: an engine such as L{jmapd.storage.engines.sqlite.SQLiteEngine}.
+    @param run_in_thread: C{run(fn, *args) -> Deferred}, normally
+        L{jmapd.workers.WorkerPoolService.run}.
+    """
+
+    def __init__(self, engine: Any, run_in_thread: Callable[..., Deferred[Any]] | None = None) -> None:
+        self.engine = engine
+        self._run_in_thread = run_in_thread
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.engine.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def migrate(self) -> int:
+        """
+        Bring the schema to the current version (synchronously, at
+        start-up, before anything is served).
+
+        @return: the schema version.
+        """
+        return apply_migrations(self.engine, self._connection())
+
+    def run_sync(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
+        """
+        Run C{fn(txn, *args)} in one transaction in the calling thread and
+        return its result; after-commit callbacks are returned unrun to
+        L{run_interaction} or, here, run at once.
+        """
+        result, callbacks = self._transaction(fn, args, write)
+        for callback in callbacks:
+            callback()
+        return result
+
+    def _transaction(
+        self, fn: Callable[..., T], args: Sequence[Any], write: bool
+    ) -> tuple[T, list[Callable[[], Any]]]:
+        conn = self._connection()
+        txn = Transaction(self.engine, conn)
+        self.engine.begin(conn, write)
+        try:
+            result = fn(txn, *args)
+            self.engine.commit(conn)
+        except BaseException:
+            self.engine.rollback(conn)
+            raise
+        return result, txn.after_commit_callbacks
+
+    def run_interaction(self, fn: Callable[..., T], *args: Any, write: bool = False) -> Deferred[T]:
+        """
+        Run C{fn(txn, *args)} in a worker thread inside one transaction.
+
+        @param write: start a write transaction (it takes the write lock at
+            once, so it cannot fail later because another writer won).
+        @return: a L{Deferred} firing on the reactor thread with C{fn}'s
+            result after the commit and after the after-commit callbacks ran.
+        """
+        assert self._run_in_thread is not None, "this Database has no worker pool"
+        d = self._run_in_thread(self._transaction, fn, args, write)
+
+        def committed(outcome: tuple[T, list[Callable[[], Any]]]) -> T:
+            result, callbacks = outcome
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.failure("after-commit callback failed")
+            return result
+
+        return d.addCallback(committed)
+
+    def close(self) -> None:
+        """
+        Close every connection the threads opened (call once they stopped).
+        """
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        self._local = threading.local()

@@ -1,0 +1,168 @@
+# -*- test-case-name: tests.web.test_auth -*-
+"""
+HTTP authentication in front of every JMAP resource: Basic and Bearer
+credentials checked through a twisted.cred portal, failed attempts rate
+limited per client address, and a short-lived memory of verified
+Authorization headers so that argon2 runs once per login, not once per
+request.
+
+The memory is keyed by an HMAC of the header under a per-process random
+key, never by the secret itself, and it remembers the account's auth
+version: every request re-checks that version inside its own transaction
+(L{check_auth_version}), so a password change or a revoked token takes
+effect at once, even when C{jmapd-admin} made it from another process.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from attrs import frozen
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
+from twisted.logger import Logger
+
+from jmapd.auth.checkers import BearerToken, IPrincipal
+from jmapd.protocol.engine import Principal
+from jmapd.storage import accounts
+from jmapd.util.ratelimit import RateLimiter
+from jmapd.util.tticache import TTICache
+from jmapd.web.resource import HTTPProblem, client_address
+
+log = Logger()
+
+#: How long a verified Authorization header is remembered when unused.
+VERIFIED_TTI = 300.0
+VERIFIED_MAX = 10_000
+
+_CHALLENGE = b'Basic realm="jmapd", charset="UTF-8", Bearer realm="jmapd"'
+
+
+@frozen
+class Login:
+    principal: Principal
+    auth_version: int
+    client: str
+
+
+class AuthVersionChanged(Exception):
+    """
+    The credentials were valid when cached but the account's password or
+    tokens changed since.
+    """
+
+
+def unauthorized(detail: str) -> HTTPProblem:
+    return HTTPProblem(401, detail, headers={b"www-authenticate": _CHALLENGE})
+
+
+def too_many(detail: str, retry_after: float) -> HTTPProblem:
+    return HTTPProblem(
+        429,
+        detail,
+        type="urn:ietf:params:jmap:error:limit",
+        headers={b"retry-after": b"%d" % max(1, int(retry_after + 0.999))},
+        extra={"limit": "rateLimit"},
+    )
+
+
+class Authenticator:
+    """
+    Authenticate HTTP requests for the web resources.
+    """
+
+    def __init__(self, portal: Any, clock: Any, config: Any) -> None:
+        self._portal = portal
+        self._config = config
+        self._key = secrets.token_bytes(32)
+        self._verified: TTICache[bytes, tuple[Principal, int]] = TTICache(
+            clock, VERIFIED_TTI, max_entries=VERIFIED_MAX, name="verified-auth"
+        )
+        self._failures = RateLimiter(clock, config.rate_limit_auth.count, config.rate_limit_auth.period)
+        self._per_account = RateLimiter(
+            clock, config.rate_limit_authenticated.count, config.rate_limit_authenticated.period
+        )
+        self._anonymous = RateLimiter(
+            clock, config.rate_limit_anonymous.count, config.rate_limit_anonymous.period
+        )
+
+    def _fingerprint(self, header: bytes) -> bytes:
+        return hmac.new(self._key, header, hashlib.sha256).digest()
+
+    def forget(self, header: bytes) -> None:
+        self._verified.pop(self._fingerprint(header))
+
+    async def authenticate(self, request: Any) -> Login:
+        """
+        The login behind the request's Authorization header.
+
+        @raise HTTPProblem: 401 with a challenge, or 429 when the client
+            failed too often or the account sends too many requests.
+        """
+        client = client_address(request, self._config.use_forwarded_header)
+        header = request.getHeader(b"authorization")
+        if not header:
+            if not self._anonymous.hit(client):
+                raise too_many("too many unauthenticated requests", self._anonymous.retry_after(client))
+            raise unauthorized("authentication is required")
+        raw = header.encode("latin-1") if isinstance(header, str) else header
+        fingerprint = self._fingerprint(raw)
+        cached = self._verified.get(fingerprint)
+        if cached is None:
+            if not self._failures.check(client):
+                raise too_many(
+                    "too many failed authentication attempts", self._failures.retry_after(client)
+                )
+            credentials = self._credentials(raw)
+            try:
+                _interface, avatar, _logout = await self._portal.login(credentials, None, IPrincipal)
+            except (UnauthorizedLogin, UnhandledCredentials):
+                self._failures.hit(client)
+                log.info("authentication failed from {client}", client=client)
+                raise unauthorized("the credentials are not valid") from None
+            cached = avatar
+            self._verified.set(fingerprint, cached)
+        principal, auth_version = cached
+        if not self._per_account.hit(principal.account_id):
+            raise too_many(
+                "too many requests for this account", self._per_account.retry_after(principal.account_id)
+            )
+        return Login(principal, auth_version, client)
+
+    def _credentials(self, header: bytes) -> Any:
+        scheme, _, value = header.strip().partition(b" ")
+        value = value.strip()
+        if scheme.lower() == b"basic":
+            try:
+                decoded = base64.b64decode(value, validate=True)
+            except ValueError:
+                raise unauthorized("the Basic credentials are not valid base64") from None
+            username, colon, password = decoded.partition(b":")
+            if not colon:
+                raise unauthorized("the Basic credentials need 'name:password'")
+            return UsernamePassword(username, password)
+        if scheme.lower() == b"bearer" and value:
+            return BearerToken(value.decode("ascii", "replace"))
+        raise unauthorized("use Basic or Bearer authentication")
+
+    def revalidate(self, request: Any, login: Login) -> None:
+        """
+        Forget the request's cached verification (its auth version is
+        stale).
+        """
+        header = request.getHeader(b"authorization")
+        if header:
+            self.forget(header.encode("latin-1") if isinstance(header, str) else header)
+
+
+def check_auth_version(txn: Any, login: Login) -> None:
+    """
+    Inside a request's transaction: refuse the request if the account's
+    credentials changed since this login was verified (or it is gone).
+    """
+    if accounts.auth_version(txn, login.principal.account_id) != login.auth_version:
+        raise AuthVersionChanged(login.principal.name)

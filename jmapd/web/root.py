@@ -1,0 +1,118 @@
+# -*- test-case-name: tests.web.test_api -*-
+"""
+The resource tree:
+
+    /.well-known/jmap            Session
+    /jmap/                       API (POST)
+    /jmap/upload/{accountId}/    upload
+    /jmap/download/{accountId}/{blobId}/{name}
+    /jmap/eventsource/, /jmap/ws (when push is enabled)
+
+wrapped in the CORS resource, and a Site that sets TCP_NODELAY on every
+connection (see DESIGN.md: a keep-alive response larger than one packet
+otherwise waits 40 ms for a delayed ACK).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.resource import NoResource, Resource
+from twisted.web.server import Site
+
+from jmapd.web.api import APIResource
+from jmapd.web.blobs import DownloadResource, UploadResource
+from jmapd.web.cors import CORSPolicy, CORSResource
+from jmapd.web.resource import HTTPProblem, write_problem
+from jmapd.web.session import SessionResource
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request: Any) -> Any:
+        from twisted.web.server import NOT_DONE_YET
+
+        write_problem(request, HTTPProblem(404, "no such resource"))
+        return NOT_DONE_YET
+
+
+class JMAPResource(Resource):
+    """
+    C{/jmap}: the API itself (at C{/jmap/} and C{/jmap}) and the binary
+    data and push endpoints below it.
+    """
+
+    def __init__(self, api: Resource, children: dict[bytes, Resource]) -> None:
+        super().__init__()
+        self._api = api
+        for name, child in children.items():
+            self.putChild(name, child)
+
+    def getChild(self, name: bytes, request: Any) -> Resource:
+        if name == b"":
+            return self._api
+        return _NotFound()
+
+    def render(self, request: Any) -> Any:
+        return self._api.render(request)
+
+
+class _Root(Resource):
+    def getChild(self, name: bytes, request: Any) -> Resource:
+        return _NotFound()
+
+    def render(self, request: Any) -> Any:
+        return _NotFound().render(request)
+
+
+def build_root(env: Any, authenticator: Any, extra: dict[bytes, Resource] | None = None) -> Resource:
+    """
+    The whole resource tree for one service, CORS wrapper included.
+
+    @param extra: more children of C{/jmap/} (eventsource, ws).
+    """
+    root = _Root()
+    well_known = Resource()
+    well_known.putChild(b"jmap", SessionResource(env, authenticator))
+    root.putChild(b".well-known", well_known)
+    children: dict[bytes, Resource] = {
+        b"upload": UploadResource(env, authenticator),
+        b"download": DownloadResource(env, authenticator),
+    }
+    children.update(extra or {})
+    root.putChild(b"jmap", JMAPResource(APIResource(env, authenticator), children))
+    config = env.config
+    return CORSResource(root, CORSPolicy(config.strict_cors, config.cors_allowed_origins))
+
+
+class JMAPSite(Site):
+    """
+    A L{Site} that turns on TCP_NODELAY for every connection and does not
+    log requests itself (the API logs one line per request).
+    """
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        make_connection = protocol.makeConnection
+
+        def makeConnection(transport: Any) -> None:
+            set_no_delay = getattr(transport, "setTcpNoDelay", None)
+            if set_no_delay is not None:
+                try:
+                    set_no_delay(True)
+                except OSError:
+                    pass
+            make_connection(transport)
+
+        protocol.makeConnection = makeConnection
+        return protocol
+
+    def log(self, request: Any) -> None:
+        pass
+
+    def getResourceFor(self, request: Any) -> Any:
+        resource = super().getResourceFor(request)
+        if isinstance(resource, NoResource):
+            return _NotFound()
+        return resource

@@ -1,0 +1,490 @@
+"""
+Tests for L{jmapd.admin}, the C{jmapd-admin} command, run in-process.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from jmapd.admin import main
+from jmapd.auth.passwords import verify_password
+from jmapd.config import load_config
+from jmapd.storage import DATABASE_FILE, accounts, open_database
+
+
+class AdminTestCase(SynchronousTestCase):
+    """
+    Run C{jmapd-admin} against a configuration file in a fresh temporary
+    directory whose database lives in C{data/} next to it.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.config_path = self.write_config("db-path: data\n")
+
+    def write_config(self, text: str) -> str:
+        path = os.path.join(self.directory, "jmapd.yaml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def admin(
+        self,
+        *argv: str,
+        stdin: str = "",
+        config: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> tuple[int, str, str]:
+        """
+        Run C{jmapd-admin --config FILE ARGV...} with C{stdin} as standard
+        input and no ambient environment.
+
+        @return: the exit status, standard output and standard error.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        args = ["--config", self.config_path, *argv] if config else list(argv)
+        status = main(
+            args,
+            stdin=io.StringIO(stdin),
+            stdout=out,
+            stderr=err,
+            environ=environ if environ is not None else {},
+        )
+        self.assertNotIn("Traceback", err.getvalue())
+        return status, out.getvalue(), err.getvalue()
+
+    def succeed(self, *argv: str, stdin: str = "") -> str:
+        """
+        Run a command that must succeed; return its standard output.
+        """
+        status, out, err = self.admin(*argv, stdin=stdin)
+        self.assertEqual((status, err), (0, ""), f"jmapd-admin {' '.join(argv)}")
+        return out
+
+    def refused(self, *argv: str, stdin: str = "", status: int = 1) -> str:
+        """
+        Run a command that must fail with C{status} and print nothing on
+        standard output; return its one-line error without the prefix (for a
+        usage error, status 2, argparse's usage and error lines).
+        """
+        actual, out, err = self.admin(*argv, stdin=stdin)
+        self.assertEqual((actual, out), (status, ""))
+        if status == 2:
+            self.assertRegex(err, r"^usage: jmapd-admin.*\njmapd-admin[a-z ]*: error: ")
+            return err
+        self.assertTrue(err.startswith("jmapd-admin: "), err)
+        self.assertEqual(err.count("\n"), 1, err)
+        return err.removeprefix("jmapd-admin: ")
+
+    def query(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """
+        Run C{fn(txn, *args)} on the database the commands use.
+        """
+        database = open_database(load_config(self.config_path, {}))
+        try:
+            return database.run_sync(fn, *args)
+        finally:
+            database.close()
+
+    def account(self, name: str) -> accounts.Account:
+        account = self.query(accounts.get_account_by_name, name)
+        self.assertIsNotNone(account)
+        assert account is not None
+        return account
+
+
+class AccountTests(AdminTestCase):
+    """
+    C{jmapd-admin account ...}.
+    """
+
+    def test_addAndList(self) -> None:
+        """
+        C{account add} creates the account, says so with its id, and
+        C{account list} shows it as name, id and addresses, tab separated.
+        """
+        out = self.succeed("account", "add", "alice", "--email", "alice@example.com")
+        alice = self.account("alice")
+        self.assertEqual(out, f"account alice created (id {alice.id})\n")
+        self.succeed("account", "add", "bob")
+        bob = self.account("bob")
+        self.assertEqual(
+            self.succeed("account", "list"),
+            f"alice\t{alice.id}\talice@example.com\nbob\t{bob.id}\t\n",
+        )
+
+    def test_addWithoutPassword(self) -> None:
+        """
+        Without C{--password-stdin} the account has no password (it logs in
+        with tokens only) and standard input is not read.
+        """
+        self.succeed("account", "add", "alice", stdin="ignored\n")
+        self.assertIsNone(self.account("alice").password_hash)
+
+    def test_addWithPassword(self) -> None:
+        """
+        C{--password-stdin} takes the first line of standard input, without
+        its line ending, as the password.
+        """
+        self.succeed("account", "add", "alice", "--password-stdin", stdin=" s3cret \nnext\n")
+        stored = self.account("alice").password_hash
+        self.assertTrue(verify_password(stored, " s3cret "))
+        self.assertFalse(verify_password(stored, " s3cret \n"))
+
+    def test_addSeveralAddresses(self) -> None:
+        """
+        Every C{--email} becomes an address of the account, in order, stored
+        in lower case.
+        """
+        self.succeed(
+            "account", "add", "alice",
+            "--email", "alice@example.com",
+            "--email", "Alice.Smith@Example.org",
+            "--email", "a@localhost",
+        )
+        self.assertEqual(
+            self.account("alice").addresses,
+            ("alice@example.com", "alice.smith@example.org", "a@localhost"),
+        )
+        self.assertTrue(
+            self.succeed("account", "list").endswith(
+                "\talice@example.com,alice.smith@example.org,a@localhost\n"
+            )
+        )
+
+    def test_duplicateName(self) -> None:
+        """
+        A name that is taken is refused with exit status 1, and the existing
+        account is left as it was.
+        """
+        self.succeed("account", "add", "alice", "--email", "alice@example.com")
+        before = self.account("alice")
+        message = self.refused("account", "add", "alice", "--email", "other@example.com")
+        self.assertIn("'alice'", message)
+        self.assertEqual(self.account("alice"), before)
+
+    def test_duplicateAddress(self) -> None:
+        """
+        An address owned by another account, in any case, is refused with
+        exit status 1 and no account is created.
+        """
+        self.succeed("account", "add", "alice", "--email", "alice@example.com")
+        message = self.refused("account", "add", "bob", "--email", "ALICE@example.com")
+        self.assertIn("ALICE@example.com", message)
+        self.assertIsNone(self.query(accounts.get_account_by_name, "bob"))
+
+    def test_addressGivenTwice(self) -> None:
+        """
+        The same address twice on one command line is refused.
+        """
+        message = self.refused(
+            "account", "add", "bob", "--email", "b@example.com", "--email", "B@example.com"
+        )
+        self.assertIn("twice", message)
+
+    def test_badName(self) -> None:
+        """
+        A name that is empty, too long, or has spaces or other characters
+        than letters, digits and C{. _ - @} is refused before the database
+        is even created.
+        """
+        for name in ["", "with space", "a" * 65, "tab\there", "sla/sh", "ünï"]:
+            message = self.refused("account", "add", name)
+            self.assertIn("invalid account name", message)
+        self.assertFalse(os.path.exists(os.path.join(self.directory, "data")))
+        self.succeed("account", "add", "a" * 64)
+        self.succeed("account", "add", "Jo.Doe_2-x@example.com")
+
+    def test_badAddress(self) -> None:
+        """
+        An address that does not look like local@domain is refused.
+        """
+        for address in ["alice", "@example.com", "alice@", "a@b@c", "a b@example.com",
+                        "alice@exa mple.com", "alice@-example.com"]:
+            message = self.refused("account", "add", "alice", "--email", address)
+            self.assertIn("invalid address", message)
+        self.assertIsNone(self.query(accounts.get_account_by_name, "alice"))
+
+    def test_emptyPasswordRefused(self) -> None:
+        """
+        With C{--password-stdin}, an empty first line or empty input is
+        refused and no account is created.
+        """
+        for stdin in ["", "\n", "\r\nsecond line\n"]:
+            message = self.refused("account", "add", "alice", "--password-stdin", stdin=stdin)
+            self.assertIn("password is empty", message)
+        self.assertIsNone(self.query(accounts.get_account_by_name, "alice"))
+
+    def test_passwd(self) -> None:
+        """
+        C{account passwd} replaces the stored hash: the new password
+        verifies and the old one no longer does.
+        """
+        self.succeed("account", "add", "alice", "--password-stdin", stdin="old password\n")
+        self.assertEqual(
+            self.succeed("account", "passwd", "alice", "--password-stdin", stdin="new password\n"),
+            "password of account alice changed\n",
+        )
+        stored = self.account("alice").password_hash
+        self.assertTrue(verify_password(stored, "new password"))
+        self.assertFalse(verify_password(stored, "old password"))
+
+    def test_passwdUnknownAccount(self) -> None:
+        """
+        C{account passwd} of an unknown account fails with exit status 1.
+        """
+        self.assertEqual(
+            self.refused("account", "passwd", "nobody", "--password-stdin", stdin="pw\n"),
+            "no account named 'nobody'\n",
+        )
+
+    def test_passwdEmptyRefused(self) -> None:
+        """
+        C{account passwd} refuses an empty password and keeps the old one.
+        """
+        self.succeed("account", "add", "alice", "--password-stdin", stdin="old\n")
+        self.refused("account", "passwd", "alice", "--password-stdin", stdin="\n")
+        self.assertTrue(verify_password(self.account("alice").password_hash, "old"))
+
+    def test_passwdNeedsPasswordStdin(self) -> None:
+        """
+        C{account passwd} without C{--password-stdin} is a usage error.
+        """
+        self.refused("account", "passwd", "alice", status=2)
+
+    def test_removeNeedsYes(self) -> None:
+        """
+        C{account remove} without C{--yes} refuses, says to add it, and
+        keeps the account.
+        """
+        self.succeed("account", "add", "alice")
+        message = self.refused("account", "remove", "alice")
+        self.assertIn("--yes", message)
+        self.account("alice")
+
+    def test_remove(self) -> None:
+        """
+        C{account remove --yes} removes the account, its addresses and its
+        tokens, so the name and address can be used again.
+        """
+        self.succeed("account", "add", "alice", "--email", "alice@example.com")
+        alice = self.account("alice")
+        secret = self.admin("token", "create", "alice")[1].strip()
+        self.assertEqual(
+            self.succeed("account", "remove", "alice", "--yes"),
+            f"account alice removed (id {alice.id})\n",
+        )
+        self.assertIsNone(self.query(accounts.get_account_by_name, "alice"))
+        self.assertIsNone(self.query(accounts.find_token, secret))
+        self.assertEqual(self.succeed("account", "list"), "")
+        self.succeed("account", "add", "alice2", "--email", "alice@example.com")
+
+    def test_removeUnknown(self) -> None:
+        """
+        Removing an unknown account fails with exit status 1.
+        """
+        self.assertEqual(
+            self.refused("account", "remove", "nobody", "--yes"), "no account named 'nobody'\n"
+        )
+
+
+class TokenTests(AdminTestCase):
+    """
+    C{jmapd-admin token ...}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.succeed("account", "add", "alice")
+
+    def create(self, *options: str) -> tuple[str, str]:
+        """
+        Create a token for alice; return its secret and its stderr note.
+        """
+        status, out, err = self.admin("token", "create", "alice", *options)
+        self.assertEqual(status, 0)
+        return out, err
+
+    def test_createPrintsSecretOnly(self) -> None:
+        """
+        C{token create} prints the secret as the only line of standard
+        output; the database knows it by its hash, and the note on standard
+        error names the token id.
+        """
+        out, err = self.create("--label", "backup script")
+        self.assertEqual(out.count("\n"), 1)
+        secret = out.removesuffix("\n")
+        self.assertGreaterEqual(len(secret), 43)
+        found = self.query(accounts.find_token, secret)
+        self.assertIsNotNone(found)
+        token, account = found
+        self.assertEqual((account.name, token.label), ("alice", "backup script"))
+        self.assertEqual(err, f"token {token.id} for alice: keep it, it is not shown again\n")
+        self.assertNotIn(secret, err)
+
+    def test_createSecretsDiffer(self) -> None:
+        """
+        Every token gets its own secret.
+        """
+        self.assertNotEqual(self.create()[0], self.create()[0])
+
+    def test_createUnknownAccount(self) -> None:
+        """
+        A token for an unknown account fails with exit status 1, printing
+        no secret.
+        """
+        self.assertEqual(
+            self.refused("token", "create", "nobody"), "no account named 'nobody'\n"
+        )
+
+    def test_list(self) -> None:
+        """
+        C{token list} shows each token of the account as id, label and
+        creation time (ISO 8601, UTC), tab separated, oldest first.
+        """
+        self.create("--label", "phone")
+        self.create()
+        tokens = self.query(accounts.list_tokens, "alice")
+        lines = self.succeed("token", "list", "alice").splitlines()
+        self.assertEqual(len(lines), 2)
+        for line, token in zip(lines, tokens):
+            token_id, label, created = line.split("\t")
+            self.assertEqual((token_id, label), (token.id, token.label))
+            self.assertRegex(created, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        self.assertEqual(lines[0].split("\t")[1], "phone")
+
+    def test_listUnknownAccount(self) -> None:
+        """
+        C{token list} of an unknown account fails with exit status 1.
+        """
+        self.refused("token", "list", "nobody")
+
+    def test_revoke(self) -> None:
+        """
+        C{token revoke} deletes the token: its secret no longer finds it,
+        and the account's other tokens remain.
+        """
+        secret = self.create()[0].strip()
+        other = self.create()[0].strip()
+        token, _ = self.query(accounts.find_token, secret)
+        self.assertEqual(
+            self.succeed("token", "revoke", token.id), f"token {token.id} revoked\n"
+        )
+        self.assertIsNone(self.query(accounts.find_token, secret))
+        self.assertIsNotNone(self.query(accounts.find_token, other))
+
+    def test_revokeUnknown(self) -> None:
+        """
+        Revoking an id that names no token fails with exit status 1.
+        """
+        self.assertIn("tnosuchtoken", self.refused("token", "revoke", "tnosuchtoken"))
+
+
+class DemoTests(AdminTestCase):
+    """
+    C{jmapd-admin demo}, which C{make run} calls before starting the server.
+    """
+
+    def test_createsOnceThenExists(self) -> None:
+        """
+        The first run creates the data directory, the database and the demo
+        account with a random password it prints once; later runs leave the
+        account alone and say it exists.
+        """
+        out = self.succeed("demo")
+        self.assertTrue(
+            os.path.exists(os.path.join(self.directory, "data", DATABASE_FILE))
+        )
+        prefix, suffix = "demo account: user demo, password ", " (shown once)\n"
+        self.assertTrue(out.startswith(prefix) and out.endswith(suffix), out)
+        password = out.removeprefix(prefix).removesuffix(suffix)
+        demo = self.account("demo")
+        self.assertEqual(demo.addresses, ("demo@localhost",))
+        self.assertTrue(verify_password(demo.password_hash, password))
+
+        self.assertEqual(self.succeed("demo"), "demo account exists\n")
+        self.assertEqual(self.account("demo"), demo)
+
+
+class CommandLineTests(AdminTestCase):
+    """
+    The configuration and the command line around the commands.
+    """
+
+    def test_badConfig(self) -> None:
+        """
+        A configuration error fails with exit status 1 and the text of the
+        error, which names the key.
+        """
+        self.write_config("db-path: data\njmap-port: abc\n")
+        status, out, err = self.admin("account", "list")
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(err.startswith("jmapd-admin: configuration errors in "), err)
+        self.assertIn("jmap-port", err)
+        self.assertIn("'abc'", err)
+
+    def test_missingConfigFile(self) -> None:
+        """
+        A configuration file that cannot be read fails with exit status 1.
+        """
+        self.config_path = os.path.join(self.directory, "missing.yaml")
+        status, out, err = self.admin("account", "list")
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn("cannot read the configuration file", err)
+
+    def test_missingConfig(self) -> None:
+        """
+        Without C{--config} and without C{JMAPD_CONFIG} the command is a
+        usage error (status 2) that says what is missing.
+        """
+        status, out, err = self.admin("account", "list", config=False)
+        self.assertEqual((status, out), (2, ""))
+        self.assertIn("--config", err)
+        self.assertIn("JMAPD_CONFIG", err)
+
+    def test_configFromEnvironment(self) -> None:
+        """
+        C{JMAPD_CONFIG} names the configuration file when C{--config} is not
+        given, and is not mistaken for a configuration key.
+        """
+        status, _, err = self.admin(
+            "account", "add", "alice", config=False, environ={"JMAPD_CONFIG": self.config_path}
+        )
+        self.assertEqual((status, err), (0, ""))
+        self.account("alice")
+
+    def test_setOverride(self) -> None:
+        """
+        C{--set key=value} overrides the file, as it does for the server.
+        """
+        status, _, err = self.admin(
+            "--set", "db-path=other", "account", "add", "alice"
+        )
+        self.assertEqual((status, err), (0, ""))
+        self.assertTrue(os.path.exists(os.path.join(self.directory, "other", DATABASE_FILE)))
+        status, _, err = self.admin("--set", "no-such-key=1", "account", "list")
+        self.assertEqual(status, 1)
+        self.assertIn("no-such-key", err)
+
+    def test_usageErrors(self) -> None:
+        """
+        A missing or unknown command or argument is a usage error with
+        status 2 from argparse, written to the given standard error.
+        """
+        for argv in [(), ("account",), ("frobnicate",), ("account", "add"),
+                     ("account", "add", "alice", "--bogus")]:
+            self.refused(*argv, status=2)
+
+    def test_help(self) -> None:
+        """
+        C{--help} writes to the given standard output and exits 0.
+        """
+        status, out, err = self.admin("--help", config=False)
+        self.assertEqual((status, err), (0, ""))
+        self.assertIn("jmapd-admin", out)
