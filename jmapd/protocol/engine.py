@@ -264,6 +264,13 @@ def execute(txn: Any, env: Any, principal: Principal, request: Request, session_
                 else f"{call.name} needs {method.capability!r} in 'using'"
             )
             responses.append(["error", {"type": "unknownMethod", "description": detail}, call.call_id])
+            if env.trace:
+                log.debug(
+                    "{method} {call_id} for {account}: unknownMethod",
+                    method=call.name,
+                    call_id=call.call_id,
+                    account=principal.name,
+                )
             continue
         ctx.method = call.name
         ctx.call_id = call.call_id
