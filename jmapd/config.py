@@ -67,6 +67,10 @@ __all__ = [
 
 ENVIRONMENT_PREFIX = "JMAPD_"
 
+#: Environment variables with the prefix that are not configuration keys:
+#: JMAPD_CONFIG names the configuration file itself.
+NOT_KEYS = frozenset({"JMAPD_CONFIG"})
+
 
 class ConfigError(Exception):
     """
@@ -817,8 +821,163 @@ class Config:
             "max-changelog-entries",
             integer(1),
             10000,
-            "Changelog rows kept per account; older ones are compacted and /changes"
-            " from before them answers cannotCalculateChanges.",
+            "Records of destroyed objects kept per account in the changelog; older"
+            " ones are compacted and /changes from before them answers"
+            " cannotCalculateChanges.",
+        )
+    )
+    mailbox_name_max_len: int = field(
+        metadata=_key(
+            "mailbox-name-max-len",
+            integer(100, 10000),
+            255,
+            "Longest Mailbox name, in octets of UTF-8 (maxSizeMailboxName;"
+            " RFC 8621 requires at least 100).",
+            "bytes",
+        )
+    )
+    mailbox_max_total: int = field(
+        metadata=_key("mailbox-max-total", integer(1), 1000, "Most Mailboxes one account may have.")
+    )
+    mailbox_max_depth: int = field(
+        metadata=_key(
+            "mailbox-max-depth",
+            integer(1, 1000),
+            10,
+            "Deepest Mailbox nesting (maxMailboxDepth): a top-level Mailbox has depth 1.",
+        )
+    )
+    mail_max_size: int = field(
+        metadata=_key(
+            "mail-max-size",
+            size(1),
+            104857600,
+            "Largest message accepted by import, creation and delivery.",
+            "bytes",
+        )
+    )
+    mail_attachments_max_size: int = field(
+        metadata=_key(
+            "mail-attachments-max-size",
+            size(1),
+            50000000,
+            "Largest total size of the attachments of an Email created by a client"
+            " (maxSizeAttachmentsPerEmail).",
+            "bytes",
+        )
+    )
+    mail_import_max_items: int = field(
+        metadata=_key("mail-import-max-items", integer(1), 5, "Most Emails one Email/import call may import.")
+    )
+    mail_parse_max_items: int = field(
+        metadata=_key("mail-parse-max-items", integer(1), 5, "Most blobs one Email/parse call may parse.")
+    )
+    mail_max_mailboxes_per_email: int = field(
+        metadata=_key(
+            "mail-max-mailboxes-per-email",
+            integer(1),
+            100,
+            "Most Mailboxes one Email may be in (maxMailboxesPerEmail).",
+        )
+    )
+    mail_max_keywords_per_email: int = field(
+        metadata=_key(
+            "mail-max-keywords-per-email",
+            integer(1),
+            100,
+            "Most keywords one Email may have; more is the SetError tooManyKeywords.",
+        )
+    )
+    event_source_throttle: float = field(
+        metadata=_key(
+            "event-source-throttle",
+            duration,
+            1.0,
+            "Shortest time between two state events on one EventSource or WebSocket"
+            " push connection; changes in between are coalesced into the next event.",
+            "seconds",
+        )
+    )
+    push_allow_insecure: bool = field(
+        metadata=_key(
+            "push-allow-insecure",
+            boolean,
+            False,
+            "Accept http:// PushSubscription URLs on loopback addresses (for tests);"
+            " otherwise only https:// URLs are accepted.",
+        )
+    )
+    push_timeout: float = field(
+        metadata=_key(
+            "push-timeout",
+            duration,
+            10.0,
+            "How long one POST to a PushSubscription URL may take before it counts as failed.",
+            "seconds",
+        )
+    )
+    push_attempts_max: int = field(
+        metadata=_key(
+            "push-attempts-max",
+            integer(1),
+            3,
+            "POSTs made for one push notification before it is given up.",
+        )
+    )
+    push_retry_interval: float = field(
+        metadata=_key(
+            "push-retry-interval",
+            duration,
+            5.0,
+            "Wait before a failed push POST is retried.",
+            "seconds",
+        )
+    )
+    push_attempt_interval: float = field(
+        metadata=_key(
+            "push-attempt-interval",
+            duration,
+            60.0,
+            "Wait after a push notification was given up before the next change is"
+            " pushed to the same URL.",
+            "seconds",
+        )
+    )
+    push_throttle: float = field(
+        metadata=_key(
+            "push-throttle",
+            duration,
+            1.0,
+            "Shortest time between two POSTs to one PushSubscription; changes in"
+            " between are coalesced.",
+            "seconds",
+        )
+    )
+    push_max_total: int = field(
+        metadata=_key(
+            "push-max-total",
+            integer(1),
+            100,
+            "Most PushSubscriptions one account may have.",
+        )
+    )
+    ws_heartbeat_interval: float = field(
+        metadata=_key(
+            "ws-heartbeat-interval",
+            duration,
+            30.0,
+            "Seconds between WebSocket pings the server sends; 0 sends none.",
+            "seconds",
+        )
+    )
+    ws_client_timeout: float = field(
+        metadata=_key(
+            "ws-client-timeout",
+            duration,
+            60.0,
+            "Seconds a WebSocket client may take to answer a ping before the"
+            " connection is closed.",
+            "seconds",
         )
     )
     rate_limit_authenticated: RateLimit = field(
@@ -952,7 +1111,7 @@ def _read_environment(
     variables = {spec.environment_variable: spec for spec in KEYS.values()}
     values = {}
     for variable in sorted(environ):
-        if not variable.startswith(ENVIRONMENT_PREFIX):
+        if not variable.startswith(ENVIRONMENT_PREFIX) or variable in NOT_KEYS:
             continue
         spec = variables.get(variable)
         if spec is None:

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -27,7 +27,8 @@ from jmapd.endpoints import jmap_endpoint
 from jmapd.environment import Environment
 from jmapd.protocol import core
 from jmapd.protocol.engine import Registry
-from jmapd.storage import blob_directory, blobs as blob_storage, changelog, open_database
+from jmapd.storage import blob_directory, changelog, open_database
+from jmapd.storage import blobs as blob_storage
 from jmapd.util.tticache import TTICache
 from jmapd.web.auth import Authenticator
 from jmapd.web.root import JMAPSite, build_root
@@ -50,9 +51,21 @@ def build_registry() -> Registry:
     """
     Every capability and method this server implements.
     """
+    from jmapd import mail
+
     registry = Registry()
     core.register(registry)
+    mail.register(registry)
     return registry
+
+
+def _describe(error: Exception) -> str:
+    """
+    One line for an exception from loading a certificate: pyOpenSSL's
+    errors are lists of (library, function, reason) tuples.
+    """
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())
 
 
 class WebService(Service):
@@ -70,21 +83,49 @@ class WebService(Service):
         self.listening: Deferred[Any] | None = None
         self.startup_error: StartupError | None = None
 
-    def startService(self) -> None:
+    def privilegedStartService(self) -> None:
         """
-        Start listening.  For TCP and TLS the listen happens at once, so a
-        port in use is known when this returns: C{startup_error} then holds
-        the reason (twistd's plugin exits with it) and L{listening} fails
-        with a L{StartupError}.
+        Listen, as L{StreamServerEndpointService} does: twistd calls this
+        before it drops privileges (so port 443 can be bound by a server
+        that then runs as an unprivileged user) and before any service's
+        C{startService}, so a port in use is known before a worker thread
+        exists.  For TCP and TLS the listen happens at once: when this
+        returns, C{startup_error} holds the reason it failed (twistd's
+        plugin exits with it) and L{listening} fails with a
+        L{StartupError}.
         """
-        Service.startService(self)
+        Service.privilegedStartService(self)
+        if self.listening is not None:
+            return
         env = self._env
+        self.startup_error = None
         authenticator = Authenticator(make_portal(env.database), env.clock, env.config)
         self.site = JMAPSite(build_root(env, authenticator))
         description = jmap_endpoint(env.config)
-        endpoint = serverFromString(self._reactor, description)
+        try:
+            # For ssl: this reads the certificate and key files.
+            endpoint = serverFromString(self._reactor, description)
+        except Exception as error:
+            if not env.config.tls:
+                raise
+            self.startup_error = StartupError(
+                "cannot use the certificate and key (jmap-cert-path, jmap-key-path):"
+                f" {_describe(error)}"
+            )
+            log.critical("{error}", error=str(self.startup_error))
+            self.listening = fail(self.startup_error)
+            return
         self.listening = endpoint.listen(self.site)
         self.listening.addCallbacks(self._listened, self._not_listening, callbackArgs=(description,))
+
+    def startService(self) -> None:
+        """
+        Start listening unless L{privilegedStartService} already did (an
+        embedding application usually calls only C{startService}).
+        """
+        Service.startService(self)
+        if self.listening is None:
+            self.privilegedStartService()
 
     def _not_listening(self, failure: Any) -> Any:
         config = self._env.config
@@ -106,7 +147,7 @@ class WebService(Service):
             if host in ("0.0.0.0", "::"):
                 host = "localhost"
             if ":" in host:
-                host = f"[{host}]"
+                host = "[" + host.replace("%", "%25") + "]"
             env.config = attrs.evolve(env.config, jmap_url=f"{scheme}://{host}:{address.port}")
             log.warn(
                 "jmap-url is not set; advertising {url}, which only works for clients on this host",
@@ -117,6 +158,7 @@ class WebService(Service):
 
     def stopService(self) -> Deferred[None] | None:
         Service.stopService(self)
+        self.listening = None
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()  # type: ignore[no-any-return]

@@ -19,7 +19,7 @@ import tempfile
 from typing import BinaryIO, Iterable
 
 _CHUNK = 1 << 16
-_BLOB_ID = re.compile(r"^b[a-z2-7]{52}$")
+_BLOB_ID = re.compile(r"b[a-z2-7]{52}")
 
 
 def blob_id_for_digest(digest: bytes) -> str:
@@ -34,7 +34,8 @@ def blob_id_of(data: bytes) -> str:
 
 
 def is_blob_id(value: str) -> bool:
-    return bool(_BLOB_ID.match(value))
+    # fullmatch: "$" would also accept a trailing newline.
+    return bool(_BLOB_ID.fullmatch(value))
 
 
 def _fsync_directory(path: str) -> None:

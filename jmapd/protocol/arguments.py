@@ -12,14 +12,15 @@ from typing import Any, Callable, Iterable
 
 from jmapd.protocol.errors import invalid_arguments
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 MAX_UNSIGNED = 2**53 - 1
 
 _MISSING = object()
 
 
 def is_id(value: Any) -> bool:
-    return isinstance(value, str) and bool(_ID.match(value))
+    # fullmatch: "$" would also accept a trailing newline.
+    return isinstance(value, str) and bool(_ID.fullmatch(value))
 
 
 def is_unsigned_int(value: Any) -> bool:

@@ -57,16 +57,25 @@ def blob_copy(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
     ctx.account(account_id, CORE, write=True)
     copied: dict[str, str] = {}
     not_copied: dict[str, Any] = {}
+    expires_at = ctx.now + ctx.config.blob_temp_ttl
     for blob_id in blob_ids:
         record = blob_storage.get_blob(ctx.txn, from_account_id, blob_id) if is_id(blob_id) else None
-        if record is None:
+        if record is not None:
+            # Nothing in the target account references the copy yet, so it
+            # expires like an upload unless something starts using it.
+            blob_storage.add_blob(ctx.txn, account_id, blob_id, record.size, record.type, ctx.now, expires_at)
+            copied[blob_id] = blob_id
+            continue
+        data = ctx.env.registry.resolve_blob(ctx.env, ctx.txn, from_account_id, blob_id) if is_id(blob_id) else None
+        if data is None:
             not_copied[blob_id] = {"type": "blobNotFound", "description": f"no blob {blob_id!r} in {from_account_id}"}
             continue
+        # A derived blob (a body part) becomes a blob of its own.
+        new_blob_id = ctx.env.blobs.put(data)
         blob_storage.add_blob(
-            ctx.txn, account_id, blob_id, record.size, record.type, ctx.now,
-            None if record.expires_at is None else ctx.now + ctx.config.blob_temp_ttl,
+            ctx.txn, account_id, new_blob_id, len(data), "application/octet-stream", ctx.now, expires_at
         )
-        copied[blob_id] = blob_id
+        copied[blob_id] = new_blob_id
     return {
         "fromAccountId": from_account_id,
         "accountId": account_id,

@@ -89,6 +89,10 @@ class Registry:
         self.capabilities: dict[str, Capability] = {}
         self.methods: dict[str, Method] = {}
         self.account_lookups: list[Callable[[Any, Any, Principal], Iterable[AccountAccess]]] = []
+        #: C{resolver(txn, env, account_id, blob_id) -> bytes | None}: blobs
+        #: that are not stored as files of their own, such as the body parts
+        #: of a message (Mail adds one); tried when the blobs table has no row.
+        self.blob_resolvers: list[Callable[[Any, Any, str, str], bytes | None]] = []
 
     def add_capability(self, capability: Capability) -> None:
         self.capabilities[capability.urn] = capability
@@ -104,6 +108,16 @@ class Registry:
             return handler
 
         return decorate
+
+    def resolve_blob(self, env: Any, txn: Any, account_id: str, blob_id: str) -> bytes | None:
+        """
+        The octets of a derived blob (see L{blob_resolvers}), or C{None}.
+        """
+        for resolver in self.blob_resolvers:
+            data = resolver(txn, env, account_id, blob_id)
+            if data is not None:
+                return data
+        return None
 
     def is_write(self, request: Request) -> bool:
         """
@@ -228,20 +242,23 @@ def resolve_references(arguments: dict[str, Any], responses: list[list[Any]]) ->
             raise MethodError(
                 "invalidResultReference", f"'#{name}' must be a ResultReference with resultOf, name and path"
             )
-        for response_name, response_args, call_id in responses:
-            if call_id == value["resultOf"]:
-                if response_name != value["name"]:
-                    continue
-                try:
-                    resolved[name] = evaluate(response_args, value["path"])
-                except PointerError as e:
-                    raise MethodError("invalidResultReference", f"'#{name}': {e}") from None
-                break
-        else:
+        # RFC 8620 section 3.7: the FIRST response with that method call id,
+        # and it must have the expected name.
+        first = next((r for r in responses if r[2] == value["resultOf"]), None)
+        if first is None:
             raise MethodError(
                 "invalidResultReference",
-                f"'#{name}': no earlier response named {value['name']!r} with method call id {value['resultOf']!r}",
+                f"'#{name}': no earlier response has the method call id {value['resultOf']!r}",
             )
+        if first[0] != value["name"]:
+            raise MethodError(
+                "invalidResultReference",
+                f"'#{name}': the response to {value['resultOf']!r} is {first[0]!r}, not {value['name']!r}",
+            )
+        try:
+            resolved[name] = evaluate(first[1], value["path"])
+        except PointerError as e:
+            raise MethodError("invalidResultReference", f"'#{name}': {e}") from None
     return resolved
 
 

@@ -24,10 +24,14 @@ def apply_patch(current: dict[str, Any], patch: dict[str, Any]) -> tuple[dict[st
         prefix of another path, or descends through something that is not
         an object.
     """
-    paths = sorted(patch)
-    for earlier, later in zip(paths, paths[1:]):
-        if later.startswith(earlier + "/"):
-            raise set_error("invalidPatch", f"the path {earlier!r} is a prefix of {later!r}")
+    # Compare whole tokens: sorting the raw strings does not put "a" next to
+    # "a/b" when "a-b" (and "-" sorts before "/") is in the patch too.
+    by_tokens = {tuple(_tokens(path)): path for path in patch}
+    for path_tokens, path in by_tokens.items():
+        for end in range(1, len(path_tokens)):
+            prefix = by_tokens.get(path_tokens[:end])
+            if prefix is not None:
+                raise set_error("invalidPatch", f"the path {prefix!r} is a prefix of {path!r}")
     result = dict(current)
     touched: set[str] = set()
     copied: set[str] = set()

@@ -7,7 +7,14 @@ flattens arrays of arrays, so C{/list/*/id} is the list of ids.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# RFC 6901 section 4: an array index is "0" or digits without a leading
+# zero, in ASCII (str.isdigit would also accept "²" or Arabic-Indic digits).
+_INDEX = re.compile(r"0|[1-9][0-9]*")
+# "~" may only start the escapes "~0" and "~1".
+_BAD_ESCAPE = re.compile(r"~(?![01])")
 
 
 class PointerError(Exception):
@@ -24,6 +31,8 @@ def split(path: str) -> list[str]:
         return []
     if not path.startswith("/"):
         raise PointerError(f"a JSON Pointer starts with '/': {path!r}")
+    if _BAD_ESCAPE.search(path):
+        raise PointerError(f"'~' must be followed by '0' or '1' in a JSON Pointer: {path!r}")
     return [token.replace("~1", "/").replace("~0", "~") for token in path[1:].split("/")]
 
 
@@ -49,7 +58,7 @@ def _walk(value: Any, tokens: list[str], path: str) -> Any:
                     else:
                         out.append(result)
                 return out
-            if not token.isdigit() or (len(token) > 1 and token[0] == "0"):
+            if not _INDEX.fullmatch(token):
                 raise PointerError(f"{path}: {token!r} is not an array index")
             position = int(token)
             if position >= len(value):

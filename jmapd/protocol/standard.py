@@ -13,6 +13,7 @@ behaves the same.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Iterable
 
 from jmapd.protocol.arguments import Arguments, is_id
@@ -26,6 +27,10 @@ from jmapd.protocol.errors import (
 )
 from jmapd.protocol.patch import apply_patch
 from jmapd.storage import changelog
+
+# A state is a modseq in ASCII digits (str.isdigit also accepts "²", which
+# int() then rejects).
+_STATE = re.compile(r"[0-9]{1,18}")
 
 
 class DataType:
@@ -54,7 +59,7 @@ class DataType:
         return str(changelog.get_modseq(ctx.txn, account_id, self.name))
 
     def parse_state(self, state: Any) -> int | None:
-        if isinstance(state, str) and state.isdigit() and len(state) < 19:
+        if isinstance(state, str) and _STATE.fullmatch(state):
             return int(state)
         return None
 
@@ -174,7 +179,8 @@ class DataType:
             for given in ids:
                 real = ctx.resolve_id(given)
                 if real is None:
-                    not_found.append(given)
+                    if given not in not_found:
+                        not_found.append(given)
                 elif real not in seen:
                     seen.add(real)
                     resolved.append(real)
@@ -266,7 +272,6 @@ class DataType:
         not_updated: dict[str, Any] = {}
         destroyed: list[str] = []
         not_destroyed: dict[str, Any] = {}
-        destroying = {ctx.resolve_id(i) for i in destroy or ()}
         for creation_id, obj in (create or {}).items():
             try:
                 with ctx.txn.savepoint():
@@ -276,6 +281,8 @@ class DataType:
             else:
                 created[creation_id] = result
                 ctx.created_ids[creation_id] = result["id"]
+        # After the creates, so that "#cid" in destroy names what was just created.
+        destroying = {ctx.resolve_id(i) for i in destroy or ()}
         for given_id, patch in (update or {}).items():
             object_id = ctx.resolve_id(given_id)
             try:
@@ -289,6 +296,9 @@ class DataType:
                 not_updated[given_id if object_id is None else object_id] = e.error.to_json()
         for given_id in destroy or ():
             object_id = ctx.resolve_id(given_id)
+            if object_id is not None and (object_id in destroyed or object_id in not_destroyed):
+                # The same id twice (or as an id and a "#cid"): one outcome.
+                continue
             try:
                 if object_id is None:
                     raise set_error("notFound", f"no {self.name} {given_id!r}")
@@ -360,14 +370,7 @@ class DataType:
         extra = self.query_arguments(args)
         args.done()
         ctx.account(account_id, self.capability)
-        if filter is not None and not isinstance(filter, dict):
-            raise invalid_arguments("'filter' must be a FilterOperator or FilterCondition object")
-        if sort is None:
-            sort = []
-        if not isinstance(sort, list) or not all(
-            isinstance(s, dict) and isinstance(s.get("property"), str) for s in sort
-        ):
-            raise invalid_arguments("'sort' must be an array of Comparator objects with a 'property'")
+        sort = check_filter_and_sort(filter, sort)
         ids = self.query(ctx, account_id, filter, sort, extra)
         response = window(ids, position, anchor, anchor_offset, limit, ctx.config.query_max_results)
         response.update(
@@ -391,7 +394,7 @@ class DataType:
         args = Arguments(arguments, ctx.method)
         account_id = args.id("accountId")
         filter = args.any("filter")
-        sort = args.any("sort") or []
+        sort = args.any("sort")
         since_query_state = args.string("sinceQueryState", required=True, nullable=False)
         max_changes = args.unsigned_int("maxChanges", positive=True)
         up_to_id = args.id("upToId", required=False, nullable=True)
@@ -399,6 +402,7 @@ class DataType:
         extra = self.query_arguments(args)
         args.done()
         ctx.account(account_id, self.capability)
+        sort = check_filter_and_sort(filter, sort)
         since = self.parse_state(since_query_state)
         if since is None:
             raise MethodError("cannotCalculateChanges", f"{since_query_state!r} is not a query state")
@@ -474,6 +478,9 @@ class DataType:
                 unknown = [k for k in overrides if not self.is_property(k)]
                 if unknown:
                     raise invalid_properties(f"unknown properties: {', '.join(unknown)}", *unknown)
+                server = [k for k in overrides if k in self.server_set]
+                if server:
+                    raise invalid_properties(f"properties set by the server: {', '.join(server)}", *server)
                 found = self.fetch(ctx, from_account_id, [source_id], frozenset(self.properties), {})
                 if not found:
                     raise set_error("notFound", f"no {self.name} {source_id!r} in {from_account_id}")
@@ -507,6 +514,24 @@ class DataType:
         else:
             responses.append((set_name, destroyed))
         return responses
+
+
+def check_filter_and_sort(filter: Any, sort: Any) -> list[dict[str, Any]]:
+    """
+    The common shape of /query and /queryChanges C{filter} and C{sort}
+    (the data type checks what the conditions and properties mean).
+
+    @return: C{sort}, C{[]} for null.
+    """
+    if filter is not None and not isinstance(filter, dict):
+        raise invalid_arguments("'filter' must be a FilterOperator or FilterCondition object")
+    if sort is None:
+        return []
+    if not isinstance(sort, list) or not all(
+        isinstance(s, dict) and isinstance(s.get("property"), str) for s in sort
+    ):
+        raise invalid_arguments("'sort' must be an array of Comparator objects with a 'property'")
+    return sort
 
 
 def window(

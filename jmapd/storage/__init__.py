@@ -16,6 +16,9 @@ def open_database(config: Any, run_in_thread: Callable[..., Any] | None = None) 
     The database the configuration names (SQLite under C{db-path}),
     migrated to the current schema.
     """
+    # Imported for what they register: new accounts get their default
+    # Mailboxes whoever creates them (the server or jmapd-admin).
+    import jmapd.storage.mailboxes  # noqa: F401
     from jmapd.storage.database import Database
     from jmapd.storage.engines.sqlite import SQLiteEngine
 

@@ -81,6 +81,8 @@ def add_account(
     """
     if txn.fetchone("SELECT 1 FROM accounts WHERE name = ?", (name,)):
         raise AccountExists(f"an account named {name!r} exists")
+    # Addresses are stored lower-cased; "A@x" and "a@x" are one address.
+    addresses = list(dict.fromkeys(address.lower() for address in addresses))
     for address in addresses:
         owner = txn.fetchone("SELECT account_id FROM account_addresses WHERE address = ?", (address.lower(),))
         if owner:
@@ -93,7 +95,7 @@ def add_account(
     for position, address in enumerate(addresses):
         txn.execute(
             "INSERT INTO account_addresses (address, account_id, is_alias, position) VALUES (?, ?, 0, ?)",
-            (address.lower(), account_id, position),
+            (address, account_id, position),
         )
     for hook in account_created_hooks:
         hook(txn, account_id)

@@ -44,6 +44,9 @@ def add_blob(
             "UPDATE blobs SET expires_at = ?, type = ? WHERE account_id = ? AND blob_id = ?",
             (expires_at, type, account_id, blob_id),
         )
+    else:
+        # The existing row lives longer: report what is stored.
+        expires_at = row[0]
     return BlobRecord(account_id, blob_id, size, type, expires_at)
 
 

@@ -67,9 +67,14 @@ def record_change(
     """
     modseq = _bump(txn, account_id)
     if kind == CREATED:
+        # An id may come back after a destroy (ids derived from content, or
+        # a singleton): its tombstone becomes the row of the new object.
         txn.execute(
             "INSERT INTO changelog (account_id, type, object_id, created_modseq, modseq, props_modseq, destroyed)"
-            " VALUES (?, ?, ?, ?, ?, ?, 0)",
+            " VALUES (?, ?, ?, ?, ?, ?, 0)"
+            " ON CONFLICT (account_id, type, object_id) DO UPDATE SET"
+            " created_modseq = excluded.created_modseq, modseq = excluded.modseq,"
+            " props_modseq = excluded.props_modseq, destroyed = 0",
             (account_id, type_name, object_id, modseq, modseq, modseq),
         )
     elif kind == UPDATED:

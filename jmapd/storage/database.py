@@ -85,13 +85,12 @@ class _Savepoint:
     def __enter__(self) -> None:
         self._txn.execute(f"SAVEPOINT {self._name}")
 
-    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
         if kind is None:
             self._txn.execute(f"RELEASE SAVEPOINT {self._name}")
         else:
             self._txn.execute(f"ROLLBACK TO SAVEPOINT {self._name}")
             self._txn.execute(f"RELEASE SAVEPOINT {self._name}")
-        return False
 
 
 class Database:

@@ -11,21 +11,22 @@ client is slow.
 
 from __future__ import annotations
 
+import io
 import re
 from collections import Counter
 from typing import Any
 from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
 from jmapd.protocol.arguments import is_id
 from jmapd.protocol.engine import CORE
 from jmapd.protocol.errors import MethodError
 from jmapd.storage import blobs as blob_storage
-from jmapd.web.auth import AuthVersionChanged, check_auth_version, unauthorized
+from jmapd.web.auth import run_checked
 from jmapd.web.resource import AsyncResource, HTTPProblem, write_json
 
 log = Logger()
@@ -38,7 +39,6 @@ DEFAULT_TYPE = "application/octet-stream"
 def _account_check(env: Any, txn: Any, login: Any, account_id: str) -> None:
     from jmapd.protocol.engine import Context
 
-    check_auth_version(txn, login)
     ctx = Context(txn, env, login.principal, frozenset(), {})
     try:
         ctx.account(account_id, CORE)
@@ -56,10 +56,28 @@ def content_disposition(name: str) -> bytes:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}".encode("ascii")
 
 
+def _matches(if_none_match: bytes | None, etag: bytes) -> bool:
+    """
+    Whether an C{If-None-Match} header (a list of entity tags, weak or
+    strong, or C{*}; RFC 9110 section 13.1.2) names C{etag}.
+    """
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(b","):
+        candidate = candidate.strip()
+        if candidate.startswith(b"W/"):
+            candidate = candidate[2:]
+        if candidate in (etag, b"*"):
+            return True
+    return False
+
+
 class UploadResource(AsyncResource):
     """
     POST /jmap/upload/{accountId}/
     """
+
+    takes_path = True
 
     def __init__(self, env: Any, authenticator: Any) -> None:
         super().__init__()
@@ -97,12 +115,10 @@ class UploadResource(AsyncResource):
             media_type = DEFAULT_TYPE
         self._inflight[user] += 1
         try:
-            record = await env.database.run_interaction(
-                self._store, login, account_id, request.content, size, media_type, write=True
+            record = await run_checked(
+                self._auth, env.database, request, login, self._store,
+                account_id, request.content, size, media_type, write=True,
             )
-        except AuthVersionChanged:
-            self._auth.revalidate(request, login)
-            raise unauthorized("the credentials changed; authenticate again") from None
         finally:
             self._inflight[user] -= 1
             if self._inflight[user] <= 0:
@@ -168,6 +184,8 @@ class DownloadResource(AsyncResource):
     GET /jmap/download/{accountId}/{blobId}/{name}?accept={type}
     """
 
+    takes_path = True
+
     def __init__(self, env: Any, authenticator: Any) -> None:
         super().__init__()
         self._env = env
@@ -180,29 +198,28 @@ class DownloadResource(AsyncResource):
         if len(parts) < 3 or not parts[0] or not parts[1]:
             raise HTTPProblem(404, "the download URL is /jmap/download/{accountId}/{blobId}/{name}")
         account_id, blob_id = parts[0], parts[1]
+        # Twisted has percent-decoded each segment already: decoding the
+        # name again would turn a file called "100%41" into "100A".
         name = "/".join(parts[2:])
-        from urllib.parse import unquote
-
-        name = unquote(name)
         accept = request.args.get(b"accept", [b""])[0].decode("utf-8", "replace").strip()
 
-        def find(txn: Any) -> Any:
+        def find(txn: Any, login: Any) -> Any:
             _account_check(env, txn, login, account_id)
             record = blob_storage.get_blob(txn, account_id, blob_id) if is_id(blob_id) else None
-            if record is None or not env.blobs.exists(blob_id):
+            if record is not None and env.blobs.exists(blob_id):
+                return record, env.blobs.open(blob_id)
+            data = env.registry.resolve_blob(env, txn, account_id, blob_id) if is_id(blob_id) else None
+            if data is None:
                 raise HTTPProblem(404, f"no blob {blob_id!r} in account {account_id!r}")
-            return record, env.blobs.open(blob_id)
+            derived = blob_storage.BlobRecord(account_id, blob_id, len(data), DEFAULT_TYPE, None)
+            return derived, io.BytesIO(data)
 
-        try:
-            record, source = await env.database.run_interaction(find)
-        except AuthVersionChanged:
-            self._auth.revalidate(request, login)
-            raise unauthorized("the credentials changed; authenticate again") from None
+        record, source = await run_checked(self._auth, env.database, request, login, find)
         try:
             etag = f'"{blob_id}"'.encode("ascii")
             request.setHeader(b"etag", etag)
             request.setHeader(b"cache-control", b"private, immutable, max-age=31536000")
-            if request.getHeader(b"if-none-match") in (etag, b"*"):
+            if _matches(request.getHeader(b"if-none-match"), etag):
                 request.setResponseCode(304)
                 request.finish()
                 return
@@ -216,16 +233,33 @@ class DownloadResource(AsyncResource):
                 return
             pacer = _Pacer()
             request.registerProducer(pacer, True)
+            # Count down the recorded size rather than read to the end: the
+            # client may close the connection as soon as it has the last
+            # byte, and the response must be finished by then.
+            remaining = record.size
             try:
-                while not pacer.stopped:
-                    chunk = await env.workers.run(source.read, _CHUNK)
-                    if not chunk or pacer.stopped:
+                while remaining > 0 and not pacer.stopped:
+                    chunk = await env.workers.run(source.read, min(_CHUNK, remaining))
+                    if not chunk:
                         break
+                    remaining -= len(chunk)
                     request.write(chunk)
                     await pacer.wait()
             finally:
-                request.unregisterProducer()
-            if not pacer.stopped:
-                request.finish()
+                # A client that went away took the channel with it (and
+                # this coroutine may be being cancelled).
+                if request.channel is not None:
+                    request.unregisterProducer()
+            if pacer.stopped or request.channel is None:
+                return
+            if remaining > 0:
+                log.error(
+                    "blob {blob_id} is {missing} bytes shorter than recorded; download aborted",
+                    blob_id=blob_id,
+                    missing=remaining,
+                )
+                request.loseConnection()
+                return
+            request.finish()
         finally:
             source.close()

@@ -1,0 +1,473 @@
+# -*- test-case-name: tests.mail.test_mailbox -*-
+"""
+The Mailbox data type (RFC 8621 section 2): Mailbox/get, Mailbox/changes
+and Mailbox/set.
+
+The Mailboxes of an account form a forest in which sibling names and roles
+are unique.  RFC 8620 section 5.3 asks only that the I{final} state of a
+/set be valid: a client may swap two names, or move a child away and
+destroy its parent, in one call.  So Mailbox/set first applies the whole
+call with the tree rules deferred and checks the result once; only when
+that result breaks a rule is the call undone and replayed one object at a
+time, each checked against the state before it, so the object that breaks
+the rule is the one rejected.
+
+What the principal may do with a Mailbox is decided in one place,
+L{my_rights}, which is also the C{myRights} property.
+"""
+
+from __future__ import annotations
+
+import copy
+import unicodedata
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from jmapd.mail import MAIL
+from jmapd.protocol.arguments import Arguments, is_id, is_unsigned_int
+from jmapd.protocol.engine import Context, Registry
+from jmapd.protocol.errors import SetErrorException, invalid_properties, set_error
+from jmapd.protocol.standard import DataType, register_standard_methods
+from jmapd.storage import changelog
+from jmapd.storage import mailboxes as storage
+from jmapd.storage.mailboxes import Mailbox
+
+#: The roles a Mailbox may have: the special-use names of the IANA "IMAP
+#: Mailbox Name Attributes" registry (RFC 8457, RFC 8621 section 10.5 for
+#: inbox, and the later snoozed, scheduled and memos), lower-cased.  The
+#: registry's other entries (HasChildren, Noselect, Subscribed, ...)
+#: describe a mailbox's state in an IMAP LIST, not a purpose, so they are
+#: not roles.
+ROLES = frozenset(
+    {
+        "all",
+        "archive",
+        "drafts",
+        "flagged",
+        "important",
+        "inbox",
+        "junk",
+        "sent",
+        "trash",
+        "snoozed",
+        "scheduled",
+        "memos",
+    }
+)
+
+#: The MailboxRights properties (RFC 8621 section 2).
+RIGHTS = (
+    "mayReadItems",
+    "mayAddItems",
+    "mayRemoveItems",
+    "maySetSeen",
+    "maySetKeywords",
+    "mayCreateChild",
+    "mayRename",
+    "mayDelete",
+    "maySubmit",
+)
+
+#: The server-maintained counts; Mailbox/changes names them in
+#: updatedProperties when nothing else changed.
+COUNT_PROPERTIES = ("totalEmails", "unreadEmails", "totalThreads", "unreadThreads")
+
+#: sortOrder is an UnsignedInt below 2^31.
+MAX_SORT_ORDER = 2**31 - 1
+
+#: The properties whose changes the tree rules are about.
+_TREE_PROPERTIES = frozenset({"name", "parentId", "role"})
+
+
+def my_rights(ctx: Context, account_id: str, mailbox: Mailbox | None) -> dict[str, bool]:
+    """
+    The principal's rights on a Mailbox of the account (its C{myRights}).
+    C{mailbox=None} stands for the account's top level, where
+    C{mayCreateChild} means a top-level Mailbox may be created.
+
+    The owner may do everything; a shared account gives what its access
+    allows (read-only: only reading).  Per-Mailbox sharing extends this
+    function, and every check of Mailbox/set goes through it.
+    """
+    access = ctx.accounts().get(account_id)
+    if access is not None and (access.is_personal or not access.is_read_only):
+        return dict.fromkeys(RIGHTS, True)
+    return {right: right == "mayReadItems" for right in RIGHTS}
+
+
+def to_json(mailbox: Mailbox, rights: dict[str, bool]) -> dict[str, Any]:
+    """
+    A stored Mailbox as the JMAP object with every property.
+    """
+    return {
+        "id": mailbox.id,
+        "name": mailbox.name,
+        "parentId": mailbox.parent_id,
+        "role": mailbox.role,
+        "sortOrder": mailbox.sort_order,
+        "totalEmails": mailbox.total_emails,
+        "unreadEmails": mailbox.unread_emails,
+        "totalThreads": mailbox.total_threads,
+        "unreadThreads": mailbox.unread_threads,
+        "myRights": rights,
+        "isSubscribed": mailbox.is_subscribed,
+    }
+
+
+def check_tree(
+    tree: Mapping[str, Mailbox], focus: Mapping[str, frozenset[str] | set[str]], max_depth: int
+) -> SetErrorException | None:
+    """
+    The first rule of RFC 8621 section 2 that the Mailboxes in C{focus}
+    break in C{tree} (all of an account's Mailboxes by id), as the SetError
+    to give, or C{None}.
+
+    @param focus: Mailbox ids, each with the properties that changed
+        (C{name}, C{parentId}, C{role}): only rules about those are checked,
+        so a Mailbox that was valid stays unchecked where it did not change.
+    """
+    children: dict[str | None, list[str]] = defaultdict(list)
+    names: dict[tuple[str | None, str], int] = defaultdict(int)
+    roles: dict[str, int] = defaultdict(int)
+    for node in tree.values():
+        children[node.parent_id].append(node.id)
+        names[(node.parent_id, node.name)] += 1
+        if node.role is not None:
+            roles[node.role] += 1
+    for mailbox_id, changed in focus.items():
+        mailbox = tree.get(mailbox_id)
+        if mailbox is None:
+            continue
+        if "parentId" in changed:
+            if mailbox.parent_id is not None and mailbox.parent_id not in tree:
+                return invalid_properties(f"there is no Mailbox {mailbox.parent_id!r}", "parentId")
+            depth = 1
+            ancestor = mailbox.parent_id
+            seen = {mailbox.id}
+            while ancestor is not None:
+                if ancestor in seen:
+                    return invalid_properties("a Mailbox cannot be its own ancestor", "parentId")
+                seen.add(ancestor)
+                depth += 1
+                parent = tree.get(ancestor)
+                ancestor = None if parent is None else parent.parent_id
+            if depth + _height(mailbox.id, children) > max_depth:
+                return invalid_properties(f"Mailboxes may be nested at most {max_depth} deep", "parentId")
+        if ("name" in changed or "parentId" in changed) and names[(mailbox.parent_id, mailbox.name)] > 1:
+            return invalid_properties(f"a sibling Mailbox is named {mailbox.name!r} already", "name")
+        if "role" in changed and mailbox.role is not None and roles[mailbox.role] > 1:
+            return invalid_properties(f"another Mailbox has the role {mailbox.role!r}", "role")
+    return None
+
+
+def _height(root: str, children: Mapping[str | None, list[str]]) -> int:
+    """
+    How many levels of descendants C{root} has (0 for a leaf).
+    """
+    height = 0
+    level = [root]
+    seen = {root}
+    while True:
+        level = [child for node in level for child in children.get(node, ()) if child not in seen]
+        if not level:
+            return height
+        seen.update(level)
+        height += 1
+
+
+def _dependency(create: Mapping[str, Any], creation_id: str) -> str | None:
+    obj = create.get(creation_id)
+    parent = obj.get("parentId") if isinstance(obj, dict) else None
+    if isinstance(parent, str) and parent.startswith("#") and parent[1:] in create:
+        return parent[1:]
+    return None
+
+
+def order_creates(create: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    The create map with every Mailbox after the one its C{parentId}
+    references by C{#creationId}, so a parent and its children can be
+    created in one call in any order (RFC 8620 section 5.3).  Otherwise the
+    client's order is kept; references in a loop stay unresolvable.
+    """
+    order: list[str] = []
+    seen: set[str] = set()
+    for creation_id in create:
+        chain: list[str] = []
+        current: str | None = creation_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            chain.append(current)
+            current = _dependency(create, current)
+        order.extend(reversed(chain))
+    return {creation_id: create[creation_id] for creation_id in order}
+
+
+class _ReplayOneByOne(Exception):
+    """
+    The final state of a Mailbox/set with deferred checks breaks a rule.
+    """
+
+
+class MailboxType(DataType):
+    """
+    Mailbox/get, /changes and /set on L{jmapd.storage.mailboxes}.  The
+    counts are server-set: only the Email code changes them, through
+    C{adjust_counts}.
+    """
+
+    name = "Mailbox"
+    capability = MAIL
+    properties = (
+        "id",
+        "name",
+        "parentId",
+        "role",
+        "sortOrder",
+        "totalEmails",
+        "unreadEmails",
+        "totalThreads",
+        "unreadThreads",
+        "myRights",
+        "isSubscribed",
+    )
+    server_set = frozenset({"id", *COUNT_PROPERTIES, "myRights"})
+    methods = ("get", "changes", "set")
+
+    # -- /get --------------------------------------------------------------
+
+    def fetch(
+        self, ctx: Context, account_id: str, ids: list[str] | None, properties: frozenset[str], extra: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        found = storage.get_mailboxes(ctx.txn, account_id, ids)
+        return [to_json(mailbox, my_rights(ctx, account_id, mailbox)) for mailbox in found]
+
+    def count(self, ctx: Context, account_id: str) -> int:
+        return storage.count_mailboxes(ctx.txn, account_id)
+
+    # -- /changes ----------------------------------------------------------
+
+    def changes_extra(self, ctx: Context, changes: changelog.Changes) -> dict[str, Any]:
+        """
+        C{updatedProperties}: the counts when the only changes since the old
+        state are count changes of existing Mailboxes; C{null} when
+        anything else changed (a created or destroyed Mailbox is a change
+        of more than counts).
+        """
+        counts_only = (
+            bool(changes.updated) and not changes.created and not changes.destroyed and not changes.props_changed
+        )
+        return {"updatedProperties": list(COUNT_PROPERTIES) if counts_only else None}
+
+    # -- /set --------------------------------------------------------------
+
+    def set_arguments(self, args: Arguments) -> dict[str, Any]:
+        return {"onDestroyRemoveEmails": args.boolean("onDestroyRemoveEmails")}
+
+    def run_set(
+        self,
+        ctx: Context,
+        account_id: str,
+        if_in_state: Any,
+        create: dict[str, Any] | None,
+        update: dict[str, Any] | None,
+        destroy: list[str] | None,
+        extra: dict[str, Any],
+    ) -> dict[str, Any]:
+        """
+        Apply the call with the tree rules deferred and check the final
+        state; if it is invalid, undo everything and replay the call one
+        object at a time (see the module docstring).
+        """
+        if create:
+            create = order_creates(create)
+        total = len(create or ()) + len(update or ()) + len(destroy or ())
+        if total > 1:
+            txn = ctx.txn
+            created_ids = dict(ctx.created_ids)
+            changed_states = copy.deepcopy(txn.__dict__.get("changed_states"))
+            callbacks = len(txn.after_commit_callbacks)
+            tree_changes: dict[str, set[str]] = defaultdict(set)
+            deferred = {**extra, "deferred": True, "tree_changes": tree_changes}
+            try:
+                with txn.savepoint():
+                    response = super().run_set(ctx, account_id, if_in_state, create, update, destroy, deferred)
+                    if not self._final_state_valid(ctx, account_id, tree_changes, bool(response["created"])):
+                        raise _ReplayOneByOne()
+                return response
+            except _ReplayOneByOne:
+                ctx.created_ids.clear()
+                ctx.created_ids.update(created_ids)
+                if changed_states is None:
+                    txn.__dict__.pop("changed_states", None)
+                else:
+                    txn.__dict__["changed_states"] = changed_states
+                del txn.after_commit_callbacks[callbacks:]
+        return super().run_set(ctx, account_id, if_in_state, create, update, destroy, {**extra, "deferred": False})
+
+    def _final_state_valid(
+        self, ctx: Context, account_id: str, tree_changes: Mapping[str, set[str]], created: bool
+    ) -> bool:
+        tree = {mailbox.id: mailbox for mailbox in storage.get_mailboxes(ctx.txn, account_id)}
+        if created and len(tree) > ctx.config.mailbox_max_total:
+            return False
+        if any(m.parent_id is not None and m.parent_id not in tree for m in tree.values()):
+            return False
+        return check_tree(tree, tree_changes, ctx.config.mailbox_max_depth) is None
+
+    def _check_rules(
+        self, ctx: Context, account_id: str, mailbox: Mailbox, changed: frozenset[str], extra: dict[str, Any]
+    ) -> None:
+        """
+        Check the tree rules for C{mailbox} as it would be stored, now or
+        (deferred) once the whole call is applied.
+        """
+        if extra.get("deferred"):
+            extra["tree_changes"][mailbox.id].update(changed)
+            return
+        tree = {m.id: m for m in storage.get_mailboxes(ctx.txn, account_id)}
+        tree[mailbox.id] = mailbox
+        problem = check_tree(tree, {mailbox.id: changed}, ctx.config.mailbox_max_depth)
+        if problem is not None:
+            raise problem
+
+    def _read(
+        self, ctx: Context, account_id: str, values: Mapping[str, Any], response: dict[str, Any]
+    ) -> dict[str, Any]:
+        """
+        Check the client-settable properties in C{values} and return them
+        as storage attributes; C{response} gets the ones the server stored
+        differently from what the client sent (a normalised name, a
+        resolved C{#creationId} parentId).
+        """
+        read: dict[str, Any] = {}
+        if "name" in values:
+            name = values["name"]
+            if not isinstance(name, str) or not name:
+                raise invalid_properties("name must be a non-empty String", "name")
+            if any(unicodedata.category(c) == "Cc" for c in name):
+                raise invalid_properties("name must not contain control characters", "name")
+            normalised = unicodedata.normalize("NFC", name)
+            limit = ctx.config.mailbox_name_max_len
+            if len(normalised.encode("utf-8")) > limit:
+                raise invalid_properties(f"name is longer than {limit} octets (maxSizeMailboxName)", "name")
+            if normalised != name:
+                response["name"] = normalised
+            read["name"] = normalised
+        if "parentId" in values:
+            parent = values["parentId"]
+            if parent is not None:
+                given = parent
+                if not isinstance(parent, str) or not (is_id(parent) or parent.startswith("#")):
+                    raise invalid_properties("parentId must be a Mailbox id or null", "parentId")
+                parent = ctx.resolve_id(parent)
+                if parent is None or not storage.mailbox_exists(ctx.txn, account_id, parent):
+                    raise invalid_properties(f"there is no Mailbox {given!r}", "parentId")
+                if parent != given:
+                    response["parentId"] = parent
+            read["parent_id"] = parent
+        if "role" in values:
+            role = values["role"]
+            if role is not None and (not isinstance(role, str) or role not in ROLES):
+                raise invalid_properties(f"role must be null or one of {', '.join(sorted(ROLES))}", "role")
+            read["role"] = role
+        if "sortOrder" in values:
+            sort_order = values["sortOrder"]
+            if not is_unsigned_int(sort_order) or sort_order > MAX_SORT_ORDER:
+                raise invalid_properties("sortOrder must be an UnsignedInt below 2^31", "sortOrder")
+            read["sort_order"] = sort_order
+        if "isSubscribed" in values:
+            if not isinstance(values["isSubscribed"], bool):
+                raise invalid_properties("isSubscribed must be a Boolean", "isSubscribed")
+            read["is_subscribed"] = values["isSubscribed"]
+        return read
+
+    def _may_create_child(self, ctx: Context, account_id: str, parent_id: str | None) -> None:
+        parent = None if parent_id is None else storage.get_mailbox(ctx.txn, account_id, parent_id)
+        if not my_rights(ctx, account_id, parent)["mayCreateChild"]:
+            where = "at the top level" if parent_id is None else f"in Mailbox {parent_id}"
+            raise set_error("forbidden", f"you may not create Mailboxes {where}")
+
+    def create(self, ctx: Context, account_id: str, obj: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        if "name" not in obj:
+            raise invalid_properties("a Mailbox needs a name", "name")
+        response: dict[str, Any] = {}
+        read = self._read(ctx, account_id, obj, response)
+        values = {"parent_id": None, "role": None, "sort_order": 0, "is_subscribed": True, **read}
+        self._may_create_child(ctx, account_id, values["parent_id"])
+        if not extra.get("deferred"):
+            limit = ctx.config.mailbox_max_total
+            if storage.count_mailboxes(ctx.txn, account_id) >= limit:
+                raise set_error("overQuota", f"an account may have at most {limit} Mailboxes")
+            self._check_rules(ctx, account_id, Mailbox(id="#new", **values), _TREE_PROPERTIES, extra)
+        mailbox = storage.add_mailbox(ctx.txn, account_id, **values)
+        if extra.get("deferred"):
+            self._check_rules(ctx, account_id, mailbox, _TREE_PROPERTIES, extra)
+        full = to_json(mailbox, my_rights(ctx, account_id, mailbox))
+        defaults = {key: full[key] for key in ("parentId", "role", "sortOrder", "isSubscribed") if key not in obj}
+        server = {key: full[key] for key in ("id", *COUNT_PROPERTIES, "myRights")}
+        return {**server, **defaults, **response}
+
+    def update(
+        self,
+        ctx: Context,
+        account_id: str,
+        object_id: str,
+        current: dict[str, Any],
+        new: dict[str, Any],
+        touched: set[str],
+        extra: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        stored = storage.get_mailbox(ctx.txn, account_id, object_id)
+        assert stored is not None
+        response: dict[str, Any] = {}
+        read = self._read(ctx, account_id, {key: new[key] for key in touched if key in new}, response)
+        mailbox = attrs.evolve(stored, **read)
+        changed = {
+            prop
+            for prop, attribute in (
+                ("name", "name"),
+                ("parentId", "parent_id"),
+                ("role", "role"),
+                ("sortOrder", "sort_order"),
+                ("isSubscribed", "is_subscribed"),
+            )
+            if getattr(mailbox, attribute) != getattr(stored, attribute)
+        }
+        if not changed:
+            return response or None
+        rights = my_rights(ctx, account_id, stored)
+        if changed - {"isSubscribed"} and not rights["mayRename"]:
+            raise set_error("forbidden", f"you may not rename or move Mailbox {object_id}")
+        if "parentId" in changed:
+            self._may_create_child(ctx, account_id, mailbox.parent_id)
+        tree_changes = frozenset(changed & _TREE_PROPERTIES)
+        if tree_changes:
+            self._check_rules(ctx, account_id, mailbox, tree_changes, extra)
+        storage.update_mailbox(ctx.txn, account_id, mailbox)
+        return response or None
+
+    def destroy(self, ctx: Context, account_id: str, object_id: str, extra: dict[str, Any]) -> None:
+        mailbox = storage.get_mailbox(ctx.txn, account_id, object_id)
+        assert mailbox is not None
+        if not my_rights(ctx, account_id, mailbox)["mayDelete"]:
+            raise set_error("forbidden", f"you may not destroy Mailbox {object_id}")
+        if not extra.get("deferred") and storage.has_children(ctx.txn, account_id, object_id):
+            raise set_error("mailboxHasChild", f"Mailbox {object_id} has child Mailboxes")
+        remove_emails = bool(extra.get("onDestroyRemoveEmails"))
+        if mailbox.total_emails > 0 and not remove_emails:
+            raise set_error(
+                "mailboxHasEmail",
+                f"Mailbox {object_id} has {mailbox.total_emails} Emails; set onDestroyRemoveEmails to remove them",
+            )
+        storage.destroy_mailbox(ctx.txn, account_id, object_id, remove_emails)
+
+
+def register(registry: Registry) -> None:
+    """
+    Add Mailbox/get, Mailbox/changes and Mailbox/set.
+    """
+    register_standard_methods(registry, MailboxType())

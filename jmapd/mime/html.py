@@ -1,0 +1,96 @@
+# -*- test-case-name: tests.mime.test_html -*-
+"""
+HTML to plain text, for the preview of HTML-only messages and, later, for
+full-text search.  The stdlib parser is forgiving of the broken markup mail
+is full of; we only need the words and where the paragraphs break, not a
+faithful rendering.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+__all__ = ["html_to_text"]
+
+#: Elements whose content is not text a reader sees.
+_HIDDEN = frozenset(["script", "style", "head", "title", "template", "noscript", "svg"])
+
+#: Elements that start and end a line.
+_BLOCK = frozenset(
+    """
+    address article aside blockquote body br dd details div dl dt fieldset
+    figcaption figure footer form h1 h2 h3 h4 h5 h6 header hr html li main nav
+    ol p pre section summary table tbody thead tfoot tr ul
+    """.split()
+)
+
+#: Elements after which a cell boundary should leave a space.
+_CELL = frozenset(["td", "th"])
+
+#: Void elements: they have no end tag, so they never open a hidden section.
+_VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
+
+
+_PRE_SPACE = "\ue000"
+_PRE_TAB = "\ue001"
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chunks: list[str] = []
+        self.hidden = 0
+        self.pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in _HIDDEN and tag not in _VOID:
+            self.hidden += 1
+        elif tag in _BLOCK:
+            self.chunks.append("\n")
+            if tag == "pre":
+                self.pre += 1
+        elif tag in _CELL:
+            self.chunks.append(" ")
+
+    def handle_startendtag(self, tag: str, attrs: list) -> None:
+        if tag in _BLOCK:
+            self.chunks.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _HIDDEN:
+            self.hidden = max(0, self.hidden - 1)
+        elif tag in _BLOCK:
+            self.chunks.append("\n")
+            if tag == "pre":
+                self.pre = max(0, self.pre - 1)
+        elif tag in _CELL:
+            self.chunks.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if self.hidden:
+            return
+        if self.pre:
+            # Protected from the white space clean-up in html_to_text.
+            self.chunks.append(data.replace("\r\n", "\n").replace(" ", _PRE_SPACE).replace("\t", _PRE_TAB))
+        else:
+            self.chunks.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(html: str) -> str:
+    """
+    The text of an HTML document: script, style and head content dropped,
+    block elements on lines of their own, character references decoded,
+    runs of white space (non-breaking spaces too) collapsed except in
+    C{pre}, blank lines dropped.  Never raises on malformed markup.
+    """
+    parser = _TextExtractor()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception:  # noqa: BLE001 - the parser's internal asserts on odd markup
+        pass
+    text = re.sub(r"[ \t]+", " ", "".join(parser.chunks))
+    lines = [line.strip(" ") for line in text.split("\n")]
+    text = "\n".join(line for line in lines if line)
+    return text.replace(_PRE_SPACE, " ").replace(_PRE_TAB, "\t")

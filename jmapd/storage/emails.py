@@ -1,0 +1,743 @@
+# -*- test-case-name: tests.storage.test_emails -*-
+"""
+Emails and Threads in the database: ingest, threading, keywords, Mailbox
+membership and the counters behind the Mailbox counts.
+
+A message is parsed once, when it enters the store (L{ingest}); what
+Email/get needs for list views goes into columns, so reading an Email never
+re-reads or re-parses its message.  Threading (RFC 8621 section 3) happens
+at the same time: a message joins the Thread of an Email that shares a
+message id with it and has the same normalised subject.  When a message
+links several Threads, they are merged the only way the RFC allows, as
+C{threadId} is immutable: the Emails that change Thread are destroyed and
+created again under new ids.
+
+The Mailbox counts (totalEmails, unreadEmails, totalThreads, unreadThreads)
+are derived incrementally from C{mailbox_threads}, one row per (Mailbox,
+Thread) with how many of the Thread's Emails are in the Mailbox and how many
+of those are unread.  Every change adjusts those rows and hands the
+resulting deltas to L{jmapd.storage.mailboxes.adjust_counts} once per
+operation; nothing is ever recounted by scanning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from attrs import frozen
+
+from jmapd.mime.parse import parse_message
+from jmapd.storage import blobs as blob_storage
+from jmapd.storage import changelog, mailboxes
+from jmapd.storage.changelog import CREATED, DESTROYED, UPDATED
+from jmapd.storage.ids import new_id
+
+EMAIL = "Email"
+THREAD = "Thread"
+#: The push type whose state changes only when a new Email arrives
+#: (RFC 8621 section 1.5).
+EMAIL_DELIVERY = "EmailDelivery"
+
+#: Keywords that make an Email read for the unread counts.
+_READ_KEYWORDS = frozenset({"$seen", "$draft"})
+
+#: SQLite allows at least 999 parameters in one statement.
+_CHUNK = 500
+
+_ADDRESS_FIELDS = ("sender", "from", "to", "cc", "bcc", "replyTo")
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
+def _loads(text: Any) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+# -- subjects and message ids --------------------------------------------
+
+# A reply or forward prefix ("Re:", "Fwd:", "AW:", "Re[2]:", "Re :") or a
+# list tag ("[list]") at the start of a subject.
+_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|antw|wg|vs)\s*(?:\[\d+\])?\s*:|\[[^\]]*\])", re.IGNORECASE)
+_SPACE = re.compile(r"\s+")
+
+
+def normalise_subject(subject: str | None) -> str:
+    """
+    The subject as threading compares it: reply, forward and list-tag
+    prefixes stripped repeatedly, white space collapsed, case folded.
+    """
+    text = subject or ""
+    while True:
+        stripped = _PREFIX.sub("", text, count=1)
+        if stripped == text:
+            break
+        text = stripped
+    return _SPACE.sub(" ", text).strip().casefold()
+
+
+def is_unread(keywords: Iterable[str]) -> bool:
+    """
+    An Email is unread when it has neither C{$seen} nor C{$draft}
+    (RFC 8621 section 2, unreadEmails).
+    """
+    return not (_READ_KEYWORDS & set(keywords))
+
+
+# -- times -----------------------------------------------------------------
+
+
+def utc_date(ms: int) -> str:
+    """
+    A UTCDate (RFC 8620 section 1.4) for milliseconds since the epoch; the
+    fraction is omitted when zero, as the RFC requires.
+    """
+    seconds, millis = divmod(int(ms), 1000)
+    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if millis:
+        text += f".{millis:03d}".rstrip("0")
+    return text + "Z"
+
+
+_DATE = re.compile(
+    r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})"
+)
+
+
+def parse_date_ms(value: Any, utc_only: bool = False) -> int | None:
+    """
+    Milliseconds since the epoch for a JMAP Date (or, with C{utc_only}, a
+    UTCDate), or C{None} when the value is not one.  A zero fraction
+    (".000Z", as JavaScript's toISOString writes) is accepted, although
+    the RFC says servers omit it.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _DATE.fullmatch(value)
+    if match is None or (utc_only and match.group(3) != "Z"):
+        return None
+    offset = "+00:00" if match.group(3) == "Z" else match.group(3)
+    try:
+        when = datetime.fromisoformat(match.group(1) + offset)
+    except ValueError:
+        return None
+    fraction = match.group(2) or ""
+    return int(when.timestamp()) * 1000 + int((fraction + "000")[:3])
+
+
+# -- what ingest stores ------------------------------------------------------
+
+
+@frozen
+class EmailRecord:
+    """
+    Everything stored about a message that its bytes determine: the parse
+    done once at ingest, or copied from another Email with the same blob.
+    """
+
+    blob_id: str
+    size: int
+    sent_at: str | None
+    subject: str | None
+    has_attachment: bool
+    preview: str
+    message_id: list[str] | None
+    in_reply_to: list[str] | None
+    references: list[str] | None
+    addresses: dict[str, Any]
+    headers: list[dict[str, str]]
+    structure: dict[str, Any]
+
+    @classmethod
+    def from_parsed(cls, blob_id: str, parsed: dict[str, Any]) -> EmailRecord:
+        return cls(
+            blob_id=blob_id,
+            size=int(parsed["size"]),
+            sent_at=parsed.get("sentAt"),
+            subject=parsed.get("subject"),
+            has_attachment=bool(parsed.get("hasAttachment")),
+            preview=parsed.get("preview") or "",
+            message_id=parsed.get("messageId"),
+            in_reply_to=parsed.get("inReplyTo"),
+            references=parsed.get("references"),
+            addresses={name: parsed.get(name) for name in _ADDRESS_FIELDS},
+            headers=parsed.get("headers") or [],
+            structure=structure_of(parsed),
+        )
+
+    def message_ids(self) -> list[str]:
+        """
+        Every message id the message carries, for threading.
+        """
+        found: dict[str, None] = {}
+        for ids in (self.message_id, self.in_reply_to, self.references):
+            for msgid in ids or ():
+                if msgid:
+                    found[msgid] = None
+        return list(found)
+
+
+def structure_of(parsed: dict[str, Any]) -> dict[str, Any]:
+    """
+    The body structure part of a parsed message, as stored.
+    """
+    return {
+        "bodyStructure": parsed.get("bodyStructure"),
+        "textBody": parsed.get("textBody") or [],
+        "htmlBody": parsed.get("htmlBody") or [],
+        "attachments": parsed.get("attachments") or [],
+    }
+
+
+@frozen
+class Created:
+    """
+    The server-set properties of a new Email (the /set, /import and /copy
+    C{created} entry).
+    """
+
+    id: str
+    blob_id: str
+    thread_id: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "blobId": self.blob_id, "threadId": self.thread_id, "size": self.size}
+
+
+# -- the counters behind the Mailbox counts -------------------------------
+
+
+class _Counts:
+    """
+    The Mailbox count changes of one operation, collected from the
+    (Mailbox, Thread) rows it touches and written once by L{flush}.
+    """
+
+    def __init__(self, txn: Any, account_id: str) -> None:
+        self.txn = txn
+        self.account_id = account_id
+        self.deltas: dict[str, list[int]] = {}
+
+    def change(self, mailbox_id: str, thread_id: str, emails: int, unread: int) -> None:
+        if emails == 0 and unread == 0:
+            return
+        txn = self.txn
+        row = txn.fetchone(
+            "SELECT emails, unread FROM mailbox_threads WHERE account_id = ? AND mailbox_id = ? AND thread_id = ?",
+            (self.account_id, mailbox_id, thread_id),
+        )
+        old_emails, old_unread = (int(row[0]), int(row[1])) if row else (0, 0)
+        new_emails, new_unread = old_emails + emails, old_unread + unread
+        if new_emails < 0 or new_unread < 0 or new_unread > new_emails:
+            raise AssertionError(
+                f"mailbox_threads for {mailbox_id}/{thread_id} would become {new_emails}/{new_unread}"
+            )
+        if new_emails == 0:
+            txn.execute(
+                "DELETE FROM mailbox_threads WHERE account_id = ? AND mailbox_id = ? AND thread_id = ?",
+                (self.account_id, mailbox_id, thread_id),
+            )
+        elif row is None:
+            txn.execute(
+                "INSERT INTO mailbox_threads (account_id, mailbox_id, thread_id, emails, unread) VALUES (?, ?, ?, ?, ?)",
+                (self.account_id, mailbox_id, thread_id, new_emails, new_unread),
+            )
+        else:
+            txn.execute(
+                "UPDATE mailbox_threads SET emails = ?, unread = ?"
+                " WHERE account_id = ? AND mailbox_id = ? AND thread_id = ?",
+                (new_emails, new_unread, self.account_id, mailbox_id, thread_id),
+            )
+        delta = self.deltas.setdefault(mailbox_id, [0, 0, 0, 0])
+        delta[0] += emails
+        delta[1] += unread
+        delta[2] += (new_emails > 0) - (old_emails > 0)
+        delta[3] += (new_unread > 0) - (old_unread > 0)
+
+    def add_email(self, mailbox_ids: Iterable[str], thread_id: str, unread: bool, sign: int = 1) -> None:
+        for mailbox_id in mailbox_ids:
+            self.change(mailbox_id, thread_id, sign, sign * int(unread))
+
+    def remove_email(self, mailbox_ids: Iterable[str], thread_id: str, unread: bool) -> None:
+        self.add_email(mailbox_ids, thread_id, unread, -1)
+
+    def flush(self, skip: Iterable[str] = ()) -> None:
+        skipped = set(skip)
+        deltas = {
+            mailbox_id: (delta[0], delta[1], delta[2], delta[3])
+            for mailbox_id, delta in self.deltas.items()
+            if any(delta) and mailbox_id not in skipped
+        }
+        self.deltas = {}
+        if deltas:
+            mailboxes.adjust_counts(self.txn, self.account_id, deltas)
+
+
+# -- reading -----------------------------------------------------------------
+
+#: Columns of the emails table by name, for L{get_rows}.
+COLUMNS = (
+    "id",
+    "thread_id",
+    "blob_id",
+    "size",
+    "received_at",
+    "sent_at",
+    "subject",
+    "has_attachment",
+    "preview",
+    "unread",
+    "message_id",
+    "in_reply_to",
+    "refs",
+    "addresses",
+    "headers",
+    "structure",
+    "thread_subject",
+    "sent_at_ms",
+)
+
+
+def get_rows(txn: Any, account_id: str, ids: Sequence[str] | None, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """
+    The rows of these Emails (every Email with C{ids=None}) with the given
+    columns (C{id} always), in no particular order.
+    """
+    wanted = ["id"] + [c for c in columns if c != "id"]
+    for column in wanted:
+        if column not in COLUMNS:
+            raise ValueError(f"unknown email column {column!r}")
+    select = "SELECT " + ", ".join(wanted) + " FROM emails WHERE account_id = ?"
+    if ids is None:
+        rows = txn.fetchall(select, (account_id,))
+    else:
+        rows = []
+        for chunk in _chunks(list(ids)):
+            rows.extend(txn.fetchall(select + f" AND id IN ({_marks(len(chunk))})", (account_id, *chunk)))
+    return [dict(zip(wanted, row, strict=True)) for row in rows]
+
+
+def count_emails(txn: Any, account_id: str) -> int:
+    return int(txn.fetchvalue("SELECT count(*) FROM emails WHERE account_id = ?", (account_id,), 0))
+
+
+def _by_email(txn: Any, table: str, column: str, account_id: str, ids: Sequence[str]) -> dict[str, dict[str, bool]]:
+    found: dict[str, dict[str, bool]] = {email_id: {} for email_id in ids}
+    for chunk in _chunks(list(ids)):
+        for email_id, value in txn.fetchall(
+            f"SELECT email_id, {column} FROM {table} WHERE account_id = ? AND email_id IN ({_marks(len(chunk))})",
+            (account_id, *chunk),
+        ):
+            found[email_id][value] = True
+    return found
+
+
+def get_keywords(txn: Any, account_id: str, ids: Sequence[str]) -> dict[str, dict[str, bool]]:
+    """
+    The keywords of each Email, as the JMAP C{keywords} map.
+    """
+    return _by_email(txn, "email_keywords", "keyword", account_id, ids)
+
+
+def get_mailbox_ids(txn: Any, account_id: str, ids: Sequence[str]) -> dict[str, dict[str, bool]]:
+    """
+    The Mailboxes of each Email, as the JMAP C{mailboxIds} map.
+    """
+    return _by_email(txn, "email_mailboxes", "mailbox_id", account_id, ids)
+
+
+def thread_email_ids(txn: Any, account_id: str, thread_ids: Sequence[str] | None) -> dict[str, list[str]]:
+    """
+    The Emails of each existing Thread, oldest receivedAt first, then by
+    id (RFC 8621 section 3).
+    """
+    found: dict[str, list[str]] = {}
+    select = "SELECT thread_id, id FROM emails WHERE account_id = ?"
+    order = " ORDER BY thread_id, received_at, id"
+    if thread_ids is None:
+        rows = txn.fetchall(select + order, (account_id,))
+    else:
+        rows = []
+        for chunk in _chunks(list(thread_ids)):
+            rows.extend(
+                txn.fetchall(select + f" AND thread_id IN ({_marks(len(chunk))})" + order, (account_id, *chunk))
+            )
+    for thread_id, email_id in rows:
+        found.setdefault(thread_id, []).append(email_id)
+    return found
+
+
+def count_threads(txn: Any, account_id: str) -> int:
+    return int(txn.fetchvalue("SELECT count(*) FROM threads WHERE account_id = ?", (account_id,), 0))
+
+
+def find_blob_email(txn: Any, account_id: str, blob_id: str) -> dict[str, Any] | None:
+    """
+    The stored parse of an Email of the account whose message is
+    C{blob_id}, or C{None}.
+    """
+    row = txn.fetchone(
+        "SELECT headers, structure FROM emails WHERE account_id = ? AND blob_id = ? LIMIT 1", (account_id, blob_id)
+    )
+    if row is None:
+        return None
+    return {"headers": _loads(row[0]), **_loads(row[1])}
+
+
+def load_record(txn: Any, account_id: str, email_id: str) -> tuple[EmailRecord, int, dict[str, bool], dict[str, bool]] | None:
+    """
+    An Email's record with its receivedAt, mailboxIds and keywords (what
+    a copy needs), or C{None}.
+    """
+    rows = get_rows(txn, account_id, [email_id], COLUMNS)
+    if not rows:
+        return None
+    row = rows[0]
+    addresses = _loads(row["addresses"])
+    record = EmailRecord(
+        blob_id=row["blob_id"],
+        size=int(row["size"]),
+        sent_at=row["sent_at"],
+        subject=row["subject"],
+        has_attachment=bool(row["has_attachment"]),
+        preview=row["preview"],
+        message_id=_loads(row["message_id"]),
+        in_reply_to=_loads(row["in_reply_to"]),
+        references=_loads(row["refs"]),
+        addresses=addresses,
+        headers=_loads(row["headers"]),
+        structure=_loads(row["structure"]),
+    )
+    mailbox_ids = get_mailbox_ids(txn, account_id, [email_id])[email_id]
+    keywords = get_keywords(txn, account_id, [email_id])[email_id]
+    return record, int(row["received_at"]), mailbox_ids, keywords
+
+
+# -- ingest and threading ----------------------------------------------------
+
+
+def ingest(
+    txn: Any,
+    store: Any,
+    account_id: str,
+    raw: bytes,
+    mailbox_ids: Iterable[str],
+    keywords: Iterable[str],
+    received_at: int,
+    now: float,
+    parsed: dict[str, Any] | None = None,
+) -> Created:
+    """
+    Store a message and make it an Email of the account: the bytes become
+    a blob the account keeps, the message is parsed (once; pass C{parsed}
+    if the caller already has it) and threaded, and the Mailbox counts
+    follow.
+
+    @param store: the blob store (L{jmapd.blobs.store.FileBlobStore}).
+    @param received_at: milliseconds since the epoch.
+    """
+    blob_id = store.put(raw)
+    blob_storage.add_blob(txn, account_id, blob_id, len(raw), "message/rfc822", now, None)
+    if parsed is None:
+        parsed = parse_message(raw)
+    return insert_email(txn, account_id, EmailRecord.from_parsed(blob_id, parsed), mailbox_ids, keywords, received_at)
+
+
+def insert_email(
+    txn: Any,
+    account_id: str,
+    record: EmailRecord,
+    mailbox_ids: Iterable[str],
+    keywords: Iterable[str],
+    received_at: int,
+) -> Created:
+    """
+    Add an Email for an already stored message: find (or merge, or start)
+    its Thread, write its rows and the changelog, adjust the counts.
+
+    The caller has checked the Mailboxes exist and the keywords are valid
+    and lower case.
+    """
+    mailbox_ids = sorted(set(mailbox_ids))
+    keywords = sorted(set(keywords))
+    counts = _Counts(txn, account_id)
+    thread_subject = normalise_subject(record.subject)
+    message_ids = record.message_ids()
+    thread_id = _choose_thread(txn, account_id, counts, message_ids, thread_subject)
+    email_id = new_id("M")
+    unread = is_unread(keywords)
+    txn.execute(
+        "INSERT INTO emails (account_id, id, thread_id, blob_id, size, received_at, sent_at, sent_at_ms, subject,"
+        " thread_subject, has_attachment, preview, unread, message_id, in_reply_to, refs, addresses, headers,"
+        " structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            account_id,
+            email_id,
+            thread_id,
+            record.blob_id,
+            record.size,
+            int(received_at),
+            record.sent_at,
+            parse_date_ms(record.sent_at),
+            record.subject,
+            thread_subject,
+            int(record.has_attachment),
+            record.preview,
+            int(unread),
+            None if record.message_id is None else _dumps(record.message_id),
+            None if record.in_reply_to is None else _dumps(record.in_reply_to),
+            None if record.references is None else _dumps(record.references),
+            _dumps(record.addresses),
+            _dumps(record.headers),
+            _dumps(record.structure),
+        ),
+    )
+    txn.executemany(
+        "INSERT INTO email_message_ids (account_id, msgid, email_id) VALUES (?, ?, ?)",
+        [(account_id, msgid, email_id) for msgid in message_ids],
+    )
+    txn.executemany(
+        "INSERT INTO email_keywords (account_id, email_id, keyword) VALUES (?, ?, ?)",
+        [(account_id, email_id, keyword) for keyword in keywords],
+    )
+    txn.executemany(
+        "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id) VALUES (?, ?, ?)",
+        [(account_id, email_id, mailbox_id) for mailbox_id in mailbox_ids],
+    )
+    txn.execute("UPDATE threads SET emails = emails + 1 WHERE account_id = ? AND id = ?", (account_id, thread_id))
+    counts.add_email(mailbox_ids, thread_id, unread)
+    changelog.record_change(txn, account_id, EMAIL, email_id, CREATED)
+    changelog.touch_state(txn, account_id, EMAIL_DELIVERY)
+    counts.flush()
+    return Created(email_id, record.blob_id, thread_id, record.size)
+
+
+def _choose_thread(
+    txn: Any, account_id: str, counts: _Counts, message_ids: list[str], thread_subject: str
+) -> str:
+    """
+    The Thread a new message joins (recording its change), merging the
+    Threads it links; a new Thread when it links none.
+    """
+    linked: dict[str, int] = {}
+    for chunk in _chunks(message_ids):
+        for thread_id, created_seq in txn.fetchall(
+            "SELECT DISTINCT t.id, t.created_seq FROM email_message_ids m"
+            " JOIN emails e ON e.account_id = m.account_id AND e.id = m.email_id"
+            " JOIN threads t ON t.account_id = e.account_id AND t.id = e.thread_id"
+            f" WHERE m.account_id = ? AND m.msgid IN ({_marks(len(chunk))}) AND e.thread_subject = ?",
+            (account_id, *chunk, thread_subject),
+        ):
+            linked[thread_id] = int(created_seq)
+    if not linked:
+        thread_id = new_id("T")
+        created_seq = changelog.record_change(txn, account_id, THREAD, thread_id, CREATED)
+        txn.execute(
+            "INSERT INTO threads (account_id, id, created_seq, emails) VALUES (?, ?, ?, 0)",
+            (account_id, thread_id, created_seq),
+        )
+        return thread_id
+    # The oldest Thread survives a merge; ties (impossible with modseqs) by id.
+    keep = min(linked, key=lambda t: (linked[t], t))
+    for other in sorted(linked):
+        if other != keep:
+            _merge_thread(txn, account_id, counts, other, keep)
+    changelog.record_change(txn, account_id, THREAD, keep, UPDATED)
+    return keep
+
+
+def _merge_thread(txn: Any, account_id: str, counts: _Counts, source: str, target: str) -> None:
+    """
+    Move every Email of Thread C{source} into C{target}: each is destroyed
+    and created again with a new id (threadId is immutable), keeping its
+    blob, Mailboxes, keywords and receivedAt.  C{source} is destroyed.
+    """
+    rows = txn.fetchall(
+        "SELECT id, unread FROM emails WHERE account_id = ? AND thread_id = ? ORDER BY received_at, id",
+        (account_id, source),
+    )
+    mailboxes_of = get_mailbox_ids(txn, account_id, [row[0] for row in rows])
+    for old_id, unread in rows:
+        member_of = sorted(mailboxes_of[old_id])
+        counts.remove_email(member_of, source, bool(unread))
+        fresh = new_id("M")
+        txn.execute(
+            "UPDATE emails SET id = ?, thread_id = ? WHERE account_id = ? AND id = ?",
+            (fresh, target, account_id, old_id),
+        )
+        for table in ("email_keywords", "email_mailboxes", "email_message_ids"):
+            txn.execute(
+                f"UPDATE {table} SET email_id = ? WHERE account_id = ? AND email_id = ?", (fresh, account_id, old_id)
+            )
+        counts.add_email(member_of, target, bool(unread))
+        changelog.record_change(txn, account_id, EMAIL, old_id, DESTROYED)
+        changelog.record_change(txn, account_id, EMAIL, fresh, CREATED)
+    txn.execute(
+        "UPDATE threads SET emails = emails + ? WHERE account_id = ? AND id = ?", (len(rows), account_id, target)
+    )
+    txn.execute("DELETE FROM threads WHERE account_id = ? AND id = ?", (account_id, source))
+    changelog.record_change(txn, account_id, THREAD, source, DESTROYED)
+
+
+# -- changing and destroying -------------------------------------------------
+
+
+def update_email(
+    txn: Any,
+    account_id: str,
+    email_id: str,
+    mailbox_ids: Iterable[str] | None = None,
+    keywords: Iterable[str] | None = None,
+) -> bool:
+    """
+    Replace an Email's Mailboxes and/or keywords (C{None}: unchanged),
+    adjusting the counts; return whether anything changed.
+
+    @raise KeyError: no such Email.
+    """
+    row = txn.fetchone("SELECT thread_id, unread FROM emails WHERE account_id = ? AND id = ?", (account_id, email_id))
+    if row is None:
+        raise KeyError(email_id)
+    thread_id, old_unread = row[0], bool(row[1])
+    old_mailboxes = set(get_mailbox_ids(txn, account_id, [email_id])[email_id])
+    old_keywords = set(get_keywords(txn, account_id, [email_id])[email_id])
+    new_mailboxes = old_mailboxes if mailbox_ids is None else set(mailbox_ids)
+    new_keywords = old_keywords if keywords is None else set(keywords)
+    if new_mailboxes == old_mailboxes and new_keywords == old_keywords:
+        return False
+    new_unread = is_unread(new_keywords)
+    counts = _Counts(txn, account_id)
+    counts.remove_email(sorted(old_mailboxes), thread_id, old_unread)
+    counts.add_email(sorted(new_mailboxes), thread_id, new_unread)
+    for keyword in sorted(old_keywords - new_keywords):
+        txn.execute(
+            "DELETE FROM email_keywords WHERE account_id = ? AND email_id = ? AND keyword = ?",
+            (account_id, email_id, keyword),
+        )
+    txn.executemany(
+        "INSERT INTO email_keywords (account_id, email_id, keyword) VALUES (?, ?, ?)",
+        [(account_id, email_id, keyword) for keyword in sorted(new_keywords - old_keywords)],
+    )
+    for mailbox_id in sorted(old_mailboxes - new_mailboxes):
+        txn.execute(
+            "DELETE FROM email_mailboxes WHERE account_id = ? AND email_id = ? AND mailbox_id = ?",
+            (account_id, email_id, mailbox_id),
+        )
+    txn.executemany(
+        "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id) VALUES (?, ?, ?)",
+        [(account_id, email_id, mailbox_id) for mailbox_id in sorted(new_mailboxes - old_mailboxes)],
+    )
+    if new_unread != old_unread:
+        txn.execute(
+            "UPDATE emails SET unread = ? WHERE account_id = ? AND id = ?", (int(new_unread), account_id, email_id)
+        )
+    changelog.record_change(txn, account_id, EMAIL, email_id, UPDATED)
+    counts.flush()
+    return True
+
+
+def destroy_email(txn: Any, account_id: str, email_id: str, now: float, blob_ttl: float) -> bool:
+    """
+    Destroy an Email: out of its Mailboxes and Thread (the Thread goes when
+    it was the last one), counts adjusted.  When no other Email of the
+    account uses its message, the account's access to the blob becomes
+    temporary (it expires after C{blob_ttl} seconds, like an upload); the
+    bytes are never deleted here.
+
+    @return: whether the Email existed.
+    """
+    counts = _Counts(txn, account_id)
+    found = _destroy(txn, account_id, email_id, counts, now, blob_ttl)
+    counts.flush()
+    return found
+
+
+def _destroy(txn: Any, account_id: str, email_id: str, counts: _Counts, now: float, blob_ttl: float) -> bool:
+    row = txn.fetchone(
+        "SELECT thread_id, unread, blob_id FROM emails WHERE account_id = ? AND id = ?", (account_id, email_id)
+    )
+    if row is None:
+        return False
+    thread_id, unread, blob_id = row[0], bool(row[1]), row[2]
+    member_of = sorted(get_mailbox_ids(txn, account_id, [email_id])[email_id])
+    counts.remove_email(member_of, thread_id, unread)
+    for table in ("email_keywords", "email_mailboxes", "email_message_ids"):
+        txn.execute(f"DELETE FROM {table} WHERE account_id = ? AND email_id = ?", (account_id, email_id))
+    txn.execute("DELETE FROM emails WHERE account_id = ? AND id = ?", (account_id, email_id))
+    changelog.record_change(txn, account_id, EMAIL, email_id, DESTROYED)
+    txn.execute("UPDATE threads SET emails = emails - 1 WHERE account_id = ? AND id = ?", (account_id, thread_id))
+    remaining = txn.fetchvalue("SELECT emails FROM threads WHERE account_id = ? AND id = ?", (account_id, thread_id), 0)
+    if int(remaining) <= 0:
+        txn.execute("DELETE FROM threads WHERE account_id = ? AND id = ?", (account_id, thread_id))
+        changelog.record_change(txn, account_id, THREAD, thread_id, DESTROYED)
+    else:
+        changelog.record_change(txn, account_id, THREAD, thread_id, UPDATED)
+    if txn.fetchone("SELECT 1 FROM emails WHERE account_id = ? AND blob_id = ? LIMIT 1", (account_id, blob_id)) is None:
+        _release_blob(txn, account_id, blob_id, now + blob_ttl)
+    return True
+
+
+def _release_blob(txn: Any, account_id: str, blob_id: str, expires_at: float) -> None:
+    """
+    Make the account's access to a blob nothing references any more
+    temporary, so the expiry timer drops it (and the file, once no account
+    has it) after the usual upload lifetime.
+    """
+    txn.execute(
+        "UPDATE blobs SET expires_at = ? WHERE account_id = ? AND blob_id = ? AND expires_at IS NULL",
+        (expires_at, account_id, blob_id),
+    )
+
+
+def remove_mailbox(txn: Any, account_id: str, mailbox_id: str, now: float, blob_ttl: float) -> None:
+    """
+    Before a Mailbox is destroyed: destroy the Emails that are only in it,
+    take it out of the Emails that are also elsewhere.  The other
+    Mailboxes' counts do not change (their Emails stay); the counters of
+    the destroyed Mailbox are dropped with it.
+    """
+    counts = _Counts(txn, account_id)
+    email_ids = [
+        row[0]
+        for row in txn.fetchall(
+            "SELECT email_id FROM email_mailboxes WHERE account_id = ? AND mailbox_id = ? ORDER BY email_id",
+            (account_id, mailbox_id),
+        )
+    ]
+    for email_id in email_ids:
+        others = txn.fetchvalue(
+            "SELECT count(*) FROM email_mailboxes WHERE account_id = ? AND email_id = ? AND mailbox_id <> ?",
+            (account_id, email_id, mailbox_id),
+            0,
+        )
+        if int(others) == 0:
+            _destroy(txn, account_id, email_id, counts, now, blob_ttl)
+        else:
+            row = txn.fetchone(
+                "SELECT thread_id, unread FROM emails WHERE account_id = ? AND id = ?", (account_id, email_id)
+            )
+            counts.remove_email([mailbox_id], row[0], bool(row[1]))
+            txn.execute(
+                "DELETE FROM email_mailboxes WHERE account_id = ? AND email_id = ? AND mailbox_id = ?",
+                (account_id, email_id, mailbox_id),
+            )
+            changelog.record_change(txn, account_id, EMAIL, email_id, UPDATED)
+    txn.execute(
+        "DELETE FROM mailbox_threads WHERE account_id = ? AND mailbox_id = ?", (account_id, mailbox_id)
+    )
+    counts.flush(skip=[mailbox_id])
