@@ -16,7 +16,8 @@ import hashlib
 import os
 import re
 import tempfile
-from typing import BinaryIO, Iterable
+from collections.abc import Iterable
+from typing import BinaryIO
 
 _CHUNK = 1 << 16
 _BLOB_ID = re.compile(r"b[a-z2-7]{52}")

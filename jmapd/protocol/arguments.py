@@ -8,7 +8,8 @@ an C{invalidArguments} error that says which argument and why.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from jmapd.protocol.errors import invalid_arguments
 

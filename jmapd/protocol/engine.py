@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from attrs import define, field, frozen
 from twisted.logger import Logger
@@ -61,7 +62,7 @@ class Capability:
 class Method:
     name: str
     capability: str
-    handler: Callable[["Context", dict[str, Any]], Any]
+    handler: Callable[[Context, dict[str, Any]], Any]
     write: bool
 
 
@@ -98,7 +99,7 @@ class Registry:
         self.capabilities[capability.urn] = capability
 
     def add_method(
-        self, name: str, capability: str, handler: Callable[["Context", dict[str, Any]], Any], write: bool = False
+        self, name: str, capability: str, handler: Callable[[Context, dict[str, Any]], Any], write: bool = False
     ) -> None:
         self.methods[name] = Method(name, capability, handler, write)
 

@@ -7,7 +7,8 @@ the size limits.  Everything wrong here is a request-level error.
 
 from __future__ import annotations
 
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 import orjson
 from attrs import frozen

@@ -14,7 +14,8 @@ behaves the same.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Iterable
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 from jmapd.protocol.arguments import Arguments, is_id
 from jmapd.protocol.engine import Context, Registry, ResponseList

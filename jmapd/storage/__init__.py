@@ -6,7 +6,8 @@ tables.  Nothing here imports the JMAP protocol or data type modules.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 DATABASE_FILE = "jmapd.sqlite3"
 

@@ -13,7 +13,8 @@ invalidation belong.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -66,7 +67,7 @@ class Transaction:
         """
         self.after_commit_callbacks.append(callback)
 
-    def savepoint(self) -> "_Savepoint":
+    def savepoint(self) -> _Savepoint:
         """
         A nested unit: C{with txn.savepoint(): ...} undoes what the block
         did when it raises, leaving the rest of the transaction intact.  Each
