@@ -100,7 +100,10 @@ class WebService(Service):
         env = self._env
         self.startup_error = None
         authenticator = Authenticator(make_portal(env.database), env.clock, env.config)
-        self.site = JMAPSite(build_root(env, authenticator))
+        self.site = JMAPSite(
+            build_root(env, authenticator),
+            max_body=max(env.config.max_size_request, env.config.max_size_upload),
+        )
         description = jmap_endpoint(env.config)
         try:
             # For ssl: this reads the certificate and key files.

@@ -20,8 +20,8 @@ from jmapd.protocol.engine import execute
 from jmapd.protocol.errors import RequestError, limit
 from jmapd.protocol.request import parse_request
 from jmapd.protocol.session import session_state
-from jmapd.web.auth import AuthVersionChanged, check_auth_version, unauthorized
-from jmapd.web.resource import JSON, AsyncResource, HTTPProblem, write_body
+from jmapd.web.auth import run_checked
+from jmapd.web.resource import JSON, AsyncResource, HTTPProblem, body_size, write_body
 
 log = Logger()
 
@@ -64,8 +64,7 @@ class APIResource(AsyncResource):
     async def _run(self, request: Any, login: Any, started: float) -> None:
         env = self._env
         config = env.config
-        request.content.seek(0, 2)
-        size = request.content.tell()
+        size = body_size(request)
         if size > config.max_size_request:
             raise request_problem(
                 limit("maxSizeRequest", f"the request is {size} bytes; the limit is {config.max_size_request}")
@@ -81,8 +80,7 @@ class APIResource(AsyncResource):
             )
             raise request_problem(e) from None
 
-        def run(txn: Any) -> bytes:
-            check_auth_version(txn, login)
+        def run(txn: Any, login: Any) -> bytes:
             state = session_state(env, txn, login.principal)
             response = execute(txn, env, login.principal, jmap_request, state)
             changed = txn.__dict__.get("changed_states")
@@ -90,11 +88,9 @@ class APIResource(AsyncResource):
                 txn.after_commit(lambda: env.publish_states(changed))
             return orjson.dumps(response)
 
-        try:
-            body = await env.database.run_interaction(run, write=env.registry.is_write(jmap_request))
-        except AuthVersionChanged:
-            self._auth.revalidate(request, login)
-            raise unauthorized("the credentials changed; authenticate again") from None
+        body = await run_checked(
+            self._auth, env.database, request, login, run, write=env.registry.is_write(jmap_request)
+        )
         write_body(request, 200, JSON, body)
         log.info(
             "API {account} [{methods}] 200 in {ms:.1f} ms",

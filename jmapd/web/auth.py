@@ -9,8 +9,9 @@ request.
 The memory is keyed by an HMAC of the header under a per-process random
 key, never by the secret itself, and it remembers the account's auth
 version: every request re-checks that version inside its own transaction
-(L{check_auth_version}), so a password change or a revoked token takes
-effect at once, even when C{jmapd-admin} made it from another process.
+(L{run_checked}), so a password change or a revoked token takes effect at
+once, even when C{jmapd-admin} made it from another process; credentials
+the change left valid are verified again and go on working.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import base64
 import hashlib
 import hmac
 import secrets
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from attrs import frozen
 from twisted.cred.credentials import UsernamePassword
@@ -38,6 +40,8 @@ log = Logger()
 #: How long a verified Authorization header is remembered when unused.
 VERIFIED_TTI = 300.0
 VERIFIED_MAX = 10_000
+
+_T = TypeVar("_T")
 
 _CHALLENGE = b'Basic realm="jmapd", charset="UTF-8", Bearer realm="jmapd"'
 
@@ -96,9 +100,13 @@ class Authenticator:
     def forget(self, header: bytes) -> None:
         self._verified.pop(self._fingerprint(header))
 
-    async def authenticate(self, request: Any) -> Login:
+    async def authenticate(self, request: Any, again: bool = False) -> Login:
         """
         The login behind the request's Authorization header.
+
+        @param again: the request was counted already (its header is
+            being verified again after a credentials change), so the
+            per-account rate limit is not applied a second time.
 
         @raise HTTPProblem: 401 with a challenge, or 429 when the client
             failed too often or the account sends too many requests.
@@ -127,7 +135,7 @@ class Authenticator:
             cached = avatar
             self._verified.set(fingerprint, cached)
         principal, auth_version = cached
-        if not self._per_account.hit(principal.account_id):
+        if not again and not self._per_account.hit(principal.account_id):
             raise too_many(
                 "too many requests for this account", self._per_account.retry_after(principal.account_id)
             )
@@ -166,3 +174,39 @@ def check_auth_version(txn: Any, login: Login) -> None:
     """
     if accounts.auth_version(txn, login.principal.account_id) != login.auth_version:
         raise AuthVersionChanged(login.principal.name)
+
+
+async def run_checked(
+    authenticator: Authenticator,
+    database: Any,
+    request: Any,
+    login: Login,
+    interaction: Callable[..., _T],
+    *args: Any,
+    write: bool = False,
+) -> _T:
+    """
+    Run C{interaction(txn, login, *args)} in one transaction that first
+    checks that C{login} is still valid (L{check_auth_version}).
+
+    When the account's credentials changed since the request's
+    Authorization header was verified, the header is verified again, once:
+    a change that leaves it valid (another of the account's tokens revoked)
+    does not disturb the client, and one that invalidates it (its password
+    changed, this token revoked, the account removed) is a 401.
+    """
+
+    def checked(txn: Any, login: Login, *args: Any) -> _T:
+        check_auth_version(txn, login)
+        return interaction(txn, login, *args)
+
+    try:
+        return await database.run_interaction(checked, login, *args, write=write)  # type: ignore[no-any-return]
+    except AuthVersionChanged:
+        authenticator.revalidate(request, login)
+    login = await authenticator.authenticate(request, again=True)
+    try:
+        return await database.run_interaction(checked, login, *args, write=write)  # type: ignore[no-any-return]
+    except AuthVersionChanged:
+        authenticator.revalidate(request, login)
+        raise unauthorized("the credentials changed; authenticate again") from None

@@ -27,7 +27,7 @@ from jmapd.protocol.engine import CORE
 from jmapd.protocol.errors import MethodError
 from jmapd.storage import blobs as blob_storage
 from jmapd.web.auth import run_checked
-from jmapd.web.resource import AsyncResource, HTTPProblem, write_json
+from jmapd.web.resource import AsyncResource, HTTPProblem, body_size, write_json
 
 log = Logger()
 
@@ -92,9 +92,7 @@ class UploadResource(AsyncResource):
         if len(request.postpath) < 1 or not is_id(request.postpath[0].decode("utf-8", "replace")):
             raise HTTPProblem(404, "the upload URL is /jmap/upload/{accountId}/")
         account_id = request.postpath[0].decode("utf-8")
-        request.content.seek(0, 2)
-        size = request.content.tell()
-        request.content.seek(0)
+        size = body_size(request)
         if size > config.max_size_upload:
             raise HTTPProblem(
                 413,

@@ -12,7 +12,8 @@ credentials with a preflight).
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from twisted.web.resource import Resource
 

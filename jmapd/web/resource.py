@@ -7,7 +7,8 @@ answers, and the client address.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import orjson
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -84,11 +85,18 @@ class AsyncResource(Resource):
 
     isLeaf = True
 
+    #: Whether the path may go on below this resource (upload and download
+    #: take their arguments from it); otherwise anything below is a 404.
+    takes_path = False
+
     def render(self, request: Any) -> Any:
+        if not self.takes_path and any(request.postpath):
+            write_problem(request, HTTPProblem(404, "no such resource"))
+            return NOT_DONE_YET
         method = request.method.decode("ascii", "replace")
         if method == "HEAD":
             method = "GET"
-        handler: Callable[[Any], Awaitable[None]] | None = getattr(self, f"handle_{method}", None)
+        handler: Callable[[Any], Coroutine[Any, Any, None]] | None = getattr(self, f"handle_{method}", None)
         if handler is None:
             allowed = sorted(name[len("handle_"):] for name in dir(self) if name.startswith("handle_"))
             write_problem(
@@ -108,7 +116,7 @@ class AsyncResource(Resource):
     def _failed(self, failure: Failure, request: Any) -> None:
         if failure.check(CancelledError):
             return
-        if failure.check(HTTPProblem):
+        if isinstance(failure.value, HTTPProblem):
             write_problem(request, failure.value)
             return
         from jmapd.storage.ids import new_id
@@ -136,3 +144,17 @@ def client_address(request: Any, use_forwarded_header: bool) -> str:
             return forwarded_for.split(",")[0].strip()
     peer = request.getClientAddress()
     return getattr(peer, "host", "") or str(peer)
+
+
+def body_size(request: Any) -> int:
+    """
+    The size of the request body in octets, also when it was too large to
+    keep (see L{jmapd.web.root.JMAPRequest}).
+    """
+    dropped = getattr(request, "dropped_body_size", None)
+    if dropped is not None:
+        return int(dropped)
+    request.content.seek(0, 2)
+    size = int(request.content.tell())
+    request.content.seek(0)
+    return size

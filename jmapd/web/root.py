@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.web.resource import NoResource, Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from jmapd.web.api import APIResource
 from jmapd.web.blobs import DownloadResource, UploadResource
@@ -58,7 +58,12 @@ class JMAPResource(Resource):
         return self._api.render(request)
 
 
-class _Root(Resource):
+class _Directory(Resource):
+    """
+    An inner node of the tree (the root, C{/.well-known}): its children,
+    and a 404 problem for itself and any other name.
+    """
+
     def getChild(self, name: bytes, request: Any) -> Resource:
         return _NotFound()
 
@@ -72,8 +77,8 @@ def build_root(env: Any, authenticator: Any, extra: dict[bytes, Resource] | None
 
     @param extra: more children of C{/jmap/} (eventsource, ws).
     """
-    root = _Root()
-    well_known = Resource()
+    root = _Directory()
+    well_known = _Directory()
     well_known.putChild(b"jmap", SessionResource(env, authenticator))
     root.putChild(b".well-known", well_known)
     children: dict[bytes, Resource] = {
@@ -86,11 +91,55 @@ def build_root(env: Any, authenticator: Any, extra: dict[bytes, Resource] | None
     return CORSResource(root, CORSPolicy(config.strict_cors, config.cors_allowed_origins))
 
 
+class JMAPRequest(Request):
+    """
+    A request that keeps at most C{max_body} octets of body.
+
+    twisted.web normally stores the whole body (in a temporary file above
+    100 KB) before any resource sees the request, so a client, even one
+    without credentials, could fill the disk.  Beyond the limit the body is
+    counted and dropped; the resource then answers with the size limit it
+    exceeded (maxSizeRequest or maxSizeUpload).
+    """
+
+    max_body = 0
+    dropped_body_size: int | None = None
+
+    def gotLength(self, length: int | None) -> None:
+        self._received = 0
+        if length is not None and self.max_body and length > self.max_body:
+            self.dropped_body_size = length
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received = getattr(self, "_received", 0) + len(data)
+        if self.dropped_body_size is not None:
+            self.dropped_body_size = max(self.dropped_body_size, self._received)
+            return
+        if self.max_body and self._received > self.max_body:
+            self.dropped_body_size = self._received
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+
 class JMAPSite(Site):
     """
-    A L{Site} that turns on TCP_NODELAY for every connection and does not
-    log requests itself (the API logs one line per request).
+    A L{Site} that turns on TCP_NODELAY for every connection, keeps request
+    bodies within the configured limits and does not log requests itself
+    (the API logs one line per request).
     """
+
+    def __init__(self, resource: Resource, max_body: int = 0, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+
+        class _Request(JMAPRequest):
+            pass
+
+        _Request.max_body = max_body
+        self.requestFactory = _Request
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)

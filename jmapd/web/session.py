@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from jmapd.protocol.session import build_session
-from jmapd.web.auth import check_auth_version, unauthorized
+from jmapd.web.auth import run_checked
 from jmapd.web.resource import AsyncResource, write_json
 
 
@@ -25,15 +25,8 @@ class SessionResource(AsyncResource):
     async def handle_GET(self, request: Any) -> None:
         login = await self._auth.authenticate(request)
 
-        def read(txn: Any) -> Any:
-            check_auth_version(txn, login)
+        def read(txn: Any, login: Any) -> Any:
             return build_session(self._env, txn, login.principal)
 
-        from jmapd.web.auth import AuthVersionChanged
-
-        try:
-            session = await self._env.database.run_interaction(read)
-        except AuthVersionChanged:
-            self._auth.revalidate(request, login)
-            raise unauthorized("the credentials changed; authenticate again") from None
+        session = await run_checked(self._auth, self._env.database, request, login, read)
         write_json(request, session)

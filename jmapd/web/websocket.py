@@ -1,0 +1,418 @@
+# -*- test-case-name: tests.web.test_websocket -*-
+"""
+JMAP over WebSocket (RFC 8887) at C{/jmap/ws}, with autobahn.
+
+The upgrade request goes through the resource tree like any request:
+L{WebSocketUpgradeResource} checks the C{jmap} subprotocol, the Origin
+(under C{strict-cors}) and the credentials (the same L{Authenticator} as
+the API) before autobahn takes the connection over, so an unauthenticated
+client never gets a WebSocket.
+
+On the socket, each text message is one JSON object with an C{@type}:
+
+- C{Request}: a JMAP Request with an optional C{id}; it runs through the
+  same engine as HTTP POST (L{run_request}) and its C{Response} (or
+  C{RequestError}) carries C{requestId}.  Requests run concurrently, up
+  to C{max-concurrent-requests} per connection.
+- C{WebSocketPushEnable}: push StateChange objects (with C{pushState}) for
+  C{dataTypes}; a C{pushState} from an earlier connection replays what
+  changed since at once.
+- C{WebSocketPushDisable}: stop pushing.
+
+Pings go out every C{ws-heartbeat-interval} seconds and a client that
+does not answer within C{ws-client-timeout} seconds is dropped (autobahn's
+auto-ping).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import orjson
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from jmapd.protocol.engine import execute
+from jmapd.protocol.errors import RequestError, limit, not_json, not_request
+from jmapd.protocol.request import Request, parse_request
+from jmapd.protocol.session import session_state
+from jmapd.push.notifier import (
+    ThrottledChannel,
+    account_modseqs,
+    decode_position,
+    encode_position,
+    missed_states,
+    state_change,
+)
+from jmapd.web.auth import AuthVersionChanged, check_auth_version
+from jmapd.web.cors import CORSPolicy
+from jmapd.web.resource import HTTPProblem, write_problem
+
+log = Logger()
+
+SUBPROTOCOL = "jmap"
+
+#: The close code for credentials that changed while connected (RFC 6455:
+#: policy violation); the client connects again with its new credentials.
+CLOSE_POLICY = 1008
+CLOSE_GOING_AWAY = 1001
+
+
+def run_request(env: Any, login: Any, request: Request, extra: Mapping[str, Any] | None = None) -> Deferred[bytes]:
+    """
+    Run a parsed JMAP Request for C{login} in one transaction, exactly as
+    the HTTP API does, and return the encoded Response with C{extra}
+    members added (C{@type} and C{requestId} on a WebSocket).
+
+    The changed states are published after the commit.
+
+    @raise AuthVersionChanged: (in the Deferred) the credentials changed
+        since C{login} was verified.
+    """
+
+    def run(txn: Any, login: Any) -> bytes:
+        check_auth_version(txn, login)
+        state = session_state(env, txn, login.principal)
+        response = execute(txn, env, login.principal, request, state)
+        changed = txn.__dict__.get("changed_states")
+        if changed:
+            txn.after_commit(lambda: env.publish_states(changed))
+        if extra:
+            response = {**extra, **response}
+        return orjson.dumps(response)
+
+    return env.database.run_interaction(run, login, write=env.registry.is_write(request))
+
+
+def _request_error(error: RequestError, request_id: Any) -> bytes:
+    body: dict[str, Any] = {"@type": "RequestError"}
+    if request_id is not None:
+        body["requestId"] = request_id
+    body.update(error.problem())
+    return orjson.dumps(body)
+
+
+class JMAPWebSocketProtocol(WebSocketServerProtocol):
+    """
+    One JMAP WebSocket connection of an authenticated user.
+    """
+
+    login: Any = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inflight = 0
+        self._channel: ThrottledChannel | None = None
+        self._accounts: tuple[str, ...] = ()
+        self._open = False
+        self.closed: Deferred[None] = Deferred()
+
+    # -- handshake --
+
+    def onConnect(self, request: Any) -> str:
+        if SUBPROTOCOL not in request.protocols:
+            raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, "the 'jmap' WebSocket subprotocol is required")
+        if self.login is None:
+            raise ConnectionDeny(401, "authentication is required")
+        return SUBPROTOCOL
+
+    def onOpen(self) -> None:
+        self._open = True
+        self.factory.connections.add(self)
+        log.debug("WebSocket open for {account}", account=self.login.principal.name)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self._open = False
+        self.factory.connections.discard(self)
+        self._push_off()
+        if not self.closed.called:
+            self.closed.callback(None)
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        if not self.closed.called:
+            self._push_off()
+            self.factory.connections.discard(self)
+            self.closed.callback(None)
+
+    def close_with(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with a standard close code (autobahn's
+        C{sendClose} only takes 1000 and private codes).
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code, reason.encode("utf-8")[:123])
+
+    # -- messages --
+
+    def _send(self, data: bytes) -> None:
+        if self._open:
+            self.sendMessage(data, isBinary=False)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            self._send(_request_error(not_json("JMAP messages are JSON text messages, not binary"), None))
+            return
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError as e:
+            self._send(_request_error(not_json(f"the message is not valid JSON: {e}"), None))
+            return
+        if not isinstance(message, dict):
+            self._send(_request_error(not_request("a message must be a JSON object with an '@type'"), None))
+            return
+        kind = message.get("@type")
+        if kind == "Request":
+            self._request(message)
+        elif kind == "WebSocketPushEnable":
+            self._push_enable(message)
+        elif kind == "WebSocketPushDisable":
+            self._push_off()
+        else:
+            request_id = message.get("id") if isinstance(message.get("id"), str) else None
+            self._send(
+                _request_error(
+                    not_request(
+                        "'@type' must be Request, WebSocketPushEnable or WebSocketPushDisable, got"
+                        f" {kind!r}"
+                    ),
+                    request_id,
+                )
+            )
+
+    def _request(self, message: dict[str, Any]) -> None:
+        env = self.factory.env
+        config = env.config
+        request_id = message.pop("id", None)
+        message.pop("@type")
+        if request_id is not None and not isinstance(request_id, str):
+            self._send(_request_error(not_request("'id' must be a String"), None))
+            return
+        if self._inflight >= config.max_concurrent_requests:
+            error = limit(
+                "maxConcurrentRequests",
+                f"at most {config.max_concurrent_requests} requests may run at once on one connection",
+            )
+            self._send(_request_error(error, request_id))
+            return
+        try:
+            jmap_request = parse_request(
+                orjson.dumps(message), env.registry.capabilities, config.max_calls_in_request
+            )
+        except RequestError as e:
+            self._send(_request_error(e, request_id))
+            return
+        extra: dict[str, Any] = {"@type": "Response"}
+        if request_id is not None:
+            extra["requestId"] = request_id
+        self._inflight += 1
+        d = run_request(env, self.login, jmap_request, extra)
+        d.addCallback(self._send)
+        d.addErrback(self._request_failed, request_id)
+        d.addBoth(self._request_done)
+
+    def _request_done(self, result: Any) -> None:
+        self._inflight -= 1
+
+    def _request_failed(self, failure: Any, request_id: Any) -> None:
+        if failure.check(AuthVersionChanged):
+            log.info("WebSocket for {account}: credentials changed; closing", account=self.login.principal.name)
+            self._send(_request_error(RequestError("about:blank", 401, "the credentials changed"), request_id))
+            self.close_with(CLOSE_POLICY, "the credentials changed; connect again")
+            return
+        from jmapd.storage.ids import new_id
+
+        error_id = new_id("e", 10)
+        log.failure("WebSocket request failed, error id {error_id}", failure, error_id=error_id)
+        self._send(
+            _request_error(
+                RequestError("serverFail", 500, f"internal error {error_id}; see the server log"), request_id
+            )
+        )
+
+    # -- push --
+
+    def _push_enable(self, message: dict[str, Any]) -> None:
+        data_types = message.get("dataTypes")
+        push_state = message.get("pushState")
+        if data_types is not None and (
+            not isinstance(data_types, list) or not all(isinstance(t, str) for t in data_types)
+        ):
+            self._send(_request_error(not_request("'dataTypes' must be null or an array of type names"), None))
+            return
+        if push_state is not None and not isinstance(push_state, str):
+            self._send(_request_error(not_request("'pushState' must be a String"), None))
+            return
+        types = None if data_types is None else frozenset(data_types)
+        if self._channel is not None:
+            self._channel.set_types(types)
+            if push_state is None:
+                return
+            self._push_off()
+        d = ensureDeferred(self._start_push(types, decode_position(push_state)))
+        d.addErrback(self._request_failed, None)
+
+    async def _start_push(self, types: frozenset[str] | None, last: dict[str, int] | None) -> None:
+        factory = self.factory
+        env = factory.env
+        own = self.login.principal.account_id
+        channel = ThrottledChannel(factory.clock, env.config.event_source_throttle, self._send_state, types)
+        self._channel = channel
+        early: list[tuple[str, Mapping[str, int]]] = []
+
+        def collect(account_id: str, states: Mapping[str, int]) -> None:
+            early.append((account_id, states))
+
+        factory.notifier.subscribe(own, collect)
+        try:
+            def snapshot(txn: Any, login: Any) -> tuple[tuple[str, ...], dict[str, int], dict[str, dict[str, int]]]:
+                check_auth_version(txn, login)
+                account_ids = tuple(sorted(env.registry.accounts(env, txn, login.principal)))
+                position = account_modseqs(txn, account_ids)
+                missed = {}
+                if last is not None:
+                    missed = missed_states(txn, {a: m for a, m in last.items() if a in position})
+                return account_ids, position, missed
+
+            account_ids, position, missed = await env.database.run_interaction(snapshot, self.login)
+        finally:
+            factory.notifier.unsubscribe(own, collect)
+        if self._channel is not channel or not self._open:
+            return
+        self._accounts = account_ids
+        for account_id in account_ids:
+            factory.notifier.subscribe(account_id, channel.add)
+        channel.position.update(position)
+        for account_id, states in missed.items():
+            channel.add(account_id, states)
+        for account_id, states in early:
+            newer = {name: m for name, m in states.items() if m > position.get(account_id, 0)}
+            if newer:
+                channel.add(account_id, newer)
+
+    def _send_state(self, changed: dict[str, dict[str, int]]) -> None:
+        message = state_change(changed)
+        if self._channel is not None:
+            message["pushState"] = encode_position(self._channel.position)
+        self._send(orjson.dumps(message))
+
+    def _push_off(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is None:
+            return
+        for account_id in self._accounts:
+            self.factory.notifier.unsubscribe(account_id, channel.add)
+        self._accounts = ()
+        channel.close()
+
+
+class JMAPWebSocketFactory(WebSocketServerFactory):
+    """
+    Builds L{JMAPWebSocketProtocol}s for upgrades that
+    L{WebSocketUpgradeResource} authenticated.
+
+    @ivar connections: the open connections.
+    """
+
+    protocol = JMAPWebSocketProtocol
+
+    def __init__(self, env: Any, notifier: Any, clock: Any, reactor: Any) -> None:
+        super().__init__(protocols=[SUBPROTOCOL], reactor=reactor)
+        self.env = env
+        self.notifier = notifier
+        self.clock = clock
+        self.connections: set[JMAPWebSocketProtocol] = set()
+        self._next_login: Any = None
+        config = env.config
+        options: dict[str, Any] = {
+            "maxMessagePayloadSize": config.max_size_request,
+            "maxFramePayloadSize": config.max_size_request,
+        }
+        if config.ws_heartbeat_interval > 0:
+            options["autoPingInterval"] = config.ws_heartbeat_interval
+            options["autoPingTimeout"] = config.ws_client_timeout
+        self.setProtocolOptions(**options)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        protocol.login, self._next_login = self._next_login, None
+        return protocol
+
+    def upgrade(self, request: Any, login: Any) -> None:
+        """
+        Hand the authenticated upgrade request to autobahn, which takes the
+        connection over; the protocol it builds gets C{login}.
+        """
+        self._next_login = login
+        try:
+            WebSocketResource(self).render(request)
+        finally:
+            self._next_login = None
+
+    def close_all(self) -> Deferred[Any]:
+        """
+        Close every connection (at shutdown); fires when all are gone.
+        """
+        closing = [connection.closed for connection in self.connections]
+        for connection in list(self.connections):
+            connection.close_with(CLOSE_GOING_AWAY, "the server is shutting down")
+        return DeferredList(closing)
+
+
+class WebSocketUpgradeResource(Resource):
+    """
+    C{/jmap/ws}: check the upgrade request, authenticate it, then let
+    autobahn take the connection.
+    """
+
+    isLeaf = True
+
+    def __init__(self, env: Any, authenticator: Any, factory: JMAPWebSocketFactory) -> None:
+        super().__init__()
+        self._env = env
+        self._auth = authenticator
+        self._factory = factory
+        config = env.config
+        self._origins = CORSPolicy(config.strict_cors, config.cors_allowed_origins)
+
+    def render(self, request: Any) -> Any:
+        try:
+            self._check(request)
+        except HTTPProblem as problem:
+            write_problem(request, problem)
+            return NOT_DONE_YET
+        d = ensureDeferred(self._auth.authenticate(request))
+        d.addCallbacks(self._authenticated, self._refused, callbackArgs=(request,), errbackArgs=(request,))
+        return NOT_DONE_YET
+
+    def _check(self, request: Any) -> None:
+        if any(request.postpath):
+            raise HTTPProblem(404, "no such resource")
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if request.method != b"GET" or upgrade != b"websocket":
+            raise HTTPProblem(
+                426, "this is the JMAP WebSocket endpoint: send a WebSocket upgrade", headers={b"upgrade": b"websocket"}
+            )
+        protocols = (request.getHeader(b"sec-websocket-protocol") or b"").decode("latin-1")
+        if SUBPROTOCOL not in [p.strip() for p in protocols.split(",")]:
+            raise HTTPProblem(400, "the 'jmap' WebSocket subprotocol is required (Sec-WebSocket-Protocol: jmap)")
+        origin = request.getHeader(b"origin")
+        if origin is not None and not self._origins.allows(origin):
+            raise HTTPProblem(403, f"WebSocket connections from {origin.decode('latin-1')} are not allowed")
+
+    def _authenticated(self, login: Any, request: Any) -> None:
+        if request.finished or getattr(request, "_disconnected", False):
+            return
+        self._factory.upgrade(request, login)
+
+    def _refused(self, failure: Any, request: Any) -> None:
+        if failure.check(HTTPProblem):
+            write_problem(request, failure.value)
+            return
+        log.failure("WebSocket upgrade failed", failure)
+        write_problem(request, HTTPProblem(500, "internal error; see the server log"))
