@@ -177,6 +177,14 @@ class Database:
 
         return d.addCallback(committed)
 
+    def run_in_thread(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """
+        Run C{fn(*args)} in a worker thread with no transaction (for CPU
+        work such as password hashing that must not hold one open).
+        """
+        assert self._run_in_thread is not None, "this Database has no worker pool"
+        return self._run_in_thread(fn, *args)
+
     def close(self) -> None:
         """
         Close every connection the threads opened (call once they stopped).
