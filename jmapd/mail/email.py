@@ -35,6 +35,7 @@ from jmapd.mime.body import body_value, decode_part
 from jmapd.mime.build import BuildError, build_message
 from jmapd.mime.headers import PARSED_FORMS, form_allowed, parse_header_property
 from jmapd.mime.parse import parse_message
+from jmapd.protocol.caching import cached_ids
 from jmapd.protocol.arguments import Arguments, is_id
 from jmapd.protocol.engine import Context, Registry
 from jmapd.protocol.errors import (
@@ -298,10 +299,14 @@ def check_mailbox_ids(ctx: Context, account_id: str, value: Any) -> list[str]:
         raise invalid_properties("mailboxIds must be a map of Mailbox ids to true", "mailboxIds")
     if not value:
         raise invalid_properties("an Email must be in at least one Mailbox", "mailboxIds")
+    existing = cached_ids(
+        ctx, account_id, (mailboxes.TYPE_NAME,), "mailbox-ids",
+        lambda: frozenset(mailboxes.mailbox_ids(ctx.txn, account_id)),
+    )
     resolved = []
     for given in value:
         mailbox_id = ctx.resolve_id(given) if isinstance(given, str) else None
-        if mailbox_id is None or not mailboxes.mailbox_exists(ctx.txn, account_id, mailbox_id):
+        if mailbox_id is None or mailbox_id not in existing:
             raise invalid_properties(f"no Mailbox {given!r}", "mailboxIds")
         resolved.append(mailbox_id)
     found = sorted(set(resolved))
