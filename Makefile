@@ -27,7 +27,7 @@ $(VENV)/.installed-dev: $(BIN)/python setup.cfg pyproject.toml
 run: $(VENV)/.installed
 	$(BIN)/pip install -q --no-deps --force-reinstall . >/dev/null
 	$(BIN)/jmapd-admin --config $(CONFIG) demo
-	cd / && $(CURDIR)/$(BIN)/twistd -n jmapd --config $(CURDIR)/$(CONFIG)
+	$(BIN)/twistd --pidfile= -n jmapd --config $(CONFIG)
 
 # The project is installed (not only importable from the checkout), so the
 # tests see the same twisted/plugins/ file that `twistd` does.
@@ -39,8 +39,23 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check jmapd tests twisted bench
 	$(BIN)/mypy jmapd
 
+# The benchmark suite (docs/benchmarks.md): BENCH_ARGS passes options, e.g.
+# make bench BENCH_ARGS="--messages 10000 --workloads list_view".
+BENCH_ARGS ?=
+CYRUS_PACKAGES = cyrus-imapd cyrus-clients cyrus-admin sasl2-bin cyrus-caldav
+
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m bench
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q '.[bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The same against Cyrus IMAP from ../shared/peers/cyrus (installed from
+# Debian packages when missing; this needs root).
+.PHONY: bench-peer
+bench-peer: $(VENV)/.installed-test
+	@test -x /usr/lib/cyrus/bin/httpd || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CYRUS_PACKAGES); }
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q '.[bench]'
+	$(BIN)/python -m bench --peer $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp*
