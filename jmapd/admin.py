@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_admin -*-
 """
-C{jmapd-admin}: create and remove accounts, set passwords and issue API
-tokens, from a shell, on the same configuration and database as the server.
+C{jmapd-admin}: create and remove accounts and their aliases, set
+passwords, issue API tokens, import and export mail, from a shell, on the
+same configuration and database as the server.
 
 JMAP has no standard way to create an account, and an operator needs one
 before the first client can log in; scripts need a token they can capture
@@ -37,7 +38,7 @@ from attrs import define, field
 
 from jmapd.auth.passwords import hash_password
 from jmapd.config import ConfigError, load_config
-from jmapd.storage import accounts, open_database
+from jmapd.storage import accounts, blob_directory, open_database
 from jmapd.storage.database import Database
 
 __all__ = ["main"]
@@ -252,6 +253,63 @@ def _token_revoke(context: _Context) -> None:
     context.out(f"token {token_id} revoked")
 
 
+def _alias_add(context: _Context) -> None:
+    from jmapd.ingest import recipients
+
+    name = context.args.name
+    (address,) = _check_addresses([context.args.address])
+    alias = context.write(recipients.add_alias, name, address)
+    context.out(f"alias {alias} added to account {name}")
+
+
+def _alias_remove(context: _Context) -> None:
+    from jmapd.ingest import recipients
+
+    name = context.args.name
+    alias = context.write(recipients.remove_alias, name, context.args.address)
+    context.out(f"alias {alias} removed from account {name}")
+
+
+def _alias_list(context: _Context) -> None:
+    from jmapd.ingest import recipients
+
+    for alias in context.read(recipients.list_aliases, context.args.name):
+        context.out(alias)
+
+
+def _blob_store(context: _Context) -> Any:
+    from jmapd.blobs.store import FileBlobStore
+
+    return FileBlobStore(blob_directory(context.config))
+
+
+def _import(context: _Context) -> None:
+    from jmapd import importexport
+
+    args = context.args
+    stream = context.streams.stderr
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    summary = importexport.import_path(
+        context.database,
+        _blob_store(context),
+        context.config,
+        args.account,
+        args.path,
+        args.mailbox,
+        progress=lambda total: importexport.Progress(stream, total, tty),
+    )
+    for line in summary.lines():
+        context.out(line)
+
+
+def _export(context: _Context) -> None:
+    from jmapd import importexport
+
+    args = context.args
+    count = importexport.export_mbox(context.database, _blob_store(context), args.account, args.mbox, args.mailbox)
+    context.out(f"exported {count} messages to {args.mbox}")
+
+
 def _ensure_demo(txn: Any, password_hash: str) -> bool:
     if accounts.get_account_by_name(txn, DEMO_ACCOUNT) is not None:
         return False
@@ -331,6 +389,20 @@ def _parser(streams: _Streams) -> _Parser:
     remove.add_argument("--yes", action="store_true", help="confirm the removal")
     remove.set_defaults(run=_account_remove)
 
+    alias = account_commands.add_parser("alias", help="add, remove and list an account's aliases")
+    alias_commands = alias.add_subparsers(dest="alias_action", metavar="ACTION", required=True)
+    alias_add = alias_commands.add_parser("add", help="deliver mail for another address to the account")
+    alias_add.add_argument("name", metavar="NAME")
+    alias_add.add_argument("address", metavar="ADDR")
+    alias_add.set_defaults(run=_alias_add)
+    alias_remove = alias_commands.add_parser("remove", help="remove an alias")
+    alias_remove.add_argument("name", metavar="NAME")
+    alias_remove.add_argument("address", metavar="ADDR")
+    alias_remove.set_defaults(run=_alias_remove)
+    alias_list = alias_commands.add_parser("list", help="list an account's aliases, one per line")
+    alias_list.add_argument("name", metavar="NAME")
+    alias_list.set_defaults(run=_alias_list)
+
     token = commands.add_parser("token", help="create, list and revoke API tokens")
     token_commands = token.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -349,6 +421,22 @@ def _parser(streams: _Streams) -> _Parser:
     revoke.add_argument("token_id", metavar="TOKENID")
     revoke.set_defaults(run=_token_revoke)
 
+    importing = commands.add_parser(
+        "import", help="import an mbox file or a Maildir into an account (can be run again)"
+    )
+    importing.add_argument("account", metavar="ACCOUNT")
+    importing.add_argument("path", metavar="PATH", help="an mbox file or a Maildir directory")
+    importing.add_argument(
+        "--mailbox", metavar="NAME", help="put everything under this Mailbox ('/' between levels)"
+    )
+    importing.set_defaults(run=_import)
+
+    exporting = commands.add_parser("export", help="write an account's mail to an mbox file")
+    exporting.add_argument("account", metavar="ACCOUNT")
+    exporting.add_argument("--mbox", metavar="FILE", required=True, help="the mbox file to write")
+    exporting.add_argument("--mailbox", metavar="NAME", help="only this Mailbox ('/' between levels)")
+    exporting.set_defaults(run=_export)
+
     demo = commands.add_parser(
         "demo", help="create the database and a demo account if missing (make run)"
     )
@@ -360,7 +448,10 @@ def _error_message(error: BaseException) -> str:
     """
     What an operator should read for C{error}, without C{jmapd-admin: }.
     """
-    if isinstance(error, (AdminError, accounts.AccountExists)):
+    from jmapd.importexport import ImportFailed
+    from jmapd.ingest.recipients import AliasError
+
+    if isinstance(error, (AdminError, accounts.AccountExists, AliasError, ImportFailed)):
         return str(error)
     if isinstance(error, accounts.AccountNotFound):
         return f"no account named {error.args[0]!r}"

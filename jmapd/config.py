@@ -51,6 +51,7 @@ __all__ = [
     "duration",
     "integer",
     "load_config",
+    "networks",
     "optional",
     "origin",
     "origins",
@@ -58,6 +59,7 @@ __all__ = [
     "rate_limit",
     "readable_file",
     "size",
+    "text",
     "url",
 ]
 
@@ -564,6 +566,67 @@ def rate_limit(value: Any, context: ParseContext) -> RateLimit:
     return RateLimit(count=count, period=period)
 
 
+def text(value: Any, context: ParseContext) -> str:
+    """
+    A non-empty string on one line, such as a user name or a password;
+    surrounding white space is kept (it may be part of a password).
+    """
+    if not isinstance(value, str) or not value or "\n" in value or "\r" in value:
+        raise _expected("a non-empty string on one line", value)
+    return value
+
+
+def networks(value: Any, context: ParseContext) -> tuple[str, ...]:
+    """
+    A list of IP addresses and networks in CIDR notation (C{127.0.0.1},
+    C{10.0.0.0/8}, C{::1}); from the environment or C{--set} written as a
+    YAML flow list or separated by commas.  Parsed to normalised network
+    strings (C{127.0.0.1/32}); host bits set in a network are an error.
+    """
+    what = "a list of IP addresses or networks such as '[127.0.0.1, 10.0.0.0/8, ::1]'"
+    items: object = value
+    if context.text and isinstance(value, str):
+        text_value = value.strip()
+        if text_value.startswith("["):
+            try:
+                items = YAML(typ="safe").load(text_value)
+            except YAMLError:
+                raise _expected(what, value) from None
+        else:
+            items = [item.strip() for item in text_value.split(",") if item.strip()]
+    if not isinstance(items, list | tuple):
+        raise _expected(what, value)
+    parsed = []
+    for item in items:
+        if not isinstance(item, str):
+            raise _expected(what, value)
+        try:
+            parsed.append(str(ipaddress.ip_network(item.strip())))
+        except ValueError:
+            raise _expected(f"{what}; {item!r} is not one", value) from None
+    return tuple(parsed)
+
+
+def _database_url(value: Any, context: ParseContext) -> str:
+    """
+    A PostgreSQL connection URL, C{postgresql://user:password@host:port/db}
+    (libpq's form; C{postgres://} too; the host may be left out for the
+    local socket, the password for C{~/.pgpass}).
+    """
+    what = "a PostgreSQL URL such as 'postgresql://jmapd:secret@127.0.0.1:5432/jmapd'"
+    if not isinstance(value, str):
+        raise _expected(what, value)
+    parts = _split(value.strip())
+    if (
+        parts is None
+        or parts.scheme.lower() not in ("postgresql", "postgres")
+        or not parts.path.strip("/")
+        or "\n" in value
+    ):
+        raise _expected(what + " (with a database name)", value)
+    return value.strip()
+
+
 _LOG_LEVELS = ("error", "warn", "info", "debug", "trace")
 
 
@@ -978,6 +1041,193 @@ class Config:
             "Seconds a WebSocket client may take to answer a ping before the"
             " connection is closed.",
             "seconds",
+        )
+    )
+    smtp_relay_host: str | None = field(
+        metadata=_key(
+            "smtp-relay-host",
+            optional(bind_address),
+            None,
+            "Host name or IP address of the SMTP relay (submission server) that"
+            " EmailSubmissions and vacation replies leave through; unset disables"
+            " sending, and then the submission capability is not advertised.",
+        )
+    )
+    smtp_relay_port: int = field(
+        metadata=_key("smtp-relay-port", integer(1, 65535), 587, "TCP port of the SMTP relay.")
+    )
+    smtp_relay_auth: str | None = field(
+        metadata=_key(
+            "smtp-relay-auth",
+            optional(text),
+            None,
+            "User name jmapd authenticates to the relay with (SMTP AUTH); unset:"
+            " no authentication.",
+        )
+    )
+    smtp_relay_secret: str | None = field(
+        repr=False,
+        metadata=_key(
+            "smtp-relay-secret",
+            optional(text),
+            None,
+            "Password for smtp-relay-auth (or use smtp-relay-secret-file).",
+        ),
+    )
+    smtp_relay_secret_file: str | None = field(
+        metadata=_key(
+            "smtp-relay-secret-file",
+            optional(readable_file),
+            None,
+            "File whose first line is the password for smtp-relay-auth; used when"
+            " smtp-relay-secret is not set.",
+        )
+    )
+    smtp_relay_tls: str = field(
+        metadata=_key(
+            "smtp-relay-tls",
+            choice("starttls", "tls", "none"),
+            "starttls",
+            "How the connection to the relay is secured: starttls (required),"
+            " tls (implicit TLS, usually port 465) or none.",
+        )
+    )
+    smtp_relay_ca_path: str | None = field(
+        metadata=_key(
+            "smtp-relay-ca-path",
+            optional(readable_file),
+            None,
+            "PEM file of the certificate authorities trusted for the relay's"
+            " certificate; unset: the system's trust store.",
+        )
+    )
+    smtp_relay_timeout: float = field(
+        metadata=_key(
+            "smtp-relay-timeout",
+            duration,
+            30.0,
+            "How long jmapd waits for each answer of the relay (and to connect)"
+            " before the attempt counts as a temporary failure.",
+            "seconds",
+        )
+    )
+    submission_hold: float = field(
+        metadata=_key(
+            "submission-hold",
+            duration,
+            0.0,
+            "How long a new EmailSubmission waits before it is relayed, during"
+            " which it can be canceled (undoStatus pending).",
+            "seconds",
+        )
+    )
+    submission_max_delayed_send: float = field(
+        metadata=_key(
+            "submission-max-delayed-send",
+            duration,
+            86400.0,
+            "Longest delay a client may ask for with FUTURERELEASE (maxDelayedSend);"
+            " 0 disables delayed sending.",
+            "seconds",
+        )
+    )
+    submission_max_recipients: int = field(
+        metadata=_key(
+            "submission-max-recipients",
+            integer(1),
+            100,
+            "Most envelope recipients of one EmailSubmission; more is the SetError"
+            " tooManyRecipients.",
+        )
+    )
+    lmtp_bind_addr: str = field(
+        metadata=_key(
+            "lmtp-bind-addr",
+            bind_address,
+            "127.0.0.1",
+            "Address the LMTP listener (mail delivery from the MTA) binds to;"
+            " empty means all interfaces.",
+        )
+    )
+    lmtp_port: int = field(
+        metadata=_key(
+            "lmtp-port",
+            integer(0, 65535),
+            11200,
+            "TCP port of the LMTP listener; 0 disables LMTP delivery.",
+        )
+    )
+    lmtp_cert_path: str | None = field(
+        metadata=_key(
+            "lmtp-cert-path",
+            optional(readable_file),
+            None,
+            "PEM certificate (chain) offered with STARTTLS on the LMTP listener;"
+            " set together with lmtp-key-path.",
+        )
+    )
+    lmtp_key_path: str | None = field(
+        metadata=_key(
+            "lmtp-key-path",
+            optional(readable_file),
+            None,
+            "PEM private key for LMTP STARTTLS; set together with lmtp-cert-path.",
+        )
+    )
+    lmtp_tls_only: bool = field(
+        metadata=_key(
+            "lmtp-tls-only",
+            boolean,
+            False,
+            "Refuse MAIL until the LMTP client has started TLS (needs"
+            " lmtp-cert-path and lmtp-key-path).",
+        )
+    )
+    lmtp_trusted_ips: tuple[str, ...] = field(
+        metadata=_key(
+            "lmtp-trusted-ips",
+            networks,
+            ("127.0.0.1", "::1"),
+            "Addresses and networks (CIDR) allowed to connect to the LMTP listener;"
+            " others are refused when they connect.",
+        )
+    )
+    vacation_reply_interval: float = field(
+        metadata=_key(
+            "vacation-reply-interval",
+            duration,
+            604800.0,
+            "A sender gets at most one vacation auto-reply per account in this time.",
+            "seconds",
+        )
+    )
+    db_url: str | None = field(
+        metadata=_key(
+            "db-url",
+            optional(_database_url),
+            None,
+            "PostgreSQL database holding all metadata, shared by every node, such as"
+            " postgresql://jmapd:secret@127.0.0.1:5432/jmapd; unset: SQLite under"
+            " db-path.",
+        )
+    )
+    db_pool_size: int | None = field(
+        metadata=_key(
+            "db-pool-size",
+            optional(integer(1)),
+            None,
+            "Connections to PostgreSQL each node keeps (db-url); unset: worker-pool-size,"
+            " one per worker thread.",
+            "connections",
+        )
+    )
+    node_id: str | None = field(
+        metadata=_key(
+            "node-id",
+            optional(text),
+            None,
+            "This node's name, shown in logs and given to PostgreSQL as the"
+            " connections' application_name; unset: the host name.",
         )
     )
     rate_limit_authenticated: RateLimit = field(

@@ -16,11 +16,12 @@ from typing import Any
 import attrs
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from jmapd import push
 from jmapd.auth.checkers import make_portal
 from jmapd.blobs.store import FileBlobStore
 from jmapd.endpoints import jmap_endpoint
@@ -47,7 +48,7 @@ class StartupError(Exception):
     """
 
 
-def build_registry() -> Registry:
+def build_registry(config: Any = None) -> Registry:
     """
     Every capability and method this server implements.
     """
@@ -56,6 +57,14 @@ def build_registry() -> Registry:
     registry = Registry()
     core.register(registry)
     mail.register(registry)
+    push.register(registry)
+    if config is not None:
+        # Identity and EmailSubmission depend on the configuration: with no
+        # smtp-relay-host there is no sending, and nothing is advertised.
+        from jmapd.mail import identity, submission
+
+        identity.register(registry, config)
+        submission.register(registry, config)
     return registry
 
 
@@ -100,8 +109,9 @@ class WebService(Service):
         env = self._env
         self.startup_error = None
         authenticator = Authenticator(make_portal(env.database), env.clock, env.config)
+        extra = push.install(env, self._reactor, authenticator)
         self.site = JMAPSite(
-            build_root(env, authenticator),
+            build_root(env, authenticator, extra),
             max_body=max(env.config.max_size_request, env.config.max_size_upload),
         )
         description = jmap_endpoint(env.config)
@@ -170,34 +180,50 @@ class WebService(Service):
 
 class JMAPService(MultiService):
     """
-    The jmapd service: workers first, web last, so the listener never
-    accepts a request before the pool and database are ready, and stops
-    before the pool drains.
+    The jmapd service.  Children start in this order and stop in the
+    reverse one, each waiting for the previous to finish stopping: the
+    worker pool (and the database behind it), the outgoing mail queue,
+    housekeeping, the web listener, the LMTP listener, push.  So nothing
+    accepts work before the pool is ready, and every listener has stopped
+    and finished what it acknowledged before the pool drains.
     """
 
     def __init__(self, env: Environment, reactor: Any) -> None:
         super().__init__()
+        from jmapd.ingest.service import lmtp_service
+        from jmapd.submission import sending_enabled
+        from jmapd.submission.queue import queue_service
+
         self.env = env
         self.reactor = reactor
         env.workers.setServiceParent(self)
+        if sending_enabled(env.config):
+            queue_service(env, reactor).setServiceParent(self)
         maintenance = TimerService(MAINTENANCE_INTERVAL, self.maintain)
         maintenance.clock = reactor
         maintenance.setServiceParent(self)
         self.web = WebService(reactor, env)
         self.web.setServiceParent(self)
+        self.lmtp = lmtp_service(env, reactor)
+        if self.lmtp is not None:
+            self.lmtp.setServiceParent(self)
+        push.service(env, reactor).setServiceParent(self)
 
     @property
     def port(self) -> Any:
         return self.web.port
 
+    @inlineCallbacks
     def stopService(self) -> Any:
-        d = super().stopService()
-
-        def closed(result: Any) -> Any:
+        Service.stopService(self)
+        try:
+            for child in reversed(list(self)):
+                try:
+                    yield maybeDeferred(child.stopService)
+                except Exception:
+                    log.failure("stopping {service} failed", service=child.name or child)
+        finally:
             self.env.database.close()
-            return result
-
-        return d.addBoth(closed) if d is not None else closed(None)
 
     def maintain(self) -> Deferred[Any] | None:
         """
@@ -233,16 +259,18 @@ class JMAPService(MultiService):
         return d
 
 
-def make_environment(config: Any, reactor: Any, registry: Registry | None = None) -> Environment:
+def make_environment(
+    config: Any, reactor: Any, registry: Registry | None = None, clock: Any = None
+) -> Environment:
     workers = WorkerPoolService(reactor, config.worker_pool_size)
     database = open_database(config, workers.run)
     os.makedirs(blob_directory(config), exist_ok=True)
     env = Environment(
         config=config,
-        registry=registry if registry is not None else build_registry(),
+        registry=registry if registry is not None else build_registry(config),
         database=database,
         blobs=FileBlobStore(blob_directory(config)),
-        clock=reactor,
+        clock=clock if clock is not None else reactor,
         workers=workers,
         trace=config.log_level == "trace",
     )
@@ -252,7 +280,9 @@ def make_environment(config: Any, reactor: Any, registry: Registry | None = None
     return env
 
 
-def makeService(config: Any, reactor: Any = None, registry: Registry | None = None) -> JMAPService:
+def makeService(
+    config: Any, reactor: Any = None, registry: Registry | None = None, clock: Any = None
+) -> JMAPService:
     """
     The jmapd service for C{config}, ready to be started or added to a
     parent service.  The database is opened and migrated here, so a schema
@@ -260,10 +290,13 @@ def makeService(config: Any, reactor: Any = None, registry: Registry | None = No
 
     @param reactor: the reactor to use; the global one if omitted.
     @param registry: the methods to serve (tests pass their own).
+    @param clock: what times expiries, throttles, retries and timestamps
+        (the reactor if omitted; tests pass a L{task.Clock} while the
+        network runs on the reactor).
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    env = make_environment(config, reactor, registry)
+    env = make_environment(config, reactor, registry, clock)
     return JMAPService(env, reactor)

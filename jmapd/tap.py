@@ -18,6 +18,10 @@ from twisted.python import usage
 from jmapd.config import ConfigError, load_config
 from jmapd.logging import LevelFilter
 
+#: The environment variable naming the configuration file when --config is
+#: not given (as for jmapd-admin).
+CONFIG_VARIABLE = "JMAPD_CONFIG"
+
 
 class Options(usage.Options):
     synopsis = "--config FILE [--set key=value ...]"
@@ -39,11 +43,14 @@ class Options(usage.Options):
         self["set"].append(value)
 
     def postOptions(self) -> None:
-        path = self["config"] or os.environ.get("JMAPD_CONFIG")
+        path = self["config"] or os.environ.get(CONFIG_VARIABLE) or None
         if path is None:
-            raise usage.UsageError("--config FILE is required (or set JMAPD_CONFIG)")
+            raise usage.UsageError(f"--config FILE is required (or set {CONFIG_VARIABLE})")
+        # JMAPD_CONFIG names the file; it is not a configuration key, and
+        # load_config rejects JMAPD_* variables that name no key.
+        environ = {name: value for name, value in os.environ.items() if name != CONFIG_VARIABLE}
         try:
-            self.config = load_config(path, os.environ, self["set"])
+            self.config = load_config(path, environ, self["set"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
@@ -68,25 +75,42 @@ class _LogLevelService(Service):
 class _TwistdService(MultiService):
     """
     What twistd runs: exit with the reason, not a traceback, when the
-    service cannot start (a port in use).
+    service cannot start (a port in use, an unusable certificate).
+
+    twistd calls L{privilegedStartService} on the whole tree before any
+    C{startService}; the listener binds there, so the exit happens before
+    a worker thread or the periodic jobs start (a started thread pool would
+    keep the process from exiting).
     """
 
     def __init__(self, jmap: Any) -> None:
         super().__init__()
         self.jmap = jmap
 
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        web = self.jmap.web
+        if web.startup_error is not None:
+            web.listening.addErrback(lambda _: None)
+            raise SystemExit(f"jmapd: {web.startup_error}")
+        lmtp = self.jmap.lmtp
+        if lmtp is not None and lmtp.listening is not None:
+            failures: list[Any] = []
+            lmtp.listening.addErrback(failures.append)
+            if failures:
+                raise SystemExit(f"jmapd: {failures[0].value}")
+
     def startService(self) -> None:
+        if self.jmap.web.listening is None:
+            self.privilegedStartService()
         super().startService()
-        error = self.jmap.web.startup_error
-        if error is not None:
-            self.jmap.web.listening.addErrback(lambda _: None)
-            raise SystemExit(f"jmapd: {error}")
 
 
 def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
 
-    from jmapd.service import StartupError, makeService as make_jmap_service
+    from jmapd.service import StartupError
+    from jmapd.service import makeService as make_jmap_service
     from jmapd.storage.migrations import SchemaTooNew
 
     try:

@@ -12,7 +12,8 @@ the service first (the same arrangement as L{twisted.enterprise.adbapi}).
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
@@ -32,6 +33,22 @@ class PoolStopped(Exception):
     """
 
 
+def _finished(job: Deferred[Any]) -> Deferred[None]:
+    """
+    A L{Deferred} that fires when C{job}'s callback chain, as it is now,
+    has run.  The job's result passes through untouched: a failure is
+    neither swallowed nor turned into an unhandled error by waiting.
+    """
+    finished: Deferred[None] = Deferred()
+
+    def passthrough(result: Any) -> Any:
+        finished.callback(None)
+        return result
+
+    job.addBoth(passthrough)
+    return finished
+
+
 class WorkerPoolService(Service):
     """
     A L{ThreadPool} sized by ``worker-pool-size`` whose lifetime is that of
@@ -45,6 +62,7 @@ class WorkerPoolService(Service):
     def __init__(self, reactor: Any, size: int, name: str = "jmapd-worker") -> None:
         self._reactor = reactor
         self.size = size
+        self._name = name
         self.pool = ThreadPool(minthreads=size, maxthreads=size, name=name)
         self._inflight: set[Deferred[Any]] = set()
         self._accepting = False
@@ -52,6 +70,10 @@ class WorkerPoolService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self.pool.joined:
+            # A stopped ThreadPool cannot start again; a restarted service
+            # gets a new one.
+            self.pool = ThreadPool(minthreads=self.size, maxthreads=self.size, name=self._name)
         self.pool.start()
         self._accepting = True
         if IReactorCore.providedBy(self._reactor):
@@ -81,23 +103,41 @@ class WorkerPoolService(Service):
     def stopService(self) -> Deferred[None]:
         """
         Refuse new work, wait for what is in flight, then stop the threads.
+
+        A job counts as finished once the callbacks its caller added before
+        the stop have run, so a request handler gets its result before the
+        database behind the pool is closed.
         """
         super().stopService()
         self._accepting = False
         if self._shutdownTrigger is not None:
             self._reactor.removeSystemEventTrigger(self._shutdownTrigger)
             self._shutdownTrigger = None
-        pending = list(self._inflight)
+        pending = [_finished(d) for d in self._inflight]
         if not pending:
-            self.pool.stop()
+            self._stopPool()
             return succeed(None)
         log.info("waiting for {count} worker jobs before stopping", count=len(pending))
-        waiting = DeferredList(pending, consumeErrors=True)
-        waiting.addCallback(lambda _: self.pool.stop())
+        waiting = DeferredList(pending)
+        waiting.addCallback(lambda _: self._stopPool())
         return waiting  # type: ignore[return-value]
 
+    def _stopPool(self) -> None:
+        """
+        Stop (join) the threads, once: the shutdown trigger and
+        L{stopService} may both get here, and a second
+        L{ThreadPool.stop} raises.
+        """
+        if not self.pool.joined:
+            self.pool.stop()
+
     def _finalStop(self) -> None:
+        """
+        The reactor is shutting down and the service was not stopped: stop
+        the threads anyway (this waits for the jobs they are running), or
+        the process could not exit.
+        """
         self._shutdownTrigger = None
         self._accepting = False
-        self.pool.stop()
+        self._stopPool()
 

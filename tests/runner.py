@@ -5,6 +5,12 @@ Run the whole trial suite and finish with the plain line CI reads:
 trial's own closing line (``PASSED (successes=N)`` or
 ``FAILED (failures=.., errors=.., successes=..)``) is kept in the output and
 turned into the counts; the exit status is trial's.
+
+Before trial, a scratch PostgreSQL server is started for the
+``...OnPostgreSQL`` tests (installed from the Debian package if needed,
+see L{tests.pg}) and stopped after; the first and last lines say whether
+those tests ran or were skipped, and why.  On CI (``CI`` set) they must
+run: no PostgreSQL is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -42,6 +48,26 @@ def summarize(lines: list[str]) -> tuple[int, int]:
 
 
 def main(argv: list[str]) -> int:
+    from tests import pg
+
+    with pg.server_for_run() as (available, line):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        if not available and os.environ.get("CI"):
+            sys.stdout.write("0 passed, 1 failed\n(CI must run the PostgreSQL tests)\n")
+            return 1
+        status, passed, failed = run_trial(argv)
+        sys.stdout.write(line + "\n")
+        sys.stdout.write(f"{passed} passed, {failed} failed\n")
+        sys.stdout.flush()
+        return status
+
+
+def run_trial(argv: list[str]) -> tuple[int, int, int]:
+    """
+    Run trial on C{argv} (default: every test), echoing its output;
+    return its exit status and the passed and failed counts.
+    """
     jobs = os.environ.get("TRIAL_JOBS", str(min(os.cpu_count() or 1, 4)))
     targets = argv or ["tests"]
     command = [sys.executable, "-m", "twisted.trial", f"--jobs={jobs}", *targets]
@@ -58,9 +84,7 @@ def main(argv: list[str]) -> int:
     passed, failed = summarize(tail)
     if status != 0 and failed == 0:
         failed = 1
-    sys.stdout.write(f"{passed} passed, {failed} failed\n")
-    sys.stdout.flush()
-    return status
+    return status, passed, failed
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from jmapd.config import Config, default_config
 from jmapd.protocol.engine import CORE
 from jmapd.service import makeService
 from jmapd.storage import accounts
+from tests import pg
 
 #: argon2 is slow on purpose; hash the test password once per process.
 PASSWORD = "correct horse battery staple"
@@ -92,7 +93,7 @@ class ServerTestCase(TestCase):
     A TestCase with L{start_server}; services are stopped after each test.
     """
 
-    def start_server(self, registry: Any = None, **config_changes: Any) -> Any:
+    def start_server(self, registry: Any = None, clock: Any = None, **config_changes: Any) -> Any:
         """
         Start a service with a fresh data directory; returns a Deferred
         firing with a L{Server}.  C{config_changes} are L{Config}
@@ -100,6 +101,8 @@ class ServerTestCase(TestCase):
         """
         data = os.path.abspath(self.mktemp())
         settings = {"jmap_port": 0, "jmap_bind_addr": "127.0.0.1", "db_path": data, "worker_pool_size": 2}
+        # A ...OnPostgreSQL test case gets a fresh PostgreSQL database.
+        settings.update(pg.config_changes(self))
         # Listeners other than JMAP stay off unless a test asks for them.
         known = attrs.fields_dict(Config)
         for off in ("lmtp_port",):
@@ -107,7 +110,7 @@ class ServerTestCase(TestCase):
                 settings[off] = 0
         settings.update(config_changes)
         config = default_config(**settings)
-        service = makeService(config, reactor, registry=registry)
+        service = makeService(config, reactor, registry=registry, clock=clock)
         service.startService()
         self.addCleanup(service.stopService)
 

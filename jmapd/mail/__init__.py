@@ -46,9 +46,10 @@ def register(registry: Registry) -> None:
     """
     Add the Mail capability and every Mail data type to the registry.
     """
-    from jmapd.mail import email, mailbox, thread
+    from jmapd.mail import email, mailbox, thread, vacation
 
     registry.add_capability(Capability(MAIL, lambda env: {}, mail_account_capability))
     mailbox.register(registry)
     email.register(registry)
     thread.register(registry)
+    vacation.register(registry)

@@ -48,7 +48,7 @@ from jmapd.protocol.errors import (
 from jmapd.protocol.patch import apply_patch
 from jmapd.protocol.standard import DataType, register_standard_methods
 from jmapd.storage import blobs as blob_storage
-from jmapd.storage import emails, mailboxes
+from jmapd.storage import emails, mailboxes, search
 
 #: Every Email property (RFC 8621 section 4.1); header:* come on top.
 PROPERTIES = (
@@ -631,6 +631,7 @@ class EmailType(DataType):
             ctx.txn, account_id, record.blob_id, record.size, "message/rfc822", ctx.now, None
         )
         created = emails.insert_email(ctx.txn, account_id, record, mailbox_ids, keywords, received_at)
+        search.copy_email(ctx.txn, ctx.env.blobs, from_account_id, source["id"], account_id, created.id)
         return created.to_json()
 
 
@@ -951,9 +952,14 @@ EMAIL_TYPE = EmailType()
 
 def register(registry: Registry) -> None:
     """
-    Add Email/get, /changes, /set, /copy, /import and /parse.
+    Add Email/get, /changes, /set, /copy, /import, /parse, /query and
+    /queryChanges, and SearchSnippet/get.
     """
+    from jmapd.mail import query, snippet
+
     register_standard_methods(registry, EMAIL_TYPE)
+    query.register(registry)
+    snippet.register(registry)
     registry.add_method("Email/import", MAIL, email_import, write=True)
     registry.add_method("Email/parse", MAIL, email_parse)
     if resolve_blob not in registry.blob_resolvers:

@@ -19,18 +19,26 @@ L{my_rights}, which is also the C{myRights} property.
 from __future__ import annotations
 
 import copy
+import functools
 import unicodedata
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 from jmapd.mail import MAIL
 from jmapd.protocol.arguments import Arguments, is_id, is_unsigned_int
+from jmapd.protocol.core import COLLATIONS
 from jmapd.protocol.engine import Context, Registry
-from jmapd.protocol.errors import SetErrorException, invalid_properties, set_error
-from jmapd.protocol.standard import DataType, register_standard_methods
+from jmapd.protocol.errors import (
+    MethodError,
+    SetErrorException,
+    invalid_arguments,
+    invalid_properties,
+    set_error,
+)
+from jmapd.protocol.standard import DataType, check_filter_and_sort, register_standard_methods
 from jmapd.storage import changelog
 from jmapd.storage import mailboxes as storage
 from jmapd.storage.mailboxes import Mailbox
@@ -235,7 +243,7 @@ class MailboxType(DataType):
         "isSubscribed",
     )
     server_set = frozenset({"id", *COUNT_PROPERTIES, "myRights"})
-    methods = ("get", "changes", "set")
+    methods = ("get", "changes", "set", "query", "queryChanges")
 
     # -- /get --------------------------------------------------------------
 
@@ -247,6 +255,84 @@ class MailboxType(DataType):
 
     def count(self, ctx: Context, account_id: str) -> int:
         return storage.count_mailboxes(ctx.txn, account_id)
+
+    # -- /query and /queryChanges ----------------------------------------------
+
+    def query_arguments(self, args: Arguments) -> dict[str, Any]:
+        return {"sortAsTree": args.boolean("sortAsTree"), "filterAsTree": args.boolean("filterAsTree")}
+
+    def query(
+        self, ctx: Context, account_id: str, filter: Any, sort: list[dict[str, Any]], extra: dict[str, Any]
+    ) -> list[str]:
+        return query_mailboxes(
+            storage.get_mailboxes(ctx.txn, account_id),
+            parse_mailbox_filter(filter),
+            parse_mailbox_sort(sort),
+            sort_as_tree=extra["sortAsTree"],
+            filter_as_tree=extra["filterAsTree"],
+        )
+
+    def query_state(self, ctx: Context, account_id: str) -> str:
+        """
+        Only name, parentId, role, sortOrder and isSubscribed changes can
+        change a Mailbox query, so the count changes every delivery makes
+        leave the queryState alone.
+        """
+        return str(storage.query_state(ctx.txn, account_id))
+
+    def do_query(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
+        response = super().do_query(ctx, arguments)
+        if "limit" not in response and arguments.get("limit") is None:
+            # A null limit is clamped to query-max-results too, and the
+            # RFC asks that the limit used be returned then.
+            response["limit"] = ctx.config.query_max_results
+        return response
+
+    def do_query_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
+        """
+        Mailbox/queryChanges from the changes of query-relevant properties.
+        Every property a Mailbox query uses can change, so C{upToId} is
+        ignored (RFC 8620 section 5.6); with sortAsTree or filterAsTree a
+        change to one Mailbox can move its whole subtree, so then any change
+        reports every Mailbox.
+        """
+        from jmapd.mail.query import query_changes
+
+        args = Arguments(arguments, ctx.method)
+        account_id = args.id("accountId")
+        filter = args.any("filter")
+        sort = args.any("sort")
+        since_query_state = args.string("sinceQueryState", required=True, nullable=False)
+        max_changes = args.unsigned_int("maxChanges", positive=True)
+        args.id("upToId", required=False, nullable=True)
+        calculate_total = args.boolean("calculateTotal")
+        extra = self.query_arguments(args)
+        args.done()
+        ctx.account(account_id, self.capability)
+        sort = check_filter_and_sort(filter, sort)
+        since = self.parse_state(since_query_state)
+        if since is None:
+            raise MethodError("cannotCalculateChanges", f"{since_query_state!r} is not a Mailbox query state")
+        try:
+            touched, created = storage.query_changes_since(ctx.txn, account_id, since)
+        except changelog.CannotCalculateChanges as e:
+            raise MethodError("cannotCalculateChanges", str(e)) from None
+        ids = self.query(ctx, account_id, filter, sort, extra)
+        if touched and (extra["sortAsTree"] or extra["filterAsTree"]):
+            touched |= set(ids)
+        removed, added = query_changes(ids, touched, created, None)
+        if max_changes is not None and len(removed) + len(added) > max_changes:
+            raise MethodError("tooManyChanges", f"{len(removed) + len(added)} changes; maxChanges is {max_changes}")
+        response: dict[str, Any] = {
+            "accountId": account_id,
+            "oldQueryState": since_query_state,
+            "newQueryState": self.query_state(ctx, account_id),
+            "removed": removed,
+            "added": added,
+        }
+        if calculate_total:
+            response["total"] = len(ids)
+        return response
 
     # -- /changes ----------------------------------------------------------
 
@@ -466,8 +552,166 @@ class MailboxType(DataType):
         storage.destroy_mailbox(ctx.txn, account_id, object_id, remove_emails)
 
 
+# -- Mailbox/query -----------------------------------------------------------------------
+
+_MAILBOX_CONDITIONS = frozenset({"parentId", "name", "role", "hasAnyRole", "isSubscribed"})
+_MAILBOX_SORTS = frozenset({"sortOrder", "name"})
+
+
+def parse_mailbox_filter(value: Any, depth: int = 0) -> Callable[[Mailbox], bool]:
+    """
+    A Mailbox/query filter (RFC 8621 section 2.3) as a predicate.
+
+    @raise MethodError: unsupportedFilter for unknown conditions or
+        operators, invalidArguments for values of the wrong type.
+    """
+    if value is None:
+        return lambda mailbox: True
+    if not isinstance(value, dict):
+        raise invalid_arguments("filter: a FilterOperator or FilterCondition must be an object")
+    if depth > 16:
+        raise MethodError("unsupportedFilter", "filters nested deeper than 16 levels are not supported")
+    if "operator" in value:
+        operator = value["operator"]
+        conditions = value.get("conditions")
+        if not isinstance(operator, str) or not isinstance(conditions, list):
+            raise invalid_arguments("filter: a FilterOperator needs an operator and conditions")
+        if set(value) - {"operator", "conditions"}:
+            raise invalid_arguments("filter: a FilterOperator has only operator and conditions")
+        children = [parse_mailbox_filter(c, depth + 1) for c in conditions]
+        if operator == "AND":
+            return lambda mailbox: all(test(mailbox) for test in children)
+        if operator == "OR":
+            return lambda mailbox: any(test(mailbox) for test in children)
+        if operator == "NOT":
+            return lambda mailbox: not any(test(mailbox) for test in children)
+        raise MethodError("unsupportedFilter", f"filter: unknown operator {operator!r}; use AND, OR or NOT")
+    tests: list[Callable[[Mailbox], bool]] = []
+    for name, wanted in value.items():
+        if name not in _MAILBOX_CONDITIONS:
+            raise MethodError("unsupportedFilter", f"Mailbox/query has no filter condition {name!r}")
+        if name == "parentId":
+            if wanted is not None and not is_id(wanted):
+                raise invalid_arguments("filter: parentId must be a Mailbox id or null")
+            tests.append(functools.partial(_attribute_is, "parent_id", wanted))
+        elif name == "name":
+            if not isinstance(wanted, str):
+                raise invalid_arguments("filter: name must be a String")
+            # "Contains", compared case-insensitively as text search is.
+            folded = unicodedata.normalize("NFC", wanted).casefold()
+            tests.append(functools.partial(_name_contains, folded))
+        elif name == "role":
+            if wanted is not None and not isinstance(wanted, str):
+                raise invalid_arguments("filter: role must be a String or null")
+            tests.append(functools.partial(_attribute_is, "role", wanted))
+        else:
+            if not isinstance(wanted, bool):
+                raise invalid_arguments(f"filter: {name} must be a Boolean")
+            if name == "hasAnyRole":
+                tests.append(functools.partial(_has_role, wanted))
+            else:
+                tests.append(functools.partial(_attribute_is, "is_subscribed", wanted))
+    return lambda mailbox: all(test(mailbox) for test in tests)
+
+
+def _attribute_is(attribute: str, wanted: Any, mailbox: Mailbox) -> bool:
+    return bool(getattr(mailbox, attribute) == wanted)
+
+
+def _name_contains(folded: str, mailbox: Mailbox) -> bool:
+    return folded in mailbox.name.casefold()
+
+
+def _has_role(wanted: bool, mailbox: Mailbox) -> bool:
+    return (mailbox.role is not None) == wanted
+
+
+def _sort_order(mailbox: Mailbox) -> int:
+    return mailbox.sort_order
+
+
+def _name_key(key: Callable[[str], Any], mailbox: Mailbox) -> Any:
+    return key(mailbox.name)
+
+
+def _collation_key(collation: str) -> Callable[[str], Any]:
+    from jmapd.storage.search import ascii_casemap, ascii_numeric, unicode_casemap
+
+    return {
+        "i;unicode-casemap": unicode_casemap,
+        "i;ascii-casemap": ascii_casemap,
+        "i;ascii-numeric": ascii_numeric,
+    }[collation]
+
+
+def parse_mailbox_sort(sort: list[dict[str, Any]]) -> list[tuple[Callable[[Mailbox], Any], bool]]:
+    """
+    The sort keys of Mailbox/query comparators: (key function, ascending).
+    Without comparators: sortOrder, then name.
+    """
+    keys: list[tuple[Callable[[Mailbox], Any], bool]] = []
+    for item in sort or [{"property": "sortOrder"}, {"property": "name"}]:
+        name = item["property"]
+        if name not in _MAILBOX_SORTS:
+            raise MethodError("unsupportedSort", f"Mailboxes cannot be sorted by {name!r}")
+        ascending = item.get("isAscending", True)
+        collation = item.get("collation", "i;unicode-casemap")
+        if not isinstance(ascending, bool) or not isinstance(collation, str):
+            raise invalid_arguments("sort: isAscending must be a Boolean and collation a String")
+        if collation not in COLLATIONS:
+            raise MethodError("unsupportedSort", f"unknown collation {collation!r}")
+        if name == "sortOrder":
+            keys.append((_sort_order, ascending))
+        else:
+            keys.append((functools.partial(_name_key, _collation_key(collation)), ascending))
+    return keys
+
+
+def query_mailboxes(
+    found: list[Mailbox],
+    test: Callable[[Mailbox], bool],
+    keys: list[tuple[Callable[[Mailbox], Any], bool]],
+    sort_as_tree: bool = False,
+    filter_as_tree: bool = False,
+) -> list[str]:
+    """
+    The ids of the Mailboxes that pass C{test}, sorted by C{keys} (ties
+    by id); as a tree (RFC 8621 section 2.3) when asked: every Mailbox
+    after its parent and siblings in order, and only Mailboxes whose
+    ancestors pass the filter too.
+    """
+    by_id = {mailbox.id: mailbox for mailbox in found}
+
+    def compare(a: Mailbox, b: Mailbox) -> int:
+        for key, ascending in keys:
+            x, y = key(a), key(b)
+            if x != y:
+                return (-1 if x < y else 1) * (1 if ascending else -1)
+        return (a.id > b.id) - (a.id < b.id)
+
+    def path(mailbox: Mailbox) -> list[Mailbox]:
+        chain = [mailbox]
+        while chain[-1].parent_id is not None and chain[-1].parent_id in by_id:
+            chain.append(by_id[chain[-1].parent_id])
+        return chain[::-1]
+
+    def compare_tree(a: Mailbox, b: Mailbox) -> int:
+        path_a, path_b = path(a), path(b)
+        for x, y in zip(path_a, path_b, strict=False):
+            if x.id != y.id:
+                return compare(x, y)
+        return len(path_a) - len(path_b)
+
+    matching = {mailbox.id for mailbox in found if test(mailbox)}
+    if filter_as_tree:
+        matching = {m for m in matching if all(a.id in matching for a in path(by_id[m]))}
+    chosen = [by_id[m] for m in matching]
+    chosen.sort(key=functools.cmp_to_key(compare_tree if sort_as_tree else compare))
+    return [mailbox.id for mailbox in chosen]
+
+
 def register(registry: Registry) -> None:
     """
-    Add Mailbox/get, Mailbox/changes and Mailbox/set.
+    Add Mailbox/get, /changes, /set, /query and /queryChanges.
     """
     register_standard_methods(registry, MailboxType())

@@ -205,6 +205,10 @@ class Context:
             )
         if write and access.is_read_only:
             raise MethodError("accountReadOnly", f"the account {account_id!r} is read-only")
+        if write:
+            # Before the method reads what it will change: other nodes
+            # writing this account wait until this request commits.
+            self.txn.lock_account(account_id)
         return access
 
     def resolve_id(self, value: str) -> str | None:

@@ -31,6 +31,8 @@ def add_blob(
     longer lifetime: a permanent row stays permanent, an upload of the same
     bytes again extends the expiry.
     """
+    # Two uploads of the same bytes at once must not both insert the row.
+    txn.lock_account(account_id)
     row = txn.fetchone(
         "SELECT expires_at FROM blobs WHERE account_id = ? AND blob_id = ?", (account_id, blob_id)
     )

@@ -52,6 +52,9 @@ class Changes:
 
 
 def _bump(txn: Any, account_id: str) -> int:
+    # The UPDATE locks the account row anyway; saying so lets later
+    # lock_account calls of this transaction skip their query.
+    txn.lock_account(account_id)
     txn.execute("UPDATE accounts SET modseq = modseq + 1 WHERE id = ?", (account_id,))
     return int(txn.fetchvalue("SELECT modseq FROM accounts WHERE id = ?", (account_id,)))
 
@@ -216,6 +219,7 @@ def compact(txn: Any, account_id: str, max_entries: int) -> int:
 
     @return: how many tombstones were dropped.
     """
+    txn.lock_account(account_id)
     count = int(
         txn.fetchvalue(
             "SELECT count(*) FROM changelog WHERE account_id = ? AND destroyed = 1", (account_id,), 0

@@ -8,10 +8,20 @@ commits when C{fn} returns and rolls back when it raises.  Callbacks
 registered with L{Transaction.after_commit} run on the reactor thread once
 the commit is durable: that is where push notifications and cache
 invalidation belong.
+
+Code that reads something of an account in order to change it (a count,
+a set of keywords) calls L{Transaction.lock_account} first: on SQLite the
+write transaction is already the only writer, but on PostgreSQL several
+nodes write at once, and the lock makes them take turns per account.
+A transaction that failed only because of a concurrent one (a deadlock,
+a serialisation failure) is run again from the start, so C{fn} must not
+have effects outside the transaction before it returns (after-commit
+callbacks are the place for those).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -24,6 +34,10 @@ from jmapd.storage.migrations import apply_migrations
 T = TypeVar("T")
 
 log = Logger()
+
+#: How many times a transaction that lost a deadlock or a serialisation
+#: conflict is run in all before the error reaches the caller.
+TRANSIENT_ATTEMPTS = 5
 
 
 class Transaction:
@@ -38,6 +52,7 @@ class Transaction:
         self._cursor = conn.cursor()
         self.after_commit_callbacks: list[Callable[[], Any]] = []
         self._savepoints = 0
+        self._locked_accounts: set[str] = set()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self._cursor.execute(self.engine.convert_sql(sql), params)
@@ -59,6 +74,17 @@ class Transaction:
     @property
     def rowcount(self) -> int:
         return int(self._cursor.rowcount)
+
+    def lock_account(self, account_id: str) -> None:
+        """
+        Make this transaction the only writer of the account until it ends.
+        Call it before reading what is about to be changed (counts,
+        memberships, the changelog), so that the reads see every write
+        committed before.  Cheap to call again: the lock is taken once.
+        """
+        if account_id not in self._locked_accounts:
+            self.engine.lock_account(self, account_id)
+            self._locked_accounts.add(account_id)
 
     def after_commit(self, callback: Callable[[], Any]) -> None:
         """
@@ -110,6 +136,15 @@ class Database:
         self._local = threading.local()
         self._connections: list[Any] = []
         self._lock = threading.Lock()
+        pool_size = getattr(engine, "pool_size", None)
+        # An engine with a pool size shares that many connections between
+        # the threads (a thread waits for a free one); otherwise each thread
+        # keeps its own.
+        self._idle: queue.LifoQueue[Any] | None = None
+        self._slots: threading.BoundedSemaphore | None = None
+        if pool_size is not None:
+            self._idle = queue.LifoQueue()
+            self._slots = threading.BoundedSemaphore(pool_size)
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -120,6 +155,39 @@ class Database:
                 self._connections.append(conn)
         return conn
 
+    def _acquire(self) -> Any:
+        if self._slots is None:
+            return self._connection()
+        assert self._idle is not None
+        self._slots.acquire()
+        try:
+            try:
+                return self._idle.get_nowait()
+            except queue.Empty:
+                conn = self.engine.connect()
+                with self._lock:
+                    self._connections.append(conn)
+                return conn
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _release(self, conn: Any) -> None:
+        broken = self.engine.is_broken(conn)
+        if broken:
+            # The server went away: the next transaction gets a new one.
+            with self._lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            if self._slots is None:
+                self._local.conn = None
+        if self._slots is None:
+            return
+        assert self._idle is not None
+        if not broken:
+            self._idle.put(conn)
+        self._slots.release()
+
     def migrate(self) -> int:
         """
         Bring the schema to the current version (synchronously, at
@@ -127,7 +195,11 @@ class Database:
 
         @return: the schema version.
         """
-        return apply_migrations(self.engine, self._connection())
+        conn = self._acquire()
+        try:
+            return apply_migrations(self.engine, conn)
+        finally:
+            self._release(conn)
 
     def run_sync(self, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
         """
@@ -143,16 +215,30 @@ class Database:
     def _transaction(
         self, fn: Callable[..., T], args: Sequence[Any], write: bool
     ) -> tuple[T, list[Callable[[], Any]]]:
-        conn = self._connection()
-        txn = Transaction(self.engine, conn)
-        self.engine.begin(conn, write)
+        conn = self._acquire()
         try:
-            result = fn(txn, *args)
-            self.engine.commit(conn)
-        except BaseException:
-            self.engine.rollback(conn)
-            raise
-        return result, txn.after_commit_callbacks
+            attempt = 1
+            while True:
+                txn = Transaction(self.engine, conn)
+                self.engine.begin(conn, write)
+                try:
+                    result = fn(txn, *args)
+                    self.engine.commit(conn)
+                except BaseException as error:
+                    if not self.engine.is_broken(conn):
+                        self.engine.rollback(conn)
+                    if attempt < TRANSIENT_ATTEMPTS and self.engine.is_transient(error):
+                        log.info(
+                            "transaction {attempt} lost to a concurrent one ({error}); running it again",
+                            attempt=attempt,
+                            error=type(error).__name__,
+                        )
+                        attempt += 1
+                        continue
+                    raise
+                return result, txn.after_commit_callbacks
+        finally:
+            self._release(conn)
 
     def run_interaction(self, fn: Callable[..., T], *args: Any, write: bool = False) -> Deferred[T]:
         """
@@ -197,3 +283,5 @@ class Database:
             except Exception:
                 pass
         self._local = threading.local()
+        if self._idle is not None:
+            self._idle = queue.LifoQueue()

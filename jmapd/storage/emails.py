@@ -32,7 +32,7 @@ from attrs import frozen
 
 from jmapd.mime.parse import parse_message
 from jmapd.storage import blobs as blob_storage
-from jmapd.storage import changelog, mailboxes
+from jmapd.storage import changelog, mailboxes, search
 from jmapd.storage.changelog import CREATED, DESTROYED, UPDATED
 from jmapd.storage.ids import new_id
 
@@ -445,17 +445,21 @@ def ingest(
     """
     Store a message and make it an Email of the account: the bytes become
     a blob the account keeps, the message is parsed (once; pass C{parsed}
-    if the caller already has it) and threaded, and the Mailbox counts
-    follow.
+    if the caller already has it), threaded and indexed for search
+    (L{jmapd.storage.search}), and the Mailbox counts follow.
 
     @param store: the blob store (L{jmapd.blobs.store.FileBlobStore}).
     @param received_at: milliseconds since the epoch.
     """
+    txn.lock_account(account_id)
     blob_id = store.put(raw)
     blob_storage.add_blob(txn, account_id, blob_id, len(raw), "message/rfc822", now, None)
     if parsed is None:
         parsed = parse_message(raw)
-    return insert_email(txn, account_id, EmailRecord.from_parsed(blob_id, parsed), mailbox_ids, keywords, received_at)
+    record = EmailRecord.from_parsed(blob_id, parsed)
+    created = insert_email(txn, account_id, record, mailbox_ids, keywords, received_at)
+    search.index_email(txn, account_id, created.id, raw, parsed)
+    return created
 
 
 def insert_email(
@@ -473,6 +477,8 @@ def insert_email(
     The caller has checked the Mailboxes exist and the keywords are valid
     and lower case.
     """
+    # Threading and the counters read what they then change.
+    txn.lock_account(account_id)
     mailbox_ids = sorted(set(mailbox_ids))
     keywords = sorted(set(keywords))
     counts = _Counts(txn, account_id)
@@ -481,10 +487,11 @@ def insert_email(
     thread_id = _choose_thread(txn, account_id, counts, message_ids, thread_subject)
     email_id = new_id("M")
     unread = is_unread(keywords)
+    docid = search.allocate_docid(txn, int(received_at))
     txn.execute(
         "INSERT INTO emails (account_id, id, thread_id, blob_id, size, received_at, sent_at, sent_at_ms, subject,"
         " thread_subject, has_attachment, preview, unread, message_id, in_reply_to, refs, addresses, headers,"
-        " structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " structure, docid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             account_id,
             email_id,
@@ -505,6 +512,7 @@ def insert_email(
             _dumps(record.addresses),
             _dumps(record.headers),
             _dumps(record.structure),
+            docid,
         ),
     )
     txn.executemany(
@@ -516,8 +524,8 @@ def insert_email(
         [(account_id, email_id, keyword) for keyword in keywords],
     )
     txn.executemany(
-        "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id) VALUES (?, ?, ?)",
-        [(account_id, email_id, mailbox_id) for mailbox_id in mailbox_ids],
+        "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id, docid) VALUES (?, ?, ?, ?)",
+        [(account_id, email_id, mailbox_id, docid) for mailbox_id in mailbox_ids],
     )
     txn.execute("UPDATE threads SET emails = emails + 1 WHERE account_id = ? AND id = ?", (account_id, thread_id))
     counts.add_email(mailbox_ids, thread_id, unread)
@@ -610,10 +618,13 @@ def update_email(
 
     @raise KeyError: no such Email.
     """
-    row = txn.fetchone("SELECT thread_id, unread FROM emails WHERE account_id = ? AND id = ?", (account_id, email_id))
+    txn.lock_account(account_id)
+    row = txn.fetchone(
+        "SELECT thread_id, unread, docid FROM emails WHERE account_id = ? AND id = ?", (account_id, email_id)
+    )
     if row is None:
         raise KeyError(email_id)
-    thread_id, old_unread = row[0], bool(row[1])
+    thread_id, old_unread, docid = row[0], bool(row[1]), int(row[2])
     old_mailboxes = set(get_mailbox_ids(txn, account_id, [email_id])[email_id])
     old_keywords = set(get_keywords(txn, account_id, [email_id])[email_id])
     new_mailboxes = old_mailboxes if mailbox_ids is None else set(mailbox_ids)
@@ -639,8 +650,8 @@ def update_email(
             (account_id, email_id, mailbox_id),
         )
     txn.executemany(
-        "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id) VALUES (?, ?, ?)",
-        [(account_id, email_id, mailbox_id) for mailbox_id in sorted(new_mailboxes - old_mailboxes)],
+        "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id, docid) VALUES (?, ?, ?, ?)",
+        [(account_id, email_id, mailbox_id, docid) for mailbox_id in sorted(new_mailboxes - old_mailboxes)],
     )
     if new_unread != old_unread:
         txn.execute(
@@ -661,6 +672,7 @@ def destroy_email(txn: Any, account_id: str, email_id: str, now: float, blob_ttl
 
     @return: whether the Email existed.
     """
+    txn.lock_account(account_id)
     counts = _Counts(txn, account_id)
     found = _destroy(txn, account_id, email_id, counts, now, blob_ttl)
     counts.flush()
@@ -678,6 +690,7 @@ def _destroy(txn: Any, account_id: str, email_id: str, counts: _Counts, now: flo
     counts.remove_email(member_of, thread_id, unread)
     for table in ("email_keywords", "email_mailboxes", "email_message_ids"):
         txn.execute(f"DELETE FROM {table} WHERE account_id = ? AND email_id = ?", (account_id, email_id))
+    search.remove_email(txn, account_id, email_id)
     txn.execute("DELETE FROM emails WHERE account_id = ? AND id = ?", (account_id, email_id))
     changelog.record_change(txn, account_id, EMAIL, email_id, DESTROYED)
     txn.execute("UPDATE threads SET emails = emails - 1 WHERE account_id = ? AND id = ?", (account_id, thread_id))
@@ -711,6 +724,7 @@ def remove_mailbox(txn: Any, account_id: str, mailbox_id: str, now: float, blob_
     Mailboxes' counts do not change (their Emails stay); the counters of
     the destroyed Mailbox are dropped with it.
     """
+    txn.lock_account(account_id)
     counts = _Counts(txn, account_id)
     email_ids = [
         row[0]

@@ -163,6 +163,7 @@ def add_mailbox(
     """
     Store a new, empty Mailbox under a fresh id and record its creation.
     """
+    txn.lock_account(account_id)
     mailbox = Mailbox(
         id=new_id("m"),
         name=name,
@@ -185,6 +186,7 @@ def update_mailbox(txn: Any, account_id: str, mailbox: Mailbox) -> None:
     Store the client-settable properties of C{mailbox} (not its counts)
     and record an update of its properties.
     """
+    txn.lock_account(account_id)
     txn.execute(
         "UPDATE mailboxes SET name = ?, parent_id = ?, role = ?, sort_order = ?, is_subscribed = ?"
         " WHERE account_id = ? AND id = ?",
@@ -206,6 +208,7 @@ def destroy_mailbox(txn: Any, account_id: str, mailbox_id: str, remove_emails: b
     Run L{mailbox_destroy_hooks}, then delete the Mailbox and record its
     destruction.
     """
+    txn.lock_account(account_id)
     for hook in mailbox_destroy_hooks:
         hook(txn, account_id, mailbox_id, remove_emails)
     txn.execute("DELETE FROM mailboxes WHERE account_id = ? AND id = ?", (account_id, mailbox_id))
@@ -228,6 +231,7 @@ def adjust_counts(txn: Any, account_id: str, deltas: Mapping[str, tuple[int, int
     Mailbox/changes can say only the counts changed).  All-zero deltas are
     skipped; a Mailbox that does not exist is logged and skipped.
     """
+    txn.lock_account(account_id)
     for mailbox_id in sorted(deltas):
         total_emails, unread_emails, total_threads, unread_threads = deltas[mailbox_id]
         if not (total_emails or unread_emails or total_threads or unread_threads):
@@ -263,6 +267,50 @@ def get_counts(txn: Any, account_id: str, mailbox_id: str) -> tuple[int, int, in
     if row is None:
         raise KeyError(mailbox_id)
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def query_state(txn: Any, account_id: str) -> int:
+    """
+    The queryState of every Mailbox query: the modseq of the last change
+    of a property a query can look at (name, parentId, role, sortOrder,
+    isSubscribed; a creation or destruction), so the count changes every
+    delivery makes leave it alone.  Never below the compaction floor, so
+    a state cannot go back to one that was given out before.
+    """
+    row = txn.fetchone(
+        "SELECT max(props_modseq) FROM changelog WHERE account_id = ? AND type = ?", (account_id, TYPE_NAME)
+    )
+    floor = txn.fetchvalue(
+        "SELECT min_modseq FROM states WHERE account_id = ? AND type = ?", (account_id, TYPE_NAME), 0
+    )
+    return max(int(row[0] or 0) if row else 0, int(floor or 0))
+
+
+def query_changes_since(txn: Any, account_id: str, since: int) -> tuple[set[str], set[str]]:
+    """
+    The Mailboxes whose query-relevant properties changed (or that were
+    created or destroyed) after query state C{since}, and which of them
+    were created after it.
+
+    @raise changelog.CannotCalculateChanges: C{since} is before the
+        compacted part of the changelog or not a state of this account.
+    """
+    floor = int(
+        txn.fetchvalue("SELECT min_modseq FROM states WHERE account_id = ? AND type = ?", (account_id, TYPE_NAME), 0)
+        or 0
+    )
+    if since < floor or since > query_state(txn, account_id):
+        raise changelog.CannotCalculateChanges(f"state {since} is not known for Mailbox queries")
+    touched: set[str] = set()
+    created: set[str] = set()
+    for object_id, created_modseq in txn.fetchall(
+        "SELECT object_id, created_modseq FROM changelog WHERE account_id = ? AND type = ? AND props_modseq > ?",
+        (account_id, TYPE_NAME, since),
+    ):
+        touched.add(object_id)
+        if int(created_modseq) > since:
+            created.add(object_id)
+    return touched, created
 
 
 accounts.account_created_hooks.append(create_default_mailboxes)

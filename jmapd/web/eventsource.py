@@ -17,7 +17,8 @@ entry in the notifier per account; all of them go when the client does
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from twisted.internet.defer import Deferred, DeferredList

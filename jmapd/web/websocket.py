@@ -26,14 +26,17 @@ auto-ping).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -133,7 +136,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         if not self.closed.called:
             self.closed.callback(None)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         if not self.closed.called:
             self._push_off()
@@ -150,21 +153,21 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
 
     # -- messages --
 
-    def _send(self, data: bytes) -> None:
+    def _send_text(self, data: bytes) -> None:
         if self._open:
             self.sendMessage(data, isBinary=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
-            self._send(_request_error(not_json("JMAP messages are JSON text messages, not binary"), None))
+            self._send_text(_request_error(not_json("JMAP messages are JSON text messages, not binary"), None))
             return
         try:
             message = orjson.loads(payload)
         except orjson.JSONDecodeError as e:
-            self._send(_request_error(not_json(f"the message is not valid JSON: {e}"), None))
+            self._send_text(_request_error(not_json(f"the message is not valid JSON: {e}"), None))
             return
         if not isinstance(message, dict):
-            self._send(_request_error(not_request("a message must be a JSON object with an '@type'"), None))
+            self._send_text(_request_error(not_request("a message must be a JSON object with an '@type'"), None))
             return
         kind = message.get("@type")
         if kind == "Request":
@@ -175,7 +178,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             self._push_off()
         else:
             request_id = message.get("id") if isinstance(message.get("id"), str) else None
-            self._send(
+            self._send_text(
                 _request_error(
                     not_request(
                         "'@type' must be Request, WebSocketPushEnable or WebSocketPushDisable, got"
@@ -191,28 +194,28 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         request_id = message.pop("id", None)
         message.pop("@type")
         if request_id is not None and not isinstance(request_id, str):
-            self._send(_request_error(not_request("'id' must be a String"), None))
+            self._send_text(_request_error(not_request("'id' must be a String"), None))
             return
         if self._inflight >= config.max_concurrent_requests:
             error = limit(
                 "maxConcurrentRequests",
                 f"at most {config.max_concurrent_requests} requests may run at once on one connection",
             )
-            self._send(_request_error(error, request_id))
+            self._send_text(_request_error(error, request_id))
             return
         try:
             jmap_request = parse_request(
                 orjson.dumps(message), env.registry.capabilities, config.max_calls_in_request
             )
         except RequestError as e:
-            self._send(_request_error(e, request_id))
+            self._send_text(_request_error(e, request_id))
             return
         extra: dict[str, Any] = {"@type": "Response"}
         if request_id is not None:
             extra["requestId"] = request_id
         self._inflight += 1
         d = run_request(env, self.login, jmap_request, extra)
-        d.addCallback(self._send)
+        d.addCallback(self._send_text)
         d.addErrback(self._request_failed, request_id)
         d.addBoth(self._request_done)
 
@@ -222,14 +225,14 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
     def _request_failed(self, failure: Any, request_id: Any) -> None:
         if failure.check(AuthVersionChanged):
             log.info("WebSocket for {account}: credentials changed; closing", account=self.login.principal.name)
-            self._send(_request_error(RequestError("about:blank", 401, "the credentials changed"), request_id))
+            self._send_text(_request_error(RequestError("about:blank", 401, "the credentials changed"), request_id))
             self.close_with(CLOSE_POLICY, "the credentials changed; connect again")
             return
         from jmapd.storage.ids import new_id
 
         error_id = new_id("e", 10)
         log.failure("WebSocket request failed, error id {error_id}", failure, error_id=error_id)
-        self._send(
+        self._send_text(
             _request_error(
                 RequestError("serverFail", 500, f"internal error {error_id}; see the server log"), request_id
             )
@@ -243,10 +246,10 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         if data_types is not None and (
             not isinstance(data_types, list) or not all(isinstance(t, str) for t in data_types)
         ):
-            self._send(_request_error(not_request("'dataTypes' must be null or an array of type names"), None))
+            self._send_text(_request_error(not_request("'dataTypes' must be null or an array of type names"), None))
             return
         if push_state is not None and not isinstance(push_state, str):
-            self._send(_request_error(not_request("'pushState' must be a String"), None))
+            self._send_text(_request_error(not_request("'pushState' must be a String"), None))
             return
         types = None if data_types is None else frozenset(data_types)
         if self._channel is not None:
@@ -299,7 +302,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         message = state_change(changed)
         if self._channel is not None:
             message["pushState"] = encode_position(self._channel.position)
-        self._send(orjson.dumps(message))
+        self._send_text(orjson.dumps(message))
 
     def _push_off(self) -> None:
         channel, self._channel = self._channel, None
@@ -339,7 +342,7 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
         self.setProtocolOptions(**options)
 
     def buildProtocol(self, addr: Any) -> Any:
-        protocol = super().buildProtocol(addr)
+        protocol: Any = super().buildProtocol(addr)
         protocol.login, self._next_login = self._next_login, None
         return protocol
 

@@ -13,6 +13,7 @@ from jmapd.blobs import store as store_module
 from jmapd.blobs.store import FileBlobStore, blob_id_of, is_blob_id
 from jmapd.storage import accounts
 from jmapd.storage import blobs as blob_storage
+from tests import pg
 from tests.storage.test_database import make_database
 
 
@@ -181,3 +182,7 @@ class BlobTableTests(SynchronousTestCase):
         self.sync(blob_storage.add_blob, self.alice, "b", 1, "t", 0.0, 10.0)
         self.sync(blob_storage.add_blob, self.bob, "b", 1, "t", 0.0, 20.0)
         self.assertEqual(self.sync(blob_storage.expire_blobs, 30.0), ["b"])
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), BlobTableTests)

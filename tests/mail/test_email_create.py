@@ -4,6 +4,7 @@ the message is built, stored, threaded and counted like any other.
 """
 
 from jmapd.mail.email import resolve_blob
+from tests import pg
 from tests.mail.test_email_support import MULTIPART, MailTestCase, message
 
 
@@ -194,3 +195,7 @@ class EmailCreateTests(MailTestCase):
         self.assertEqual(responses[3][1]["destroyed"], [email_id])
         self.assertEqual(self.count_of("drafts"), (0, 0, 0, 0))
         self.assertCountsExact()
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), EmailCreateTests)

@@ -5,6 +5,7 @@ property, the header forms, body parts and values, and the defaults.
 
 from jmapd.mail.email import DEFAULT_PROPERTIES
 from jmapd.storage import emails
+from tests import pg
 from tests.mail.test_email_support import MULTIPART, MailTestCase, message
 
 
@@ -320,3 +321,7 @@ class DateTests(MailTestCase):
         self.assertIsNone(emails.parse_date_ms("1970-01-01 00:00:00Z"))
         self.assertIsNone(emails.parse_date_ms("2023-02-30T00:00:00Z"))
         self.assertIsNone(emails.parse_date_ms(17))
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), DateTests, EmailGetTests)

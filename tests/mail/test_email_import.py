@@ -5,6 +5,7 @@ L{resolve_blob}, the blob ids of body parts.
 """
 
 from jmapd.mail.email import PARSE_DEFAULT_PROPERTIES, resolve_blob
+from tests import pg
 from tests.mail.test_email_support import MULTIPART, MailTestCase, message
 
 RECEIVED = (
@@ -368,3 +369,7 @@ class EmailChangesTests(MailTestCase):
         self.assertEqual((changes["created"], changes["updated"], changes["destroyed"]), ([], [a.id], [b.id]))
         page = self.call("Email/changes", {"sinceState": start, "maxChanges": 1})
         self.assertTrue(page["hasMoreChanges"])
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), EmailChangesTests, EmailCopyTests, EmailImportTests, EmailParseTests, ResolveBlobTests)

@@ -4,6 +4,7 @@ L{jmapd.mail.email}, with the Mailbox counts after every kind of change.
 """
 
 from jmapd.storage import blobs as blob_storage
+from tests import pg
 from tests.mail.test_email_support import MailTestCase, message
 
 
@@ -272,3 +273,7 @@ class MailboxDestroyTests(MailTestCase):
         self.assertEqual(response["notDestroyed"][folder]["type"], "mailboxHasEmail")
         self.assertEqual(self.get_one(kept.id, ["mailboxIds"])["mailboxIds"], {folder: True})
         self.assertCountsExact()
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), EmailDestroyTests, EmailUpdateTests, MailboxDestroyTests)

@@ -22,6 +22,7 @@ from jmapd.protocol.request import parse_request
 from jmapd.protocol.session import build_session
 from jmapd.service import build_registry
 from jmapd.storage import accounts, changelog, mailboxes
+from tests import pg
 from tests.storage.test_database import make_database
 from tests.support import ServerTestCase
 
@@ -185,14 +186,6 @@ class GetTests(MailboxTestCase):
         )
         response = self.database.run_sync(lambda txn: execute(txn, self.env, self.principal, request, "s"))
         self.assertEqual(response["methodResponses"][0][1]["type"], "unknownMethod")
-
-    def test_query_not_registered(self) -> None:
-        """
-        Mailbox/query and Mailbox/queryChanges are not offered (yet).
-        """
-        self.assertIn("Mailbox/set", self.registry.methods)
-        self.assertNotIn("Mailbox/query", self.registry.methods)
-        self.assertNotIn("Mailbox/queryChanges", self.registry.methods)
 
 
 class RightsTests(MailboxTestCase):
@@ -973,3 +966,7 @@ class EndToEndTests(ServerTestCase):
             self.assertEqual(len(get_all["methodResponses"][0][1]["list"]), 7)
 
         return ensureDeferred(run())
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), ChangesTests, CreateTests, DestroyTests, EndToEndTests, GetTests, RightsTests, SessionTests, UpdateTests)

@@ -3,6 +3,7 @@ Tests for threading at ingest (RFC 8621 section 3) and for Thread/get and
 Thread/changes (L{jmapd.mail.thread}).
 """
 
+from tests import pg
 from tests.mail.test_email_support import MailTestCase, message
 
 
@@ -192,3 +193,7 @@ class ThreadGetTests(MailTestCase):
         start = self.state("Thread")
         self.call("Email/set", {"update": {a.id: {"keywords/$seen": True}}})
         self.assertEqual(self.state("Thread"), start)
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), ThreadGetTests, ThreadingTests)

@@ -5,6 +5,7 @@ Tests for L{jmapd.protocol.caching}: the ids cache never changes a result.
 from __future__ import annotations
 
 from twisted.internet import task
+from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd import mail
 from jmapd.mail import MAIL
@@ -12,8 +13,8 @@ from jmapd.protocol.caching import cached_ids
 from jmapd.protocol.engine import CORE, Context, Registry
 from jmapd.storage import changelog, mailboxes
 from jmapd.util.tticache import TTICache
+from tests import pg
 from tests.protocol.test_engine import add_principal, make_environment, run_request
-from twisted.trial.unittest import SynchronousTestCase
 
 MESSAGE = (
     b"From: Ann <ann@example.org>\r\nTo: bob@example.org\r\nSubject: hello\r\n"
@@ -134,3 +135,7 @@ class SameResultsTests(SynchronousTestCase):
         succeed and fail alike whether or not the ids cache is enabled.
         """
         self.assertEqual(self.script(3600), self.script(0))
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), CachedIdsTests, SameResultsTests)

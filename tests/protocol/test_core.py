@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from jmapd.protocol.core import COLLATIONS, core_capability
 from jmapd.protocol.engine import AccountAccess
 from jmapd.storage import blobs as blob_storage
+from tests import pg
 from tests.protocol.test_engine import add_principal, make_environment, run_request
 
 
@@ -149,3 +150,7 @@ class BlobCopyTests(SynchronousTestCase):
             using=(),
         )
         self.assertEqual(response["methodResponses"][0][1]["type"], "unknownMethod")
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), BlobCopyTests, CoreCapabilityTests, EchoTests)

@@ -20,19 +20,20 @@ from jmapd.protocol.errors import MethodError
 from jmapd.protocol.request import parse_request
 from jmapd.storage import accounts
 from jmapd.storage.database import Database
-from jmapd.storage.engines.sqlite import SQLiteEngine
+from tests import pg
 
 TEST = "urn:test:engine"
 
 
 def make_environment(testcase, registry=None, **config):
     """
-    An Environment on a fresh migrated SQLite file and blob directory,
-    with a L{task.Clock}; Core is registered.
+    An Environment on a fresh migrated database (a SQLite file, or for a
+    C{...OnPostgreSQL} test case a PostgreSQL database, see L{tests.pg})
+    and blob directory, with a L{task.Clock}; Core is registered.
     """
     directory = os.path.abspath(testcase.mktemp())
     os.makedirs(directory)
-    database = Database(SQLiteEngine(os.path.join(directory, "jmapd.sqlite3")))
+    database = Database(pg.make_engine(testcase, directory))
     database.migrate()
     testcase.addCleanup(database.close)
     if registry is None:
@@ -438,3 +439,7 @@ class AccountTests(SynchronousTestCase):
         self.assertTrue(own.is_personal)
         self.assertFalse(own.is_read_only)
         self.assertEqual(own.capabilities, frozenset({TEST}))
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), AccountTests, CreatedIdsTests, ExecuteTests, ResultReferenceTests)

@@ -12,6 +12,7 @@ from jmapd.protocol.errors import MethodError, invalid_properties, set_error
 from jmapd.protocol.standard import DataType, register_standard_methods, window
 from jmapd.storage import changelog
 from jmapd.storage.ids import new_id
+from tests import pg
 from tests.protocol.test_engine import add_principal, make_environment, run_request
 
 NOTES = "urn:test:notes"
@@ -879,3 +880,7 @@ class CopyTests(NotesTestCase):
             ]
         )
         self.assertEqual(responses[1][1]["list"], [{"id": responses[0][1]["created"]["k"]["id"], "title": "orig"}])
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), ChangesTests, CopyTests, GetTests, QueryTests, SetTests)

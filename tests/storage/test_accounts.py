@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.storage import accounts
 from jmapd.storage.accounts import AccountExists, AccountNotFound
+from tests import pg
 from tests.storage.test_database import make_database
 
 
@@ -155,3 +156,7 @@ class AccountTests(SynchronousTestCase):
         """
         self.assertEqual(self.sync(accounts.ensure_setting, "k", lambda: "first"), "first")
         self.assertEqual(self.sync(accounts.ensure_setting, "k", lambda: "second"), "first")
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), AccountTests)

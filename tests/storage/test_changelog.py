@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.storage import accounts, changelog
 from jmapd.storage.changelog import CREATED, DESTROYED, UPDATED, CannotCalculateChanges
+from tests import pg
 from tests.storage.test_database import make_database
 
 
@@ -199,3 +200,7 @@ class ChangelogTests(SynchronousTestCase):
         self.record("Note", "n1", DESTROYED)
         self.assertEqual(self.database.run_sync(changelog.compact, self.account, 1, write=True), 0)
         self.assertEqual(self.changes("Note", 0).created, [])
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), ChangelogTests)

@@ -1,9 +1,9 @@
 """
 Tests for L{jmapd.storage.database}, the SQLite engine and the schema
-migrations, on a real SQLite file.
+migrations, on a real SQLite file, and (the C{...OnPostgreSQL} classes)
+on a real PostgreSQL database.
 """
 
-import os
 import sqlite3
 
 from twisted.internet import defer
@@ -11,8 +11,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.storage import accounts, migrations
 from jmapd.storage.database import Database
+from jmapd.storage.engines.postgres import PostgreSQLEngine
 from jmapd.storage.engines.sqlite import SQLiteEngine
 from jmapd.storage.migrations import SchemaTooNew
+from tests import pg
 
 
 def make_database(testcase, run_in_thread=None, account_hooks=True):
@@ -26,11 +28,31 @@ def make_database(testcase, run_in_thread=None, account_hooks=True):
     """
     if not account_hooks:
         testcase.patch(accounts, "account_created_hooks", [])
-    path = os.path.join(testcase.mktemp(), "jmapd.sqlite3")
-    database = Database(SQLiteEngine(path), run_in_thread)
+    database = Database(pg.make_engine(testcase), run_in_thread)
     database.migrate()
     testcase.addCleanup(database.close)
     return database
+
+
+def table_names(database):
+    """
+    The names of the tables in the database, on either engine.
+    """
+    if database.engine.name == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    else:
+        sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    return database.run_sync(lambda txn: {row[0] for row in txn.fetchall(sql)})
+
+
+def same_database(database):
+    """
+    A second Database (its own connections) on the same database.
+    """
+    engine = database.engine
+    if engine.name == "sqlite":
+        return Database(SQLiteEngine(engine.path))
+    return Database(PostgreSQLEngine(engine.url))
 
 
 class Boom(Exception):
@@ -43,12 +65,11 @@ class MigrationTests(SynchronousTestCase):
         migrate() brings a new database to the highest known version and
         creates the Core tables.
         """
-        database = make_database(self)
+        database = Database(pg.make_engine(self, migrated=False))
+        self.addCleanup(database.close)
         highest = migrations.migrations()[-1][0]
         self.assertEqual(database.migrate(), highest)
-        tables = database.run_sync(
-            lambda txn: {row[0] for row in txn.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        )
+        tables = table_names(database)
         self.assertTrue({"accounts", "account_addresses", "tokens", "blobs", "states", "changelog"} <= tables)
 
     def test_idempotent(self):
@@ -66,8 +87,7 @@ class MigrationTests(SynchronousTestCase):
         without re-running migrations (which would fail on CREATE TABLE).
         """
         database = make_database(self)
-        path = database.engine.path
-        again = Database(SQLiteEngine(path))
+        again = same_database(database)
         self.addCleanup(again.close)
         self.assertEqual(again.migrate(), migrations.migrations()[-1][0])
 
@@ -197,14 +217,11 @@ class TransactionTests(SynchronousTestCase):
         the committed data from another connection.
         """
         seen = []
-        path = self.database.engine.path
+        other = same_database(self.database)
+        self.addCleanup(other.close)
 
         def callback():
-            other = sqlite3.connect(path)
-            try:
-                seen.append([row[0] for row in other.execute("SELECT x FROM t")])
-            finally:
-                other.close()
+            seen.append(other.run_sync(lambda txn: [row[0] for row in txn.fetchall("SELECT x FROM t")]))
 
         def work(txn):
             txn.execute("INSERT INTO t (x) VALUES (7)")
@@ -284,3 +301,6 @@ class RunInteractionTests(SynchronousTestCase):
 
         self.failureResultOf(self.database.run_interaction(work, write=True), Boom)
         self.assertEqual(called, [])
+
+
+pg.add_postgresql_variants(globals(), MigrationTests, TransactionTests, RunInteractionTests)

@@ -6,6 +6,7 @@ the rows ingest writes and the (Mailbox, Thread) counters.
 from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.storage import emails
+from tests import pg
 from tests.mail.test_email_support import MULTIPART, MailTestCase, message
 
 
@@ -117,3 +118,7 @@ class IngestTests(MailTestCase):
         self.assertGreater(after_delivery, 0)
         self.run_sync(emails.update_email, self.alice, a.id, None, ["$seen"])
         self.assertEqual(delivery(), after_delivery)
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), IngestTests)

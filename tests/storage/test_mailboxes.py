@@ -6,6 +6,7 @@ the incremental counts, the changelog entries and the destroy hooks.
 from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.storage import accounts, changelog, mailboxes
+from tests import pg
 from tests.storage.test_database import make_database
 
 
@@ -217,3 +218,7 @@ class MailboxStorageTests(SynchronousTestCase):
         """
         self.database.run_sync(accounts.remove_account, "alice", write=True)
         self.assertEqual(self.call(mailboxes.mailbox_ids), set())
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), MailboxStorageTests)

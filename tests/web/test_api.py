@@ -19,6 +19,7 @@ from jmapd.protocol.engine import CORE, Capability
 from jmapd.protocol.errors import MethodError
 from jmapd.service import build_registry
 from jmapd.storage import accounts
+from tests import pg
 from tests.support import ServerTestCase
 
 PROBLEM_JSON = b"application/problem+json"
@@ -635,3 +636,7 @@ class CreatedIdsTests(ServerTestCase):
             assert_problem(self, response, body, 400, "notRequest")
 
         return ensureDeferred(run())
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), CreatedIdsTests, HTTPTests, MethodTests, RequestErrorTests, ResultReferenceTests)

@@ -18,6 +18,7 @@ from jmapd.auth.passwords import hash_password
 from jmapd.config import RateLimit
 from jmapd.protocol.engine import CORE
 from jmapd.storage import accounts
+from tests import pg
 from tests.support import PASSWORD, ServerTestCase, basic
 from tests.web.test_api import assert_problem
 
@@ -336,3 +337,7 @@ class RateLimitTests(ServerTestCase):
             self.assertTrue(response.headers.getRawHeaders(b"retry-after"))
 
         return ensureDeferred(run())
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), AuthenticationTests, RateLimitTests)

@@ -19,6 +19,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from jmapd.storage import blobs as blob_storage
+from tests import pg
 from tests.support import ServerTestCase, basic
 from tests.web.test_api import assert_problem
 
@@ -564,3 +565,7 @@ class ExpiryTests(ServerTestCase):
             self.assertEqual((response.code, body), (200, DATA))
 
         return ensureDeferred(run())
+
+
+# The same tests on PostgreSQL (see tests/pg.py).
+pg.add_postgresql_variants(globals(), DownloadTests, ExpiryTests, UploadTests)

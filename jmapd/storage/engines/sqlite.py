@@ -26,6 +26,8 @@ class SQLiteEngine:
     paramstyle = "qmark"
     IntegrityError = sqlite3.IntegrityError
     OperationalError = sqlite3.OperationalError
+    #: One connection per thread (see L{jmapd.storage.database.Database}).
+    pool_size: int | None = None
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -68,3 +70,25 @@ class SQLiteEngine:
         The clause that makes an INSERT skip rows that already exist.
         """
         return "ON CONFLICT DO NOTHING"
+
+    def lock_account(self, txn: Any, account_id: str) -> None:
+        """
+        Nothing to do: C{BEGIN IMMEDIATE} already made this transaction
+        the only writer of the whole database.
+        """
+
+    def lock_schema(self, cursor: Any) -> None:
+        """
+        Nothing to do: the migration's write transaction holds the
+        database's write lock.
+        """
+
+    def is_transient(self, error: BaseException) -> bool:
+        """
+        Writers queue on the lock (with a busy timeout) instead of failing,
+        so no error is worth running a transaction again for.
+        """
+        return False
+
+    def is_broken(self, conn: Any) -> bool:
+        return False

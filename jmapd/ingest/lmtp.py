@@ -1,0 +1,382 @@
+# -*- test-case-name: tests.ingest.test_lmtp -*-
+"""
+The LMTP server (RFC 2033) an MTA such as postfix delivers mail through.
+
+It is Twisted's ESMTP server protocol (L{twisted.mail.smtp.ESMTP}: command
+parsing, addresses, STARTTLS, timeouts) with what LMTP changes and what a
+final delivery agent needs:
+
+ - C{LHLO} instead of HELO/EHLO; PIPELINING, ENHANCEDSTATUSCODES, 8BITMIME
+   and SIZE are advertised, and STARTTLS when a certificate is configured.
+ - Each RCPT is resolved to an account (L{jmapd.ingest.recipients});
+   an unknown address gets C{550 5.1.1} at once.
+ - The message is collected whole (dot-unstuffed, counted against
+   C{mail-max-size}: over it, C{552 5.3.4}) and handed once to the
+   L{jmapd.ingest.delivery.Deliverer}; after the final dot there is one
+   reply per accepted recipient, in RCPT order, sent only when that
+   recipient's copy is durable (or has failed on its own).
+ - Clients outside C{lmtp-trusted-ips} get C{421} when they connect; with
+   C{lmtp-tls-only}, MAIL is refused until STARTTLS.
+
+Twisted's server answers a command whose check is asynchronous (RCPT
+looks up the database) whenever that check ends, and reads the next
+command meanwhile; with pipelining that would reorder replies and let DATA
+overtake the RCPTs before it.  So while a command is in progress the lines
+that arrive are held, and processed in order once it is answered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.mail import smtp
+from twisted.python.failure import Failure
+
+from jmapd.ingest.delivery import Deliverer, Envelope, Reply, temporary_failure
+
+log = Logger()
+
+#: Most RCPTs accepted for one message.
+MAX_RECIPIENTS = 1000
+
+#: Longest line accepted; RFC 5321 allows 1000 octets, real mail is
+#: sometimes longer, and a line longer than this ends the connection.
+MAX_LINE = 65536
+
+
+def is_trusted(host: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """
+    Whether the client address C{host} is in one of C{networks}; an
+    IPv4-mapped IPv6 address counts as its IPv4 address.
+    """
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    candidates: list[Any] = [address]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        candidates.append(address.ipv4_mapped)
+    return any(candidate in network for candidate in candidates for network in networks)
+
+
+class LMTPServer(smtp.ESMTP):
+    """
+    One LMTP connection.  Everything it shares with the other connections
+    (configuration, resolver, deliverer, TLS context) is on its factory.
+    """
+
+    MAX_LENGTH = MAX_LINE
+    timeout = 300
+    noisy = False
+
+    def __init__(self, factory: LMTPFactory) -> None:
+        smtp.ESMTP.__init__(self, chal={}, contextFactory=factory.tls)
+        self.factory = factory
+        self.host = factory.hostname.encode("idna")
+        self._pending = 0
+        self._held: list[bytes] = []
+        self._envelope: tuple[Any, list[tuple[Any, str]], Any] | None = None
+        self._raw = bytearray()
+        self._too_big = False
+        self._refused = False
+
+    # -- connection ------------------------------------------------------
+
+    def callLater(self, period: float, func: Any) -> Any:  # type: ignore[override]
+        """
+        TimeoutMixin's timer, on the factory's clock rather than the global
+        reactor.
+        """
+        return self.factory.clock.callLater(period, func)
+
+    @property
+    def _link(self) -> Any:
+        """
+        The transport, untyped: TCP and TLS transports have more than
+        L{ITransport} says (getPeer, disconnecting, startTLS).
+        """
+        return self.transport
+
+    def connectionMade(self) -> None:
+        peer = self._link.getPeer()
+        host = getattr(peer, "host", "")
+        if not is_trusted(host, self.factory.trusted):
+            self._refused = True
+            log.warn("LMTP connection from {peer} refused: not in lmtp-trusted-ips", peer=host)
+            self.sendCode(421, b"4.7.0 " + self.host + b" you are not allowed to deliver here")
+            self._link.loseConnection()
+            return
+        # Replies are small writes answering small writes: without
+        # TCP_NODELAY each would wait for the delayed ACK of the last one.
+        set_no_delay = getattr(self._link, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        smtp.ESMTP.connectionMade(self)
+        self.factory.connections.add(self)
+
+    def connectionLost(self, reason: Failure = smtp.protocol.connectionDone) -> None:  # type: ignore[attr-defined]
+        self.factory.connections.discard(self)
+        if self.mode == smtp.DATA:  # type: ignore[attr-defined]
+            log.info("LMTP connection lost during DATA: nothing delivered")
+        self._held = []
+        smtp.ESMTP.connectionLost(self, reason)
+
+    def greeting(self) -> bytes:
+        return self.host + b" LMTP jmapd ready"
+
+    def lineReceived(self, line: bytes) -> Any:
+        if self._refused:
+            return None
+        if self._pending:
+            self._held.append(line)
+            return None
+        return smtp.ESMTP.lineReceived(self, line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # The receiver drops the rest of what it buffered, so where the
+        # next line starts is unknown: the only safe thing is to stop.
+        self.sendCode(421, b"4.5.0 line too long, closing the connection")
+        self.mode = smtp.COMMAND  # type: ignore[attr-defined]
+        self._link.loseConnection()
+
+    def _start(self) -> None:
+        self._pending += 1
+
+    def _finish(self) -> None:
+        """
+        The command in progress is answered: process the lines held
+        meanwhile, in order, until one of them starts another.
+        """
+        self._pending -= 1
+        while not self._pending and self._held and self._link is not None and not self._link.disconnecting:
+            smtp.ESMTP.lineReceived(self, self._held.pop(0))
+
+    # -- commands --------------------------------------------------------
+
+    def extensions(self) -> dict[bytes, Any]:
+        ext: dict[bytes, Any] = {
+            b"PIPELINING": None,
+            b"ENHANCEDSTATUSCODES": None,
+            b"8BITMIME": None,
+            b"SIZE": [str(self.factory.max_size).encode("ascii")],
+        }
+        if self.canStartTLS and not self.startedTLS:
+            ext[b"STARTTLS"] = None
+        return ext
+
+    def do_LHLO(self, rest: bytes) -> None:
+        smtp.ESMTP.do_EHLO(self, rest)
+
+    def do_HELO(self, rest: bytes) -> None:
+        self.sendCode(500, b"5.5.1 this is LMTP: say LHLO")
+
+    do_EHLO = do_HELO
+
+    def do_NOOP(self, rest: bytes) -> None:
+        self.sendCode(250, b"2.0.0 OK")
+
+    def do_QUIT(self, rest: bytes) -> None:
+        self.sendCode(221, b"2.0.0 Bye")
+        self._link.loseConnection()
+
+    def do_RSET(self, rest: bytes) -> None:
+        self._from = None
+        self._to = []
+        self.sendCode(250, b"2.0.0 OK")
+
+    def ext_STARTTLS(self, rest: bytes) -> None:
+        started = self.startedTLS
+        smtp.ESMTP.ext_STARTTLS(self, rest)
+        if self.startedTLS and not started:
+            # RFC 3207 section 4.2: forget what was said before TLS.
+            self._helo = (None, self._helo[1] if self._helo else None)
+            self._from = None
+            self._to = []
+
+    def do_MAIL(self, rest: bytes) -> None:
+        if self.factory.stopping:
+            self.sendCode(421, b"4.3.2 shutting down, try again later")
+            self._link.loseConnection()
+            return
+        if self.factory.tls_only and not self.startedTLS:
+            self.sendCode(530, b"5.7.0 Must issue a STARTTLS command first")
+            return
+        match = self.mail_re.match(rest)
+        options = (match.group("opts") or b"") if match else b""
+        for option in options.split():
+            name, _, value = option.partition(b"=")
+            if name.upper() == b"SIZE" and value.isdigit() and int(value) > self.factory.max_size:
+                self.sendCode(552, b"5.3.4 Message size exceeds fixed maximum message size")
+                return
+        smtp.ESMTP.do_MAIL(self, rest)
+
+    def validateFrom(self, helo: Any, origin: smtp.Address) -> smtp.Address:
+        # Final delivery accepts any reverse-path, including <>; the MTA
+        # decided already.
+        return origin
+
+    def _cbFromValidate(self, fromEmail: Any, code: int = 250, msg: bytes = b"2.1.0 Sender OK") -> None:
+        smtp.ESMTP._cbFromValidate(self, fromEmail, code, msg)
+
+    def validateTo(self, user: smtp.User) -> Deferred[str]:
+        # Every way out of here ends in _cbToValidate or _ebToValidate,
+        # which call _finish.
+        self._start()
+        try:
+            address = str(user.dest)
+        except UnicodeDecodeError:
+            raise smtp.SMTPBadRcpt(user, 553, "5.1.3 the address is not ASCII") from None
+        if len(self._to) >= MAX_RECIPIENTS:
+            raise smtp.SMTPServerError(452, "4.5.3 Too many recipients")
+
+        def found(account_id: str | None) -> str:
+            if account_id is None:
+                raise smtp.SMTPBadRcpt(user, 550, f"5.1.1 <{address}>: no such mailbox")
+            return account_id
+
+        return self.factory.resolver.resolve(address).addCallback(found)
+
+    def _cbToValidate(self, to: Any, user: Any = None, code: int = 250, msg: bytes = b"2.1.5 Recipient OK") -> None:
+        smtp.ESMTP._cbToValidate(self, to, user, code, msg)
+        self._finish()
+
+    def _ebToValidate(self, failure: Failure) -> None:
+        if failure.check(smtp.SMTPBadRcpt, smtp.SMTPServerError) is None:
+            log.failure("cannot resolve a recipient", failure)
+            self.sendCode(451, b"4.3.0 Temporary local failure, try again later")
+        else:
+            smtp.ESMTP._ebToValidate(self, failure)
+        self._finish()
+
+    def do_DATA(self, rest: bytes) -> None:
+        if self._from is None or not self._to:
+            self.sendCode(503, b"5.5.1 Need MAIL and RCPT first")
+            return
+        self._envelope = (self._from, self._to, self._helo)
+        self._from = None
+        self._to = []
+        # The content as received, after a CRLF that stands for the end of
+        # the DATA line, so that every line start is a CRLF before it.
+        self._raw = bytearray(b"\r\n")
+        self._too_big = False
+        self.mode = smtp.DATA  # type: ignore[attr-defined]
+        self.sendCode(354, b"Start mail input; end with <CRLF>.<CRLF>")
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        In DATA, take the bytes as they come and look for the end of the
+        message, instead of handling the message line by line (most of
+        the cost of receiving it).
+        """
+        if self.mode == smtp.DATA and not self._pending:  # type: ignore[attr-defined]
+            partial, self._buffer = self._buffer, b""
+            self.resetTimeout()
+            self._feed(partial + data)
+            return
+        smtp.ESMTP.dataReceived(self, data)
+
+    def state_DATA(self, line: bytes) -> None:
+        # Lines that came in the same read as the DATA command.
+        self._feed(line + b"\r\n")
+
+    def _feed(self, chunk: bytes) -> None:
+        raw = self._raw
+        start = max(len(raw) - 4, 0)
+        raw += chunk
+        end = raw.find(b"\r\n.\r\n", start)
+        if end < 0:
+            if len(raw) - 2 > self.factory.max_size:
+                # Keep reading to the end, keeping only what may be the
+                # start of the end marker.
+                self._too_big = True
+                del raw[:-4]
+            return
+        leftover = bytes(raw[end + 5 :])
+        # RFC 5321 section 4.5.2: a line starting with "." loses it.
+        message = b"" if self._too_big else bytes(raw[: end + 2]).replace(b"\r\n.", b"\r\n")[2:]
+        if len(message) > self.factory.max_size:
+            self._too_big = True
+        self._raw = bytearray()
+        self.mode = smtp.COMMAND  # type: ignore[attr-defined]
+        self._end_of_data(message)
+        if leftover:
+            smtp.ESMTP.dataReceived(self, leftover)
+
+    def _end_of_data(self, message: bytes) -> None:
+        assert self._envelope is not None
+        origin, accepted, helo = self._envelope
+        self._envelope = None
+        count = len(accepted)
+        if self._too_big:
+            limit = str(self.factory.max_size).encode("ascii")
+            for _ in range(count):
+                self.sendCode(552, b"5.3.4 Message too big for system (limit " + limit + b" octets)")
+            return
+        if self.factory.stopping:
+            for _ in range(count):
+                self.sendCode(421, b"4.3.2 shutting down, try again later")
+            return
+        peer = self._link.getPeer()
+        envelope = Envelope(
+            mail_from=str(origin),
+            recipients=tuple((str(user.dest), account_id) for user, account_id in accepted),
+            helo=(helo[0] or b"").decode("ascii", "replace") if helo else "",
+            peer=getattr(peer, "host", ""),
+            tls=bool(self.startedTLS),
+        )
+        self._start()
+        d = self.factory.deliverer.deliver(envelope, message)
+
+        def answer(replies: list[Reply]) -> None:
+            for reply in replies:
+                self.sendCode(reply.code, reply.text.encode("ascii", "replace"))
+
+        def failed(failure: Failure) -> None:
+            log.failure("delivery failed", failure)
+            for _ in range(count):
+                reply = temporary_failure()
+                self.sendCode(reply.code, reply.text.encode("ascii"))
+
+        d.addCallbacks(answer, failed)
+        d.addBoth(lambda _: self._finish())
+
+
+class LMTPFactory(ServerFactory):
+    """
+    What every LMTP connection of one listener shares.
+
+    @ivar connections: the open connections (closed when the service stops).
+    @ivar stopping: set when the service stops: no new message is taken.
+    """
+
+    protocol = LMTPServer  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self,
+        config: Any,
+        resolver: Any,
+        deliverer: Deliverer,
+        clock: Any,
+        hostname: str,
+        tls: Any = None,
+    ) -> None:
+        self.config = config
+        self.resolver = resolver
+        self.deliverer = deliverer
+        self.clock = clock
+        self.hostname = hostname
+        self.tls = tls
+        self.max_size = int(config.mail_max_size)
+        self.tls_only = bool(config.lmtp_tls_only)
+        self.trusted = [ipaddress.ip_network(network) for network in config.lmtp_trusted_ips]
+        self.connections: set[LMTPServer] = set()
+        self.stopping = False
+
+    def buildProtocol(self, addr: Any) -> LMTPServer:
+        return LMTPServer(self)

@@ -1,0 +1,180 @@
+# -*- test-case-name: tests.ingest.test_lmtp -*-
+"""
+The LMTP listener as a service of the jmapd service.
+
+C{lmtp_service(env, reactor)} returns it (or C{None} when C{lmtp-port} is
+0); it shares the environment (database, blob store, worker pool, push
+listeners) with the web service.  On stop it stops listening, takes no new
+message, lets the deliveries in progress finish (their replies are sent)
+and then closes the connections that are left: an MTA whose message was
+cut off retries it, and nothing was acknowledged that is not stored.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from jmapd.endpoints import endpoint_string
+from jmapd.ingest.delivery import Deliverer
+from jmapd.ingest.lmtp import LMTPFactory
+from jmapd.ingest.recipients import RecipientResolver
+from jmapd.util.tticache import TTICache
+
+log = Logger()
+
+#: Most addresses kept in the recipients cache.
+RECIPIENTS_CACHE_ENTRIES = 100_000
+
+
+class LMTPStartupError(Exception):
+    """
+    The LMTP listener cannot start; the message says why in an operator's
+    words.
+    """
+
+
+def tls_context(config: Any) -> Any:
+    """
+    The STARTTLS context for C{lmtp-cert-path} and C{lmtp-key-path}, or
+    C{None} when neither is set.
+
+    @raise LMTPStartupError: only one is set, or they cannot be used.
+    """
+    cert, key = config.lmtp_cert_path, config.lmtp_key_path
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise LMTPStartupError("lmtp-cert-path, lmtp-key-path: set both to offer STARTTLS, or neither")
+    try:
+        with open(cert, "rb") as f:
+            cert_pem = f.read()
+        with open(key, "rb") as f:
+            key_pem = f.read()
+        return ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem).options()
+    except Exception as error:
+        text = " ".join((str(error) or type(error).__name__).split())
+        raise LMTPStartupError(f"cannot use the certificate and key (lmtp-cert-path, lmtp-key-path): {text}") from None
+
+
+class LMTPService(Service):
+    """
+    Listen for LMTP and deliver what arrives.
+
+    @param port: the port to listen on instead of C{lmtp-port} (tests
+        pass 0 for any free port).
+    @ivar listening: a L{Deferred} firing with the listening port once
+        started (or failing with L{LMTPStartupError}).
+    """
+
+    name = "lmtp"
+
+    def __init__(self, env: Any, reactor: Any, port: int | None = None) -> None:
+        self._env = env
+        self._reactor = reactor
+        self._port_number = env.config.lmtp_port if port is None else port
+        self.port: Any = None
+        self.listening: Deferred[Any] | None = None
+        self.factory: LMTPFactory | None = None
+        self.deliverer: Deliverer | None = None
+
+    def privilegedStartService(self) -> None:
+        """
+        Listen (before twistd drops privileges and before any worker thread
+        starts, so a port in use can end the process cleanly).
+        """
+        Service.privilegedStartService(self)
+        self._listen()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if self.listening is None:
+            self._listen()
+
+    def _listen(self) -> None:
+        env = self._env
+        config = env.config
+        try:
+            tls = tls_context(config)
+        except LMTPStartupError as error:
+            log.critical("{error}", error=str(error))
+            self.listening = fail(error)
+            return
+        if config.lmtp_tls_only and tls is None:
+            problem = LMTPStartupError("lmtp-tls-only needs lmtp-cert-path and lmtp-key-path")
+            log.critical("{error}", error=str(problem))
+            self.listening = fail(problem)
+            return
+        cache = env.caches.get("recipients")
+        if cache is None:
+            cache = TTICache(
+                self._reactor, config.cache_tti_recipients, max_entries=RECIPIENTS_CACHE_ENTRIES, name="recipients"
+            )
+            env.caches["recipients"] = cache
+        hostname = socket.gethostname() or "localhost"
+        resolver = RecipientResolver(env.database, cache)
+        self.deliverer = Deliverer(env, resolver, hostname)
+        self.factory = LMTPFactory(config, resolver, self.deliverer, self._reactor, hostname, tls)
+        description = endpoint_string(config.lmtp_bind_addr, self._port_number, None, None)
+        self.listening = serverFromString(self._reactor, description).listen(self.factory)
+        self.listening.addCallbacks(self._listened, self._not_listening)
+
+    def _listened(self, port: Any) -> Any:
+        self.port = port
+        address = port.getHost()
+        log.info(
+            "LMTP listening on {host} port {port}{tls}",
+            host=address.host,
+            port=address.port,
+            tls=" (STARTTLS)" if self.factory is not None and self.factory.tls is not None else "",
+        )
+        return port
+
+    def _not_listening(self, failure: Any) -> Any:
+        failure.trap(CannotListenError)
+        config = self._env.config
+        error = LMTPStartupError(
+            f"cannot listen for LMTP on {config.lmtp_bind_addr or '*'} port {self._port_number}"
+            f" (lmtp-bind-addr, lmtp-port): {failure.value.socketError}"
+        )
+        log.critical("{error}", error=str(error))
+        raise error
+
+    def stopService(self) -> Deferred[None] | None:
+        Service.stopService(self)
+        self.listening = None
+        factory, deliverer = self.factory, self.deliverer
+        port, self.port = self.port, None
+        if factory is None or deliverer is None:
+            return None
+        factory.stopping = True
+        stopped: Deferred[Any] = Deferred()
+        stopped.callback(None)
+        if port is not None:
+            stopped.addCallback(lambda _: port.stopListening())
+        stopped.addCallback(lambda _: deliverer.idle())
+
+        def close(_: Any) -> None:
+            for connection in list(factory.connections):
+                transport: Any = connection.transport
+                transport.loseConnection()
+
+        stopped.addCallback(close)
+        return stopped
+
+
+def lmtp_service(env: Any, reactor: Any) -> LMTPService | None:
+    """
+    The LMTP listener for C{env}'s configuration, or C{None} when
+    C{lmtp-port} is 0 (delivery off).
+    """
+    if not env.config.lmtp_port:
+        return None
+    return LMTPService(env, reactor)

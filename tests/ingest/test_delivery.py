@@ -1,0 +1,201 @@
+"""
+Tests for L{jmapd.ingest.delivery}: group commit, and no reply before the
+transaction that files a message has committed.
+
+The worker threads are replaced by L{ManualThreads}, which runs each job
+in the test's thread when the test says so: that is how a test holds a
+transaction "in progress" while more messages arrive.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from jmapd.blobs.store import FileBlobStore
+from jmapd.config import default_config
+from jmapd.environment import Environment
+from jmapd.ingest.delivery import Deliverer, Envelope, Reply, inbox_of
+from jmapd.ingest.recipients import RecipientResolver
+from jmapd.storage import accounts, emails, mailboxes, open_database
+from jmapd.util.tticache import TTICache
+from tests.ingest.support import message
+
+
+class ManualThreads:
+    """
+    A stand-in for the worker pool whose jobs run when the test calls
+    L{step} (C{run(fn, *args) -> Deferred}, like the pool's).
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.jobs.append((fn, args, d))
+        return d
+
+    def step(self, index: int = 0) -> None:
+        fn, args, d = self.jobs.pop(index)
+        try:
+            result = fn(*args)
+        except BaseException:
+            d.errback(Failure())
+        else:
+            d.callback(result)
+
+    def fail(self, index: int = 0) -> None:
+        _, _, d = self.jobs.pop(index)
+        d.errback(Failure(RuntimeError("the transaction failed")))
+
+
+class DeliveryTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        data = os.path.abspath(self.mktemp())
+        self.threads = ManualThreads()
+        config = default_config(db_path=data)
+        database = open_database(config, self.threads.run)
+        self.addCleanup(database.close)
+        self.env = Environment(
+            config=config,
+            registry=None,
+            database=database,
+            blobs=FileBlobStore(os.path.join(data, "blobs")),
+            clock=Clock(),
+            workers=self.threads,
+        )
+        self.resolver = RecipientResolver(database, TTICache(self.env.clock, 0, name="recipients"))
+        self.deliverer = Deliverer(self.env, self.resolver, "mx.example.com")
+
+    def add_account(self, name: str) -> str:
+        account = self.env.database.run_sync(
+            accounts.add_account, name, None, [f"{name}@example.com"], write=True
+        )
+        return str(account.id)
+
+    def deliver(self, account_id: str, name: str, subject: str) -> list[list[Reply]]:
+        answers: list[list[Reply]] = []
+        envelope = Envelope("bob@example.org", ((f"{name}@example.com", account_id),), "mta", "127.0.0.1")
+        self.deliverer.deliver(envelope, message(subject=subject)).addCallback(answers.append)
+        return answers
+
+    def subjects(self, account_id: str) -> list[str]:
+        rows = self.env.database.run_sync(emails.get_rows, account_id, None, ["subject"])
+        return sorted(row["subject"] for row in rows)
+
+
+class GroupCommitTests(DeliveryTestCase):
+    """
+    Messages that arrive while a transaction runs are filed together in
+    the next one, and each is answered only after its own commit.
+    """
+
+    def test_batches(self) -> None:
+        """
+        The first message is filed alone; two that are prepared while its
+        transaction runs share the next transaction.  No reply is sent
+        before the transaction filing its message has run.
+        """
+        alice = self.add_account("alice")
+        first = self.deliver(alice, "alice", "one")
+        self.threads.step()  # prepare "one": its filing transaction is queued
+        self.assertEqual(len(self.threads.jobs), 1)
+        second = self.deliver(alice, "alice", "two")
+        third = self.deliver(alice, "alice", "three")
+        self.threads.step(1)  # prepare "two"
+        self.threads.step(1)  # prepare "three"
+        self.assertEqual((first, second, third), ([], [], []))
+        self.assertEqual(self.subjects(alice), [])
+        self.threads.step()  # the transaction filing "one"
+        self.assertEqual([reply.code for reply in first[0]], [250])
+        self.assertEqual((second, third), ([], []))
+        self.assertEqual(self.deliverer.batches, 1)
+        self.assertEqual(len(self.threads.jobs), 1)
+        self.threads.step()  # one transaction filing "two" and "three"
+        self.assertEqual([second[0][0].code, third[0][0].code], [250, 250])
+        self.assertEqual((self.deliverer.batches, self.deliverer.messages), (2, 3))
+        self.assertEqual(self.subjects(alice), ["one", "three", "two"])
+        self.assertFalse(self.deliverer.busy)
+
+    def test_failedTransaction(self) -> None:
+        """
+        When the filing transaction fails, every recipient of every message
+        in it gets 451 4.3.0 (the MTA will try again), and the queue goes
+        on with the next messages.
+        """
+        alice = self.add_account("alice")
+        first = self.deliver(alice, "alice", "one")
+        self.threads.step()
+        self.threads.fail()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(first, [[Reply(451, "4.3.0 Temporary local failure, try again later")]])
+        second = self.deliver(alice, "alice", "two")
+        self.threads.step()
+        self.threads.step()
+        self.assertEqual(second[0][0].code, 250)
+        self.assertEqual(self.subjects(alice), ["two"])
+
+    def test_idle(self) -> None:
+        """
+        L{Deliverer.idle} fires once nothing is being prepared or filed.
+        """
+        alice = self.add_account("alice")
+        self.deliver(alice, "alice", "one")
+        idle: list[None] = []
+        self.deliverer.idle().addCallback(idle.append)
+        self.threads.step()
+        self.assertEqual(idle, [])
+        self.threads.step()
+        self.assertEqual(idle, [None])
+
+
+class InboxTests(DeliveryTestCase):
+    """
+    Where delivered mail goes when the account has no Inbox role.
+    """
+
+    def test_inboxRole(self) -> None:
+        """
+        The Mailbox with the inbox role is the Inbox.
+        """
+        alice = self.add_account("alice")
+        inbox = self.env.database.run_sync(mailboxes.find_by_role, alice, "inbox")
+        self.assertEqual(self.env.database.run_sync(inbox_of, alice, write=True), inbox)
+
+    def test_roleGivenBack(self) -> None:
+        """
+        Without a Mailbox with the inbox role, a top-level Mailbox named
+        Inbox gets the role back.
+        """
+        alice = self.add_account("alice")
+
+        def drop_role(txn: Any) -> str:
+            inbox = mailboxes.get_mailbox(txn, alice, mailboxes.find_by_role(txn, alice, "inbox"))
+            assert inbox is not None
+            mailboxes.update_mailbox(txn, alice, mailboxes.Mailbox(inbox.id, "Inbox", None, None, 10, True))
+            return inbox.id
+
+        inbox = self.env.database.run_sync(drop_role, write=True)
+        self.assertEqual(self.env.database.run_sync(inbox_of, alice, write=True), inbox)
+        self.assertEqual(self.env.database.run_sync(mailboxes.find_by_role, alice, "inbox"), inbox)
+
+    def test_inboxCreated(self) -> None:
+        """
+        Without any Inbox, one is created with the inbox role.
+        """
+        alice = self.add_account("alice")
+
+        def remove(txn: Any) -> None:
+            mailboxes.destroy_mailbox(txn, alice, mailboxes.find_by_role(txn, alice, "inbox"), True)
+
+        self.env.database.run_sync(remove, write=True)
+        created = self.env.database.run_sync(inbox_of, alice, write=True)
+        mailbox = self.env.database.run_sync(mailboxes.get_mailbox, alice, created)
+        self.assertEqual((mailbox.name, mailbox.role, mailbox.parent_id), ("Inbox", "inbox", None))

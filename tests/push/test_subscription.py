@@ -1,0 +1,483 @@
+"""
+Tests for L{jmapd.push.subscription}: PushSubscription/get and /set (RFC
+8620 section 7.2) and the delivery of PushVerification and StateChange
+objects to a real HTTP receiver started in the test, with a
+L{task.Clock} for retries, throttling and timeouts.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import http_ece
+import orjson
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from twisted.internet.defer import DeferredQueue, ensureDeferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from jmapd.protocol.errors import SetErrorException
+from jmapd.push.subscription import (
+    MAX_EXPIRY,
+    check_keys,
+    check_url,
+    deliverable,
+    encrypt,
+    format_utc,
+    parse_utc,
+)
+from tests.push.support import PushTestCase, start_receiver
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def client_keys() -> tuple[Any, bytes, dict[str, str]]:
+    """
+    A push client's key pair and auth secret, and the keys object for them.
+    """
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = private.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    auth = b"0123456789abcdef"
+    return private, auth, {"p256dh": b64(public), "auth": b64(auth)}
+
+
+class ValueTests(SynchronousTestCase):
+    def test_url(self) -> None:
+        """
+        Only https:// URLs are accepted, except http:// to a loopback
+        address when push-allow-insecure is set.
+        """
+        self.assertEqual(check_url("https://push.example/x?a=1", False), "https://push.example/x?a=1")
+        self.assertEqual(check_url("http://127.0.0.1:9/p", True), "http://127.0.0.1:9/p")
+        self.assertEqual(check_url("http://[::1]:9/p", True), "http://[::1]:9/p")
+        for url, insecure in [
+            ("http://127.0.0.1/p", False),
+            ("http://push.example/p", True),
+            ("ftp://push.example/p", True),
+            ("https://user@push.example/", False),
+            ("push.example", False),
+            (42, False),
+        ]:
+            with self.assertRaises(SetErrorException) as caught:
+                check_url(url, insecure)
+            self.assertEqual(caught.exception.error.properties, ("url",))
+
+    def test_keys(self) -> None:
+        """
+        keys need a P-256 public key and a 16-byte auth secret in URL-safe
+        base64; anything else is invalidProperties on keys.
+        """
+        _, _, keys = client_keys()
+        self.assertEqual(check_keys(keys), (keys["p256dh"], keys["auth"]))
+        self.assertIsNone(check_keys(None))
+        for bad in [{"p256dh": keys["p256dh"]}, {**keys, "auth": b64(b"short")}, {**keys, "p256dh": b64(b"x" * 65)}, "k"]:
+            with self.assertRaises(SetErrorException) as caught:
+                check_keys(bad)
+            self.assertEqual(caught.exception.error.properties, ("keys",))
+
+    def test_dates(self) -> None:
+        """
+        UTCDates are written to the second with a Z and read back; other
+        forms are not UTCDates.
+        """
+        self.assertEqual(format_utc(1530843269.7), "2018-07-06T02:14:29Z")
+        self.assertEqual(parse_utc("2018-07-06T02:14:29Z"), 1530843269.0)
+        self.assertIsNone(parse_utc("2018-07-06T02:14:29+01:00"))
+        self.assertIsNone(parse_utc("yesterday"))
+
+    def test_encrypt(self) -> None:
+        """
+        An encrypted body is RFC 8291 aes128gcm: the client decrypts it
+        with its private key and auth secret.
+        """
+        private, auth, keys = client_keys()
+        body = encrypt(b'{"@type":"StateChange"}', (keys["p256dh"], keys["auth"]))
+        self.assertNotIn(b"StateChange", body)
+        clear = http_ece.decrypt(body, private_key=private, auth_secret=auth, version="aes128gcm")
+        self.assertEqual(clear, b'{"@type":"StateChange"}')
+
+
+class SubscriptionTestCase(PushTestCase):
+    async def start(self, **config: Any) -> None:
+        await self.start_push_server(**config)
+        self.receiver, self.url = start_receiver(self)
+        self.outcomes: DeferredQueue[Any] = DeferredQueue()
+        self.hub.delivery.observers.append(lambda sid, outcome: self.outcomes.put((sid, outcome)))
+
+    def retry_times(self) -> list[float]:
+        """
+        When the delivery's scheduled POSTs are due, on the test clock.
+        """
+        return [c.getTime() for c in self.clock.getDelayedCalls() if c.func == self.hub.delivery._fire]
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> list[Any]:
+        response = await self.server.api([[name, arguments, "0"]])
+        return response["methodResponses"][0]  # type: ignore[no-any-return]
+
+    async def create(self, **properties: Any) -> dict[str, Any]:
+        subscription = {"deviceClientId": "device-1", "url": self.url, **properties}
+        name, result, _ = await self.call("PushSubscription/set", {"create": {"c": subscription}})
+        self.assertEqual(name, "PushSubscription/set", result)
+        return result  # type: ignore[no-any-return]
+
+    async def subscribe(self, **properties: Any) -> str:
+        """
+        Create a subscription and verify it with the code pushed to the
+        receiver; its id.
+        """
+        created = (await self.create(**properties))["created"]["c"]
+        verification = await self.receiver.next_json()
+        self.assertEqual(await self.outcomes.get(), (created["id"], "verification sent"))
+        _, result, _ = await self.call(
+            "PushSubscription/set",
+            {"update": {created["id"]: {"verificationCode": verification["verificationCode"]}}},
+        )
+        self.assertIn(created["id"], result["updated"])
+        return created["id"]  # type: ignore[no-any-return]
+
+
+class MethodTests(SubscriptionTestCase):
+    def test_create_pushes_verification(self) -> None:
+        """
+        Creating a subscription answers id, keys and expires (at most 7
+        days away) and at once POSTs a PushVerification as JSON with a TTL.
+        """
+
+        async def run() -> None:
+            await self.start()
+            before = self.clock.seconds()
+            result = await self.create(types=None)
+            created = result["created"]["c"]
+            self.assertNotIn("accountId", result)
+            self.assertEqual(created["keys"], None)
+            self.assertLessEqual(parse_utc(created["expires"]), before + MAX_EXPIRY + 1)
+            self.assertGreater(parse_utc(created["expires"]), before + MAX_EXPIRY - 60)
+            headers, body = await self.receiver.posts.get()
+            self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/json"])
+            self.assertTrue(headers.getRawHeaders(b"ttl"))
+            verification = orjson.loads(body)
+            self.assertEqual(verification["@type"], "PushVerification")
+            self.assertEqual(verification["pushSubscriptionId"], created["id"])
+            self.assertGreaterEqual(len(verification["verificationCode"]), 32)
+
+        return ensureDeferred(run())
+
+    def test_verification_code(self) -> None:
+        """
+        The code is not readable before the client sets it; a wrong code is
+        invalidProperties; the pushed code verifies the subscription.
+        """
+
+        async def run() -> None:
+            await self.start()
+            created = (await self.create())["created"]["c"]
+            code = (await self.receiver.next_json())["verificationCode"]
+            _, got, _ = await self.call("PushSubscription/get", {"ids": None})
+            self.assertEqual(
+                got["list"],
+                [{"id": created["id"], "deviceClientId": "device-1", "verificationCode": None,
+                  "expires": created["expires"], "types": None}],
+            )
+            self.assertNotIn("state", got)
+            _, result, _ = await self.call(
+                "PushSubscription/set", {"update": {created["id"]: {"verificationCode": "guess"}}}
+            )
+            self.assertEqual(result["notUpdated"][created["id"]]["type"], "invalidProperties")
+            _, result, _ = await self.call(
+                "PushSubscription/set", {"update": {created["id"]: {"verificationCode": code}}}
+            )
+            self.assertEqual(result["updated"], {created["id"]: None})
+            _, got, _ = await self.call("PushSubscription/get", {"ids": [created["id"]]})
+            self.assertEqual(got["list"][0]["verificationCode"], code)
+
+        return ensureDeferred(run())
+
+    def test_private_properties(self) -> None:
+        """
+        url and keys are never returned: asking for them is forbidden.
+        The methods take no accountId.
+        """
+
+        async def run() -> None:
+            await self.start()
+            name, error, _ = await self.call("PushSubscription/get", {"properties": ["url"]})
+            self.assertEqual((name, error["type"]), ("error", "forbidden"))
+            name, error, _ = await self.call("PushSubscription/get", {"accountId": self.account})
+            self.assertEqual((name, error["type"]), ("error", "invalidArguments"))
+
+        return ensureDeferred(run())
+
+    def test_immutable(self) -> None:
+        """
+        url cannot be changed: a client must destroy and create again.
+        """
+
+        async def run() -> None:
+            await self.start()
+            created = (await self.create())["created"]["c"]
+            _, result, _ = await self.call(
+                "PushSubscription/set", {"update": {created["id"]: {"url": "https://other.example/"}}}
+            )
+            self.assertEqual(result["notUpdated"][created["id"]]["type"], "invalidProperties")
+
+        return ensureDeferred(run())
+
+    def test_https_required(self) -> None:
+        """
+        Without push-allow-insecure an http:// URL is invalidProperties.
+        """
+
+        async def run() -> None:
+            await self.start(push_allow_insecure=False)
+            result = await self.create()
+            self.assertEqual(result["notCreated"]["c"]["properties"], ["url"])
+
+        return ensureDeferred(run())
+
+    def test_max_total(self) -> None:
+        """
+        An account may have at most push-max-total subscriptions.
+        """
+
+        async def run() -> None:
+            await self.start(push_max_total=1)
+            self.assertIn("c", (await self.create())["created"])
+            self.assertEqual((await self.create())["notCreated"]["c"]["type"], "overQuota")
+
+        return ensureDeferred(run())
+
+    def test_expires(self) -> None:
+        """
+        An expiry too far away is shortened to 7 days (and the response
+        says so); one in the past is invalidProperties.
+        """
+
+        async def run() -> None:
+            await self.start()
+            self.clock.advance(1767225600)  # 2026-01-01, so 2000 is in the past
+            created = (await self.create(expires="2200-01-01T00:00:00Z"))["created"]["c"]
+            self.assertLess(parse_utc(created["expires"]), self.clock.seconds() + MAX_EXPIRY + 1)
+            _, result, _ = await self.call(
+                "PushSubscription/set", {"update": {created["id"]: {"expires": "2200-01-01T00:00:00Z"}}}
+            )
+            self.assertIn("expires", result["updated"][created["id"]])
+            past = await self.create(expires="2000-01-01T00:00:00Z")
+            self.assertEqual(past["notCreated"]["c"]["properties"], ["expires"])
+
+        return ensureDeferred(run())
+
+    def test_own_subscriptions_only(self) -> None:
+        """
+        A user sees and changes only the subscriptions they created.
+        """
+
+        async def run() -> None:
+            await self.start()
+            created = (await self.create())["created"]["c"]
+            self.server.add_account("bob")
+            response = await self.server.api(
+                [["PushSubscription/get", {"ids": [created["id"]]}, "g"],
+                 ["PushSubscription/set", {"destroy": [created["id"]]}, "d"]],
+                auth="bob",
+            )
+            got, destroyed = response["methodResponses"]
+            self.assertEqual((got[1]["list"], got[1]["notFound"]), ([], [created["id"]]))
+            self.assertEqual(destroyed[1]["notDestroyed"][created["id"]]["type"], "notFound")
+
+        return ensureDeferred(run())
+
+    def test_destroy(self) -> None:
+        """
+        A destroyed subscription is gone from /get and from delivery.
+        """
+
+        async def run() -> None:
+            await self.start()
+            subscription_id = await self.subscribe()
+            _, result, _ = await self.call("PushSubscription/set", {"destroy": [subscription_id]})
+            self.assertEqual(result["destroyed"], [subscription_id])
+            _, got, _ = await self.call("PushSubscription/get", {"ids": [subscription_id]})
+            self.assertEqual(got["notFound"], [subscription_id])
+            found = self.server.env.database.run_sync(deliverable, self.account, 0.0)
+            self.assertEqual(found, [])
+
+        return ensureDeferred(run())
+
+
+class DeliveryTests(SubscriptionTestCase):
+    def test_nothing_before_verification(self) -> None:
+        """
+        Until verified, a subscription gets nothing but the
+        PushVerification: the first StateChange it gets is for a change
+        made after the verification.
+        """
+
+        async def run() -> None:
+            await self.start()
+            created = (await self.create())["created"]["c"]
+            code = (await self.receiver.next_json())["verificationCode"]
+            await self.touch("Mailbox")
+            await self.call("PushSubscription/set", {"update": {created["id"]: {"verificationCode": code}}})
+            states = await self.touch("Email")
+            change = await self.receiver.next_json()
+            self.assertEqual(change, {"@type": "StateChange", "changed": {self.account: states}})
+
+        return ensureDeferred(run())
+
+    def test_types(self) -> None:
+        """
+        A subscription with types gets only those types.
+        """
+
+        async def run() -> None:
+            await self.start()
+            await self.subscribe(types=["Email"])
+            await self.touch("Mailbox")
+            states = await self.touch("Email", "Thread")
+            change = await self.receiver.next_json()
+            self.assertEqual(change["changed"], {self.account: {"Email": states["Email"]}})
+
+        return ensureDeferred(run())
+
+    def test_encrypted(self) -> None:
+        """
+        With keys, every POST is encrypted (Content-Encoding aes128gcm) so
+        that only the client can read it.
+        """
+
+        async def run() -> None:
+            await self.start()
+            private, auth, keys = client_keys()
+            created = (await self.create(keys=keys))["created"]["c"]
+            headers, body = await self.receiver.posts.get()
+            self.assertEqual(headers.getRawHeaders(b"content-encoding"), [b"aes128gcm"])
+            clear = http_ece.decrypt(body, private_key=private, auth_secret=auth, version="aes128gcm")
+            self.assertEqual(orjson.loads(clear)["pushSubscriptionId"], created["id"])
+
+        return ensureDeferred(run())
+
+    def test_throttle(self) -> None:
+        """
+        Changes within push-throttle of the last POST are coalesced into one
+        POST when the interval ends.
+        """
+
+        async def run() -> None:
+            await self.start(push_throttle=10.0)
+            subscription_id = await self.subscribe()
+            await self.touch("Mailbox")
+            await self.receiver.next_json()
+            self.assertEqual(await self.outcomes.get(), (subscription_id, "sent"))
+            email = await self.touch("Email")
+            thread = await self.touch("Thread")
+            self.clock.advance(10)
+            change = await self.receiver.next_json()
+            self.assertEqual(change["changed"], {self.account: {**email, **thread}})
+
+        return ensureDeferred(run())
+
+    def test_retry(self) -> None:
+        """
+        A failed POST is retried after push-retry-interval with the same
+        changes.
+        """
+
+        async def run() -> None:
+            await self.start(push_retry_interval=7.0)
+            subscription_id = await self.subscribe()
+            self.receiver.codes = [500]
+            states = await self.touch("Mailbox")
+            first = await self.receiver.next_json()
+            self.assertEqual(await self.outcomes.get(), (subscription_id, "failed"))
+            self.clock.advance(7)
+            self.assertEqual(await self.receiver.next_json(), first)
+            self.assertEqual(await self.outcomes.get(), (subscription_id, "sent"))
+            self.assertEqual(first["changed"], {self.account: states})
+
+        return ensureDeferred(run())
+
+    def test_give_up_then_later_changes(self) -> None:
+        """
+        After push-attempts-max failed POSTs the notification is given up,
+        but the endpoint is not abandoned: the next change is pushed after
+        push-attempt-interval.
+        """
+
+        async def run() -> None:
+            await self.start(push_attempts_max=2, push_retry_interval=1.0, push_attempt_interval=100.0)
+            subscription_id = await self.subscribe()
+            self.receiver.codes = [500, 503]
+            await self.touch("Mailbox")
+            await self.receiver.next_json()
+            self.assertEqual(await self.outcomes.get(), (subscription_id, "failed"))
+            self.clock.advance(1)
+            await self.receiver.next_json()
+            self.assertEqual(await self.outcomes.get(), (subscription_id, "given up"))
+            states = await self.touch("Email")
+            self.assertEqual(self.retry_times(), [101.0])
+            self.clock.advance(100)
+            change = await self.receiver.next_json()
+            self.assertEqual(change["changed"], {self.account: states})
+            self.assertEqual(await self.outcomes.get(), (subscription_id, "sent"))
+
+        return ensureDeferred(run())
+
+    def test_timeout(self) -> None:
+        """
+        A POST that gets no answer within push-timeout counts as failed and
+        is retried.
+        """
+
+        async def run() -> None:
+            await self.start(push_timeout=30.0, push_retry_interval=1.0)
+            subscription_id = await self.subscribe()
+            self.receiver.codes = [None]
+            await self.touch("Mailbox")
+            first = await self.receiver.next_json()
+            self.clock.advance(30)
+            self.assertEqual(await self.outcomes.get(), (subscription_id, "failed"))
+            self.clock.advance(1)
+            self.assertEqual(await self.receiver.next_json(), first)
+            self.assertEqual(await self.outcomes.get(), (subscription_id, "sent"))
+
+        return ensureDeferred(run())
+
+    def test_too_many_requests(self) -> None:
+        """
+        A 429 waits as long as its Retry-After asks (longer than
+        push-retry-interval) before the retry.
+        """
+
+        async def run() -> None:
+            await self.start(push_retry_interval=1.0)
+            subscription_id = await self.subscribe()
+            self.receiver.codes = [429]
+            await self.touch("Mailbox")
+            await self.receiver.next_json()
+            self.assertEqual(await self.outcomes.get(), (subscription_id, "failed"))
+            self.assertEqual(self.retry_times(), [30.0])
+            self.clock.advance(30)
+            await self.receiver.next_json()
+            self.assertEqual(await self.outcomes.get(), (subscription_id, "sent"))
+
+        return ensureDeferred(run())
+
+    def test_verification_retried(self) -> None:
+        """
+        A PushVerification that fails is retried after push-retry-interval.
+        """
+
+        async def run() -> None:
+            await self.start(push_retry_interval=3.0)
+            self.receiver.codes = [500]
+            created = (await self.create())["created"]["c"]
+            first = await self.receiver.next_json()
+            self.assertEqual(await self.outcomes.get(), (created["id"], "verification failed"))
+            self.clock.advance(3)
+            self.assertEqual(await self.receiver.next_json(), first)
+            self.assertEqual(await self.outcomes.get(), (created["id"], "verification sent"))
+
+        return ensureDeferred(run())
