@@ -9,13 +9,15 @@ random characters (never reused, never guessable).
 
 from __future__ import annotations
 
-import secrets
-
-_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+import base64
+import os
 
 
 def new_id(prefix: str, length: int = 12) -> str:
     """
-    A fresh random id such as C{"a7k2x..."} for C{prefix="a"}.
+    A fresh random id such as C{"a7k2x..."} for C{prefix="a"}: C{length}
+    lower-case base32 characters (5 random bits each) from one read of the
+    operating system's random source.
     """
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    raw = os.urandom((length * 5 + 7) // 8)
+    return prefix + base64.b32encode(raw).decode("ascii").lower().rstrip("=")[:length]
