@@ -47,7 +47,7 @@ def body(number: int, size: int) -> bytes:
     return text.encode("ascii")
 
 
-def serve(data: str, port: int) -> None:
+def serve(data: str, port: int, workers: int | None = None) -> None:
     """
     The child process: jmapd with LMTP on C{port}, until killed.
     """
@@ -59,7 +59,10 @@ def serve(data: str, port: int) -> None:
     from jmapd.service import makeService
     from jmapd.storage import accounts
 
-    config = default_config(db_path=data, jmap_port=0, jmap_bind_addr="127.0.0.1", lmtp_port=port)
+    overrides: dict[str, Any] = {} if workers is None else {"worker_pool_size": workers}
+    config = default_config(
+        db_path=data, jmap_port=0, jmap_bind_addr="127.0.0.1", lmtp_port=port, **overrides
+    )
     service = makeService(config, reactor)
     names = {child.name for child in service}
     if "lmtp" not in names:
@@ -130,6 +133,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def server_cpu(pid: int) -> float | None:
+    """
+    The CPU seconds (user and system) the server process has used so far,
+    where C{/proc} says (Linux); C{None} elsewhere.  With the start-up
+    excluded (see L{run}) it tells, unlike the rate, how much work a
+    message costs whatever else the machine is doing.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def count_emails(data: str) -> int:
     sys.path.insert(0, TOP)
     from jmapd.config import default_config
@@ -142,12 +160,13 @@ def count_emails(data: str) -> int:
         database.close()
 
 
-def run(messages: int, connections: int, size: int) -> float:
+def run(messages: int, connections: int, size: int, workers: int | None = None) -> float:
     with tempfile.TemporaryDirectory(dir=TOP) as directory:
         data = os.path.join(directory, "data")
         port = free_port()
         child = subprocess.Popen(
-            [sys.executable, "-m", "bench.lmtp_ingest", "--serve", data, "--port", str(port)],
+            [sys.executable, "-m", "bench.lmtp_ingest", "--serve", data, "--port", str(port)]
+            + ([] if workers is None else ["--workers", str(workers)]),
             cwd=TOP,
         )
         try:
@@ -156,12 +175,15 @@ def run(messages: int, connections: int, size: int) -> float:
             shares = [bodies[i::connections] for i in range(connections)]
             errors: list[str] = []
             threads = [threading.Thread(target=client, args=(port, share, errors)) for share in shares]
+            cpu_before = server_cpu(child.pid)
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             elapsed = time.perf_counter() - started
+            cpu_after = server_cpu(child.pid)
+            cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         finally:
             child.terminate()
             child.wait(60)
@@ -174,6 +196,7 @@ def run(messages: int, connections: int, size: int) -> float:
         print(
             f"{messages} messages of {size} octets over {connections} LMTP connections:"
             f" {elapsed:.2f} s, {rate:.0f} messages/s"
+            + ("" if cpu is None else f", server CPU {cpu * 1000 / messages:.2f} ms per message")
         )
         return rate
 
@@ -184,14 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--size", type=int, default=3000, help="octets per message (default 3000)")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--workers", type=int, help="worker-pool-size of the server (default: its default)")
     parser.add_argument("--serve", metavar="DATA", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.workers)
         return 0
     for _ in range(args.runs):
-        run(args.messages, args.connections, args.size)
+        run(args.messages, args.connections, args.size, args.workers)
     return 0
 
 

@@ -82,22 +82,29 @@ def _utc_ms(value: str) -> int:
     return ms
 
 
-def build(directory: str, size: int) -> tuple[Environment, Principal, dict[str, str]]:
-    """
-    A database of one account holding C{size} corpus messages.
-    """
+def _environment(directory: str) -> Environment:
     database = Database(SQLiteEngine(os.path.join(directory, "jmapd.sqlite3")))
     database.migrate()
     registry = Registry()
     core.register(registry)
     mail.register(registry)
-    env = Environment(
+    return Environment(
         config=default_config(db_path=directory),
         registry=registry,
         database=database,
         blobs=HashingBlobStore(),
         clock=task.Clock(),
     )
+
+
+def build(directory: str, size: int) -> None:
+    """
+    A database of one account holding C{size} corpus messages, written
+    out of the WAL and closed (as a server that has been running a while
+    has it: not just after a bulk load).
+    """
+    env = _environment(directory)
+    database = env.database
     account = database.run_sync(accounts.add_account, "bench", None, write=True)
     roles: dict[str, str] = {}
     for role in ("inbox", "archive", "sent"):
@@ -122,7 +129,27 @@ def build(directory: str, size: int) -> tuple[Environment, Principal, dict[str, 
     if batch:
         database.run_sync(ingest, batch, write=True)
     database.run_sync(lambda txn: txn.execute("PRAGMA optimize"), write=True)
-    return env, Principal(account.id, "bench"), roles
+    database.run_sync(lambda txn: None)
+    connection = database.engine.connect()
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    database.close()
+
+
+def open_account(directory: str) -> tuple[Environment, Principal, dict[str, str]]:
+    """
+    The environment, principal and Mailbox ids (by role) of a built
+    database.
+    """
+    env = _environment(directory)
+
+    def read(txn: Any) -> tuple[str, dict[str, str]]:
+        account_id = txn.fetchvalue("SELECT id FROM accounts WHERE name = 'bench'")
+        roles = dict(txn.fetchall("SELECT role, id FROM mailboxes WHERE account_id = ?", (account_id,)))
+        return account_id, roles
+
+    account_id, roles = env.database.run_sync(read)
+    return env, Principal(account_id, "bench"), roles
 
 
 def requests(account_id: str, roles: dict[str, str]) -> dict[str, list[Any]]:
@@ -164,7 +191,7 @@ def measure(env: Environment, principal: Principal, calls: list[Any], repeat: in
     def run(txn: Any) -> Any:
         return execute(txn, env, principal, request, "s")
 
-    for _ in range(max(repeat // 10, 3)):
+    for _ in range(5):
         response = env.database.run_sync(run)
     for name, arguments, _ in response["methodResponses"]:
         if name == "error":
@@ -188,25 +215,40 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
     parser.add_argument("--sizes", default="1000,10000,100000", help="account sizes (messages)")
     parser.add_argument("--repeat", type=int, default=200, help="timed requests per workload and size")
     parser.add_argument("--keep", help="build the databases in this directory and keep them")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the sizes")
     options = parser.parse_args(argv)
     sizes = [int(s) for s in options.sizes.split(",")]
-    results: dict[str, dict[int, tuple[float, float, float]]] = {}
-    for size in sizes:
-        directory = tempfile.mkdtemp(prefix=f"search-scale-{size}-", dir=options.keep)
-        try:
+    root = tempfile.mkdtemp(prefix="search-scale-", dir=options.keep)
+    try:
+        directories = {}
+        for size in sizes:
+            directories[size] = os.path.join(root, str(size))
+            os.makedirs(directories[size])
             started = time.perf_counter()
-            env, principal, roles = build(directory, size)
+            build(directories[size], size)
             built = time.perf_counter() - started
             out(f"{size} messages: built in {built:.1f} s ({size / built:.0f} messages/s)")
-            for name, calls in requests(principal.account_id, roles).items():
-                wall, cpu = measure(env, principal, calls, options.repeat)
-                found = (percentile(wall, 0.5), percentile(wall, 0.99), percentile(cpu, 0.5))
-                results.setdefault(name, {})[size] = found
-                out(f"  {name}: p50 {found[0]:.2f} ms, p99 {found[1]:.2f} ms, CPU p50 {found[2]:.2f} ms")
+        opened = {size: open_account(directories[size]) for size in sizes}
+        timings: dict[str, dict[int, tuple[list[float], list[float]]]] = {}
+        # Rounds interleave the sizes, so that load from elsewhere on the
+        # machine falls on all of them alike.
+        for _ in range(options.rounds):
+            for size in sizes:
+                env, principal, roles = opened[size]
+                for name, calls in requests(principal.account_id, roles).items():
+                    wall, cpu = measure(env, principal, calls, max(options.repeat // options.rounds, 1))
+                    kept = timings.setdefault(name, {}).setdefault(size, ([], []))
+                    kept[0].extend(wall)
+                    kept[1].extend(cpu)
+        for env, _, _ in opened.values():
             env.database.close()
-        finally:
-            if options.keep is None:
-                shutil.rmtree(directory, ignore_errors=True)
+    finally:
+        if options.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    results = {
+        name: {size: (percentile(w, 0.5), percentile(w, 0.99), percentile(c, 0.5)) for size, (w, c) in by_size.items()}
+        for name, by_size in timings.items()
+    }
     out("")
     out(
         "| workload | "

@@ -28,7 +28,7 @@ from jmapd.endpoints import jmap_endpoint
 from jmapd.environment import Environment
 from jmapd.protocol import core
 from jmapd.protocol.engine import Registry
-from jmapd.storage import blob_directory, changelog, open_database
+from jmapd.storage import blob_directory, changelog, open_database, search
 from jmapd.storage import blobs as blob_storage
 from jmapd.util.tticache import TTICache
 from jmapd.web.auth import Authenticator
@@ -39,6 +39,9 @@ log = Logger()
 
 #: How often expired uploads are removed and the changelog is compacted.
 MAINTENANCE_INTERVAL = 60.0
+
+#: How many not yet indexed Emails one maintenance run indexes.
+BACKFILL_BATCH = 500
 
 
 class StartupError(Exception):
@@ -242,14 +245,21 @@ class JMAPService(MultiService):
             compacted = 0
             for account_id in changelog.accounts_over(txn, env.config.max_changelog_entries):
                 compacted += changelog.compact(txn, account_id, env.config.max_changelog_entries)
-            return {"blobs": len(orphans), "tombstones": compacted}
+            indexed = 0
+            if env.database.engine.name == "sqlite":
+                # Emails stored before the full-text index existed (schema
+                # 0005) are indexed a batch at a time.  PostgreSQL support
+                # came later, so its databases have none.
+                indexed = search.backfill(txn, env.blobs, BACKFILL_BATCH)
+            return {"blobs": len(orphans), "tombstones": compacted, "indexed": indexed}
 
         def done(counts: dict[str, int]) -> None:
             for cache in env.caches.values():
                 cache.expire()
             if any(counts.values()):
                 log.info(
-                    "maintenance: removed {blobs} expired blobs, compacted {tombstones} changelog entries",
+                    "maintenance: removed {blobs} expired blobs, compacted {tombstones} changelog"
+                    " entries, indexed {indexed} older Emails for search",
                     **counts,
                 )
 

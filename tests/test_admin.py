@@ -353,7 +353,7 @@ class TokenTests(AdminTestCase):
         tokens = self.query(accounts.list_tokens, "alice")
         lines = self.succeed("token", "list", "alice").splitlines()
         self.assertEqual(len(lines), 2)
-        for line, token in zip(lines, tokens):
+        for line, token in zip(lines, tokens, strict=True):
             token_id, label, created = line.split("\t")
             self.assertEqual((token_id, label), (token.id, token.label))
             self.assertRegex(created, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

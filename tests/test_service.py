@@ -23,9 +23,11 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from jmapd.config import default_config
+from jmapd.mail import MAIL
+from jmapd.protocol.engine import CORE
 from jmapd.service import JMAPService, StartupError, makeService
 from jmapd.storage import blobs as blob_storage
-from jmapd.storage import changelog
+from jmapd.storage import changelog, mailboxes
 from tests.support import Server, ServerTestCase, basic
 from tests.test_endpoints import make_certificate
 
@@ -323,6 +325,47 @@ class MaintenanceTests(ServerTestCase):
             self.assertFalse(env.blobs.exists(expired))
             self.assertIsNotNone(env.database.run_sync(blob_storage.get_blob, account, kept))
             self.assertTrue(env.blobs.exists(kept))
+
+        return ensureDeferred(run())
+
+    def test_searchBackfill(self) -> None:
+        """
+        Maintenance indexes Emails that have no full-text index entry
+        (stored before the index existed), so text search finds them.
+        """
+
+        async def run() -> None:
+            server = await self.start_server()
+            account_id = server.add_account("alice")
+            raw = (
+                b"From: ann@example.org\r\nTo: alice@example.org\r\nSubject: quarterly zeppelin\r\n"
+                b"Message-ID: <z1@example.org>\r\n\r\nAbout the zeppelin.\r\n"
+            )
+            _, content = await server.request(
+                "POST", f"/jmap/upload/{account_id}/", raw, {b"content-type": [b"message/rfc822"]}
+            )
+            blob = orjson.loads(content)
+            inbox = server.env.database.run_sync(mailboxes.find_by_role, account_id, "inbox")
+            using = [CORE, MAIL]
+            await server.api(
+                [["Email/import", {"accountId": account_id, "emails": {
+                    "e": {"blobId": blob["blobId"], "mailboxIds": {inbox: True}}}}, "0"]],
+                using=using,
+            )
+            query = [["Email/query", {"accountId": account_id, "filter": {"text": "zeppelin"}}, "q"]]
+
+            def forget(txn: Any) -> None:
+                txn.execute("DELETE FROM email_search")
+                txn.execute("DELETE FROM email_fts")
+
+            server.env.database.run_sync(forget, write=True)
+            missing = await server.api(query, using=using)
+            self.assertEqual(missing["methodResponses"][0][1]["ids"], [])
+
+            await server.service.maintain()
+
+            found = await server.api(query, using=using)
+            self.assertEqual(len(found["methodResponses"][0][1]["ids"]), 1)
 
         return ensureDeferred(run())
 

@@ -3,32 +3,43 @@
 Filing delivered messages, many per transaction, never acknowledged
 before they are durable.
 
-A message received over LMTP goes through two steps:
+A message received over LMTP goes through three steps:
 
  1. I{prepare}, in a worker thread, one job per message and several at
     once: for each recipient, the trace fields (Return-Path, Delivered-To,
     Received) are put in front of the message, the result is written to
-    the blob store (fsynced: L{jmapd.blobs.store}) and parsed.
- 2. I{file}, in one write transaction for every message prepared while
-    the previous transaction was running (group commit): each recipient's
-    copy becomes an Email in the account's Inbox, the vacation response
-    is considered, and the transaction commits (SQLite fsyncs its WAL).
+    the blob store without waiting for the disk
+    (L{jmapd.blobs.store.FileBlobStore.write}) and parsed.
+ 2. I{sync}: every message written while the previous sync ran has its
+    blobs made durable at once (L{jmapd.blobs.store.FileBlobStore.sync}:
+    one flush of the file system for the whole group).
+ 3. I{file}, in one write transaction for every message made durable
+    while the previous transaction was running (group commit): each
+    recipient's copy becomes an Email in the account's Inbox, the vacation
+    response is considered, and the transaction commits (SQLite fsyncs its
+    WAL).
 
-Only then does the Deferred of each message fire with one L{Reply} per
-recipient, and only then does LMTP send its 250s.  Each recipient is filed
-in its own savepoint, so one that fails (its address was removed since
-RCPT, its account is gone) gets its own error and the others are filed.
-If the transaction as a whole fails, every recipient of the batch gets a
-temporary error, and the MTA tries again later.
+One sync and one filing transaction run at a time, each in its own
+thread when the service gives them one (L{jmapd.ingest.service}), and
+they overlap: the next group's blobs reach the disk while the previous
+group is filed.  A blob is durable before any transaction refers to it.
 
-The cost per message is then one blob fsync (run in parallel by the
-worker threads) plus a share of one commit, instead of a commit each.
+Only when its transaction has committed does the Deferred of each message
+fire with one L{Reply} per recipient, and only then does LMTP send its
+250s.  Each recipient is filed in its own savepoint, so one that fails
+(its address was removed since RCPT, its account is gone) gets its own
+error and the others are filed.  If the sync or the transaction as a
+whole fails, every recipient of the group gets a temporary error, and the
+MTA tries again later.
+
+The disk cost per group of messages is then two flushes (the blobs' and
+the commit's), instead of two fsyncs per message and a commit per batch.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -38,6 +49,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from jmapd.blobs.store import Written
 from jmapd.ingest import recipients
 from jmapd.mail import vacation
 from jmapd.mime.parse import parse_message
@@ -93,7 +105,7 @@ class _Prepared:
 
     address: str
     raw: bytes
-    blob_id: str
+    written: Written
     parsed: dict[str, Any]
 
 
@@ -116,11 +128,11 @@ class _Account:
     vacation: bool
 
 
-class _Written:
+class _Stored:
     """
-    A blob store whose one blob is already written: L{emails.ingest}
+    A blob store whose one blob is already stored: L{emails.ingest}
     stores the message through C{put}, which here only names it (the
-    prepare step wrote and fsynced it outside the transaction).
+    prepare step wrote it and the sync step made it durable).
     """
 
     def __init__(self, blob_id: str) -> None:
@@ -179,13 +191,28 @@ class Deliverer:
     @param host: the host name written in Received fields.
     """
 
-    def __init__(self, env: Any, resolver: recipients.RecipientResolver, host: str, max_batch: int = MAX_BATCH):
+    def __init__(
+        self,
+        env: Any,
+        resolver: recipients.RecipientResolver,
+        host: str,
+        max_batch: int = MAX_BATCH,
+        run_sync: Callable[..., Deferred[Any]] | None = None,
+        run_filing: Callable[..., Deferred[Any]] | None = None,
+    ):
         self._env = env
         self._resolver = resolver
         self._host = host
         self._max_batch = max_batch
-        self._ready: deque[_Message] = deque()
+        self._run_sync = env.workers.run if run_sync is None else run_sync
+        self._run_filing = run_filing
+        # Prepared (their blobs written), then durable (blobs synced), then
+        # filed: one sync and one filing transaction run at a time, each
+        # taking everything that waits for it.
+        self._written: deque[_Message] = deque()
+        self._durable: deque[_Message] = deque()
         self._preparing = 0
+        self._syncing = False
         self._filing = False
         self._idle: list[Deferred[None]] = []
         self._count = 0
@@ -195,7 +222,7 @@ class Deliverer:
 
     @property
     def busy(self) -> bool:
-        return bool(self._preparing or self._ready or self._filing)
+        return bool(self._preparing or self._written or self._durable or self._syncing or self._filing)
 
     def deliver(self, envelope: Envelope, message: bytes) -> Deferred[list[Reply]]:
         """
@@ -217,7 +244,10 @@ class Deliverer:
 
         def prepared(copies: list[_Prepared | Reply]) -> Deferred[list[Reply]]:
             item = _Message(envelope, copies)
-            self._ready.append(item)
+            if any(isinstance(copy_, _Prepared) for copy_ in copies):
+                self._written.append(item)
+            else:
+                self._durable.append(item)
             self._kick()
             return item.done
 
@@ -234,21 +264,62 @@ class Deliverer:
         d.addBoth(finished)
         return d
 
+    def _take(self, queue: deque[_Message]) -> list[_Message]:
+        batch: list[_Message] = []
+        while queue and len(batch) < self._max_batch:
+            batch.append(queue.popleft())
+        return batch
+
     def _kick(self) -> None:
         """
-        Start a filing transaction for what is ready, unless one is
-        running (it starts the next one when it ends).
+        Start a sync of the blobs written meanwhile and a filing
+        transaction for the messages already durable, each unless one is
+        running (it starts the next one when it ends).  The two overlap:
+        the next group's blobs reach the disk while the previous group is
+        filed.
         """
-        if self._filing or not self._ready:
-            return
-        batch: list[_Message] = []
-        while self._ready and len(batch) < self._max_batch:
-            batch.append(self._ready.popleft())
-        self._filing = True
-        now = float(self._env.clock.seconds())
-        d = self._env.database.run_interaction(self._file, batch, now, write=True)
+        if not self._syncing and self._written:
+            self._sync(self._take(self._written))
+        if not self._filing and self._durable:
+            self._file_batch(self._take(self._durable))
 
-        def filed(outcomes: list[list[Reply]]) -> None:
+    def _sync(self, batch: list[_Message]) -> None:
+        self._syncing = True
+        written = [copy_.written for item in batch for copy_ in item.copies if isinstance(copy_, _Prepared)]
+        d = self._run_sync(self._env.blobs.sync, written)
+
+        def synced(_: Any) -> None:
+            self._durable.extend(batch)
+
+        def failed(failure: Failure) -> None:
+            log.failure("cannot make {count} delivered messages durable", failure, count=len(batch))
+            for item in batch:
+                item.done.callback([temporary_failure() for _ in item.copies])
+
+        def next_group(_: Any) -> None:
+            self._syncing = False
+            self._kick()
+            self._check_idle()
+
+        d.addCallbacks(synced, failed)
+        d.addBoth(next_group)
+
+    def _file_batch(self, batch: list[_Message]) -> None:
+        self._filing = True
+        database = self._env.database
+        now = float(self._env.clock.seconds())
+        if self._run_filing is None:
+            d = database.run_interaction(self._file, batch, now, write=True)
+        else:
+            d = self._run_filing(database.run_sync, self._file, batch, now, write=True)
+
+        def filed(result: tuple[list[list[Reply]], list[Callable[[], Any]]]) -> None:
+            outcomes, callbacks = result
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.failure("after-commit callback of a delivery failed")
             self.batches += 1
             self.messages += len(batch)
             for item, replies in zip(batch, outcomes, strict=True):
@@ -267,9 +338,13 @@ class Deliverer:
         d.addCallbacks(filed, failed)
         d.addBoth(next_batch)
 
-    def _file(self, txn: Any, batch: Sequence[_Message], now: float) -> list[list[Reply]]:
+    def _file(
+        self, txn: Any, batch: Sequence[_Message], now: float
+    ) -> tuple[list[list[Reply]], list[Callable[[], Any]]]:
         """
-        The filing transaction (in a worker thread).
+        The filing transaction (in a worker thread): the replies, and the
+        after-commit callbacks, taken from the transaction so that they
+        run on the reactor thread whichever way the transaction was run.
         """
         env = self._env
         version = recipients.addresses_version(txn)
@@ -300,7 +375,9 @@ class Deliverer:
         if changed_states:
             txn.after_commit(lambda: env.publish_states(changed_states))
         txn.after_commit(lambda: self._resolver.observe_version(version))
-        return outcomes
+        callbacks = list(txn.after_commit_callbacks)
+        del txn.after_commit_callbacks[:]
+        return outcomes, callbacks
 
     def _file_one(
         self,
@@ -320,7 +397,7 @@ class Deliverer:
             account = accounts[account_id] = _Account(inbox_of(txn, account_id), vacation_on)
         created = emails.ingest(
             txn,
-            _Written(prepared.blob_id),
+            _Stored(prepared.written.blob_id),
             account_id,
             prepared.raw,
             [account.inbox],
@@ -362,11 +439,11 @@ def _prepare(store: Any, envelope: Envelope, heads: list[bytes], message: bytes)
     for (address, _), head in zip(envelope.recipients, heads, strict=True):
         raw = head + message
         try:
-            blob_id = store.put(raw)
+            written = store.write(raw)
             parsed = parse_message(raw)
         except Exception:
             log.failure("cannot store the message for {address}", address=address)
             copies.append(temporary_failure())
             continue
-        copies.append(_Prepared(address, raw, blob_id, parsed))
+        copies.append(_Prepared(address, raw, written, parsed))
     return copies

@@ -53,3 +53,6 @@ def register(registry: Registry) -> None:
     email.register(registry)
     thread.register(registry)
     vacation.register(registry)
+    from jmapd.sharing import principal
+
+    principal.register(registry)

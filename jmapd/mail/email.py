@@ -30,13 +30,14 @@ from urllib.parse import urlparse
 import orjson
 from attrs import frozen
 
+from jmapd import sharing
 from jmapd.mail import MAIL
 from jmapd.mime.body import body_value, decode_part
 from jmapd.mime.build import BuildError, build_message
 from jmapd.mime.headers import PARSED_FORMS, form_allowed, parse_header_property
 from jmapd.mime.parse import parse_message
-from jmapd.protocol.caching import cached_ids
 from jmapd.protocol.arguments import Arguments, is_id
+from jmapd.protocol.caching import cached_ids
 from jmapd.protocol.engine import Context, Registry
 from jmapd.protocol.errors import (
     MethodError,
@@ -108,25 +109,12 @@ DEFAULT_PROPERTIES = (
     "attachments",
 )
 
-#: Email/parse's default properties (section 4.9).
-PARSE_DEFAULT_PROPERTIES = (
-    "messageId",
-    "inReplyTo",
-    "references",
-    "sender",
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "replyTo",
-    "subject",
-    "sentAt",
-    "hasAttachment",
-    "preview",
-    "bodyValues",
-    "textBody",
-    "htmlBody",
-    "attachments",
+#: Email/parse's default properties (section 4.9): Email/get's, without the
+#: ones only a stored Email has.
+PARSE_DEFAULT_PROPERTIES = tuple(
+    name
+    for name in DEFAULT_PROPERTIES
+    if name not in ("id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt")
 )
 
 #: Every EmailBodyPart property; header:* come on top.
@@ -252,6 +240,88 @@ def resolve_blob(txn: Any, env: Any, account_id: str, blob_id: str) -> bytes | N
     if found is None or found.get("subParts") is not None or "_offset" not in found:
         return None
     return decode_part(container, found)
+
+
+def may_read_blob(ctx: Context, account_id: str, blob_id: str) -> bool:
+    """
+    The blob check of sharing: a blob of someone else's account (or a part
+    of it) is readable when an Email in a Mailbox with mayReadItems for
+    the principal is that message.
+    """
+    allowed = sharing.readable(ctx, account_id)
+    if allowed is None:
+        return True
+    return bool(emails.blob_mailbox_ids(ctx.txn, account_id, blob_id.split("_", 1)[0]) & allowed)
+
+
+def resolve_for(ctx: Context, account_id: str, blob_id: str) -> bytes | None:
+    """
+    L{resolve_blob} for the principal of a method call: C{None} also for a
+    blob of a shared account they may not read.
+    """
+    if not ctx.env.registry.may_read_blob(ctx, account_id, blob_id):
+        return None
+    return resolve_blob(ctx.txn, ctx.env, account_id, blob_id)
+
+
+def check_may_add(ctx: Context, account_id: str, mailbox_ids: Iterable[str], keywords: Iterable[str]) -> None:
+    """
+    In a shared account: adding an Email to a Mailbox needs mayAddItems
+    there, and giving it keywords maySetSeen ($seen) or maySetKeywords.
+
+    @raise SetErrorException: forbidden.
+    """
+    rights = sharing.ctx_rights(ctx, account_id)
+    if rights is None:
+        return
+    for mailbox_id in mailbox_ids:
+        if "mayAddItems" not in rights.get(mailbox_id, frozenset()):
+            raise set_error("forbidden", f"you may not add Emails to Mailbox {mailbox_id}", ["mailboxIds"])
+    keywords = set(keywords)
+    union = frozenset().union(*(rights.get(m, frozenset()) for m in mailbox_ids))
+    if "$seen" in keywords and "maySetSeen" not in union:
+        raise set_error("forbidden", "you may not set $seen here", ["keywords"])
+    if keywords - {"$seen"} and "maySetKeywords" not in union:
+        raise set_error("forbidden", "you may not set keywords here", ["keywords"])
+
+
+def check_may_change(
+    ctx: Context,
+    account_id: str,
+    old_mailboxes: Iterable[str],
+    new_mailboxes: Iterable[str] | None,
+    old_keywords: Iterable[str],
+    new_keywords: Iterable[str] | None,
+) -> None:
+    """
+    In a shared account: a change of an Email's Mailboxes needs
+    mayAddItems on each Mailbox it joins and mayRemoveItems on each it
+    leaves; a change of $seen needs maySetSeen, of other keywords
+    maySetKeywords, on one of its Mailboxes.
+
+    @raise SetErrorException: forbidden.
+    """
+    rights = sharing.ctx_rights(ctx, account_id)
+    if rights is None:
+        return
+    old_set = set(old_mailboxes)
+    if new_mailboxes is not None:
+        new_set = set(new_mailboxes)
+        for mailbox_id in sorted(new_set - old_set):
+            if "mayAddItems" not in rights.get(mailbox_id, frozenset()):
+                raise set_error("forbidden", f"you may not add Emails to Mailbox {mailbox_id}", ["mailboxIds"])
+        for mailbox_id in sorted(old_set - new_set):
+            if "mayRemoveItems" not in rights.get(mailbox_id, frozenset()):
+                raise set_error(
+                    "forbidden", f"you may not remove Emails from Mailbox {mailbox_id}", ["mailboxIds"]
+                )
+    if new_keywords is not None:
+        changed = set(old_keywords) ^ set(new_keywords)
+        union = frozenset().union(*(rights.get(m, frozenset()) for m in old_set))
+        if "$seen" in changed and "maySetSeen" not in union:
+            raise set_error("forbidden", "you may not change $seen of this Email", ["keywords"])
+        if changed - {"$seen"} and "maySetKeywords" not in union:
+            raise set_error("forbidden", "you may not change the keywords of this Email", ["keywords"])
 
 
 # -- checking what clients send ------------------------------------------------
@@ -529,7 +599,22 @@ class EmailType(DataType):
         return read_body_options(args)
 
     def count(self, ctx: Context, account_id: str) -> int:
+        if account_id != ctx.principal.account_id:
+            return len(self.fetch(ctx, account_id, None, frozenset({"id"}), {}))
         return emails.count_emails(ctx.txn, account_id)
+
+    def do_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
+        """
+        In a shared account, only Emails the user may read; one that went
+        out of reach is reported destroyed.
+        """
+        response = super().do_changes(ctx, arguments)
+        account_id = response["accountId"]
+        if account_id == ctx.principal.account_id:
+            return response
+        candidates = [*response["created"], *response["updated"]]
+        visible = {e["id"] for e in self.fetch(ctx, account_id, candidates, frozenset({"id"}), {})}
+        return sharing.hide_changes(response, visible)
 
     def fetch(
         self, ctx: Context, account_id: str, ids: list[str] | None, properties: frozenset[str], extra: dict[str, Any]
@@ -540,7 +625,19 @@ class EmailType(DataType):
             columns.update(_COLUMNS_FOR.get(name, ("headers",) if name.startswith("header:") else ()))
         rows = emails.get_rows(ctx.txn, account_id, ids, sorted(columns))
         found_ids = [row["id"] for row in rows]
-        mailbox_ids = emails.get_mailbox_ids(ctx.txn, account_id, found_ids) if "mailboxIds" in properties else {}
+        rights = sharing.ctx_rights(ctx, account_id)
+        if rights is not None:
+            # Someone else's account: only Emails in a Mailbox they may
+            # read, showing only the Mailboxes they may see.
+            readable = {m for m, r in rights.items() if "mayReadItems" in r}
+            every = emails.get_mailbox_ids(ctx.txn, account_id, found_ids)
+            rows = [row for row in rows if readable & set(every[row["id"]])]
+            found_ids = [row["id"] for row in rows]
+            mailbox_ids = {i: {m: True for m in every[i] if m in rights} for i in found_ids}
+        elif "mailboxIds" in properties:
+            mailbox_ids = emails.get_mailbox_ids(ctx.txn, account_id, found_ids)
+        else:
+            mailbox_ids = {}
         keywords = emails.get_keywords(ctx.txn, account_id, found_ids) if "keywords" in properties else {}
         result = []
         for row in rows:
@@ -573,8 +670,7 @@ class EmailType(DataType):
     ) -> dict[str, Any] | None:
         # Only mailboxIds and keywords may change: read just those instead
         # of the whole Email the generic version fetches.
-        rows = emails.get_rows(ctx.txn, account_id, [object_id], ["id"])
-        if not rows:
+        if not self.fetch(ctx, account_id, [object_id], frozenset({"id"}), {}):
             raise set_error("notFound", f"no Email {object_id!r}")
         current = {
             "mailboxIds": emails.get_mailbox_ids(ctx.txn, account_id, [object_id])[object_id],
@@ -603,10 +699,22 @@ class EmailType(DataType):
         new, touched = apply_patch(current, normalised)
         keywords = check_keywords(ctx, new["keywords"]) if "keywords" in touched else None
         mailbox_ids = check_mailbox_ids(ctx, account_id, new["mailboxIds"]) if "mailboxIds" in touched else None
+        if account_id != ctx.principal.account_id:
+            stored = emails.get_mailbox_ids(ctx.txn, account_id, [object_id])[object_id]
+            if mailbox_ids is not None:
+                # Mailboxes the sharee cannot see stay as they are.
+                hidden = set(stored) - set(current["mailboxIds"])
+                mailbox_ids = sorted(set(mailbox_ids) | hidden)
+            check_may_change(ctx, account_id, stored, mailbox_ids, current["keywords"], keywords)
         emails.update_email(ctx.txn, account_id, object_id, mailbox_ids=mailbox_ids, keywords=keywords)
         return None
 
     def destroy(self, ctx: Context, account_id: str, object_id: str, extra: dict[str, Any]) -> None:
+        rights = sharing.ctx_rights(ctx, account_id)
+        if rights is not None:
+            for mailbox_id in emails.get_mailbox_ids(ctx.txn, account_id, [object_id])[object_id]:
+                if "mayRemoveItems" not in rights.get(mailbox_id, frozenset()):
+                    raise set_error("forbidden", f"you may not remove Email {object_id} from its Mailboxes")
         if not emails.destroy_email(ctx.txn, account_id, object_id, ctx.now, ctx.config.blob_temp_ttl):
             raise set_error("notFound", f"no Email {object_id!r}")
 
@@ -627,6 +735,7 @@ class EmailType(DataType):
         mailbox_ids = check_mailbox_ids(ctx, account_id, overrides.get("mailboxIds", source_mailboxes))
         keywords = check_keywords(ctx, overrides.get("keywords", source_keywords))
         received_at = check_received_at(overrides.get("receivedAt"), received_at)
+        check_may_add(ctx, account_id, mailbox_ids, keywords)
         blob_storage.add_blob(
             ctx.txn, account_id, record.blob_id, record.size, "message/rfc822", ctx.now, None
         )
@@ -735,13 +844,14 @@ def create_email(ctx: Context, account_id: str, obj: dict[str, Any]) -> emails.C
         raise invalid_properties("mailboxIds is required", "mailboxIds")
     mailbox_ids = check_mailbox_ids(ctx, account_id, obj["mailboxIds"])
     keywords = check_keywords(ctx, obj.get("keywords"))
+    check_may_add(ctx, account_id, mailbox_ids, keywords)
     now = ctx.now
     received_at = check_received_at(obj.get("receivedAt"), int(now * 1000))
     blob_ids = _part_blob_ids(obj)
     contents: dict[str, bytes] = {}
     missing = []
     for blob_id in blob_ids:
-        data = resolve_blob(ctx.txn, ctx.env, account_id, blob_id)
+        data = resolve_for(ctx, account_id, blob_id)
         if data is None:
             missing.append(blob_id)
         else:
@@ -842,7 +952,8 @@ def _import_one(ctx: Context, account_id: str, item: Any) -> emails.Created:
         raise invalid_properties("blobId must be the id of an uploaded blob", "blobId")
     mailbox_ids = check_mailbox_ids(ctx, account_id, item.get("mailboxIds"))
     keywords = check_keywords(ctx, item.get("keywords"))
-    raw = resolve_blob(ctx.txn, ctx.env, account_id, blob_id)
+    check_may_add(ctx, account_id, mailbox_ids, keywords)
+    raw = resolve_for(ctx, account_id, blob_id)
     if raw is None:
         # RFC 8621 section 4.8: an id that is not found is invalidProperties.
         raise invalid_properties(f"no blob {blob_id!r}", "blobId")
@@ -903,7 +1014,7 @@ def email_parse(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
     not_parsable: list[str] = []
     not_found: list[str] = []
     for blob_id in dict.fromkeys(blob_ids):
-        raw = resolve_blob(ctx.txn, ctx.env, account_id, blob_id)
+        raw = resolve_for(ctx, account_id, blob_id)
         if raw is None:
             not_found.append(blob_id)
             continue
@@ -964,6 +1075,8 @@ def register(registry: Registry) -> None:
     registry.add_method("Email/parse", MAIL, email_parse)
     if resolve_blob not in registry.blob_resolvers:
         registry.blob_resolvers.append(resolve_blob)
+    if may_read_blob not in registry.blob_access_checks:
+        registry.blob_access_checks.append(may_read_blob)
     if _mailbox_destroyed not in mailboxes.mailbox_destroy_hooks:
         mailboxes.mailbox_destroy_hooks.append(_mailbox_destroyed)
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from jmapd import sharing
 from jmapd.mail import MAIL
 from jmapd.protocol.arguments import Arguments, is_id, is_unsigned_int
 from jmapd.protocol.core import COLLATIONS
@@ -39,8 +40,10 @@ from jmapd.protocol.errors import (
     set_error,
 )
 from jmapd.protocol.standard import DataType, check_filter_and_sort, register_standard_methods
+from jmapd.sharing import hide_changes, notification
 from jmapd.storage import changelog
 from jmapd.storage import mailboxes as storage
+from jmapd.storage import principals as principal_storage
 from jmapd.storage.mailboxes import Mailbox
 
 #: The roles a Mailbox may have: the special-use names of the IANA "IMAP
@@ -96,17 +99,97 @@ def my_rights(ctx: Context, account_id: str, mailbox: Mailbox | None) -> dict[st
     C{mailbox=None} stands for the account's top level, where
     C{mayCreateChild} means a top-level Mailbox may be created.
 
-    The owner may do everything; a shared account gives what its access
-    allows (read-only: only reading).  Per-Mailbox sharing extends this
-    function, and every check of Mailbox/set goes through it.
+    The owner may do everything; anyone else what the Mailbox's shareWith
+    gives them and the groups they are in (L{jmapd.sharing}), and nothing
+    at the top level.  Every check of Mailbox/set goes through here.
     """
-    access = ctx.accounts().get(account_id)
-    if access is not None and (access.is_personal or not access.is_read_only):
+    granted = sharing.ctx_rights(ctx, account_id)
+    if granted is None:
         return dict.fromkeys(RIGHTS, True)
-    return {right: right == "mayReadItems" for right in RIGHTS}
+    rights = frozenset() if mailbox is None else granted.get(mailbox.id, frozenset())
+    return {right: right in rights for right in RIGHTS}
 
 
-def to_json(mailbox: Mailbox, rights: dict[str, bool]) -> dict[str, Any]:
+def rights_json(rights: frozenset[str] | set[str]) -> dict[str, bool]:
+    return {right: right in rights for right in RIGHTS}
+
+
+def visible_mailboxes(ctx: Context, account_id: str) -> list[Mailbox]:
+    """
+    The account's Mailboxes the principal may see (every one of their own
+    account; of another, those they have some right on), with
+    C{is_subscribed} their own subscription.
+    """
+    found = storage.get_mailboxes(ctx.txn, account_id)
+    granted = sharing.ctx_rights(ctx, account_id)
+    if granted is None:
+        return found
+    subscribed = storage.subscriptions(ctx.txn, ctx.principal.account_id, account_id).get(account_id, set())
+    return [attrs.evolve(m, is_subscribed=m.id in subscribed) for m in found if m.id in granted]
+
+
+def check_share_with(ctx: Context, account_id: str, value: Any) -> dict[str, frozenset[str]]:
+    """
+    A shareWith value as C{{principal_id: rights}}.
+
+    @raise SetErrorException: invalidProperties.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid_properties("shareWith must be a map of Principal ids to MailboxRights, or null", "shareWith")
+    known = {p.id for p in principal_storage.get_principals(ctx.txn, list(value))}
+    result: dict[str, frozenset[str]] = {}
+    for principal_id, rights in value.items():
+        if principal_id == account_id or principal_id not in known:
+            raise invalid_properties(f"{principal_id!r} is not a Principal to share with", "shareWith")
+        if not isinstance(rights, dict) or not all(
+            r in RIGHTS and isinstance(v, bool) for r, v in rights.items()
+        ):
+            raise invalid_properties("each shareWith value must be a MailboxRights object", "shareWith")
+        result[principal_id] = frozenset(r for r, v in rights.items() if v)
+    return result
+
+
+def _effective(ctx: Context, user_id: str, account_id: str, mailbox_id: str) -> dict[str, bool] | None:
+    granted = storage.grants_for(ctx.txn, sharing.principal_ids(ctx.txn, user_id), account_id)
+    rights = granted.get(account_id, {}).get(mailbox_id)
+    return rights_json(rights) if rights else None
+
+
+def change_share_with(
+    ctx: Context, account_id: str, mailbox: Mailbox, grants: dict[str, frozenset[str]]
+) -> None:
+    """
+    Store a Mailbox's new grants and tell every individual whose rights
+    on it changed (ShareNotification; not for groups, RFC 9670 section 3).
+    """
+    old = storage.get_share_with(ctx.txn, account_id, [mailbox.id]).get(mailbox.id, {})
+    everyone = set(old) | set(grants)
+    groups = [p.id for p in principal_storage.get_principals(ctx.txn, everyone) if p.type != "individual"]
+    individuals = everyone - set(groups)
+    for group_id in groups:
+        individuals |= {
+            r[0]
+            for r in ctx.txn.fetchall("SELECT member_id FROM principal_members WHERE group_id = ?", (group_id,))
+        }
+    individuals.discard(account_id)
+    individuals = {
+        p.id for p in principal_storage.get_principals(ctx.txn, individuals) if p.account_id is not None
+    }
+    before = {user: _effective(ctx, user, account_id, mailbox.id) for user in individuals}
+    storage.set_share_with(ctx.txn, account_id, mailbox.id, grants)
+    storage.record_update(ctx.txn, account_id, mailbox.id)
+    for user in sorted(individuals):
+        notification.notify(
+            ctx.txn, user, ctx.principal.account_id, "Mailbox", account_id, mailbox.id, mailbox.name,
+            before[user], _effective(ctx, user, account_id, mailbox.id), ctx.now,
+        )
+
+
+def to_json(
+    mailbox: Mailbox, rights: dict[str, bool], share_with: dict[str, frozenset[str]] | None = None
+) -> dict[str, Any]:
     """
     A stored Mailbox as the JMAP object with every property.
     """
@@ -122,6 +205,7 @@ def to_json(mailbox: Mailbox, rights: dict[str, bool]) -> dict[str, Any]:
         "unreadThreads": mailbox.unread_threads,
         "myRights": rights,
         "isSubscribed": mailbox.is_subscribed,
+        "shareWith": {p: rights_json(r) for p, r in sorted(share_with.items())} if share_with else None,
     }
 
 
@@ -241,6 +325,7 @@ class MailboxType(DataType):
         "unreadThreads",
         "myRights",
         "isSubscribed",
+        "shareWith",
     )
     server_set = frozenset({"id", *COUNT_PROPERTIES, "myRights"})
     methods = ("get", "changes", "set", "query", "queryChanges")
@@ -250,11 +335,32 @@ class MailboxType(DataType):
     def fetch(
         self, ctx: Context, account_id: str, ids: list[str] | None, properties: frozenset[str], extra: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        found = storage.get_mailboxes(ctx.txn, account_id, ids)
-        return [to_json(mailbox, my_rights(ctx, account_id, mailbox)) for mailbox in found]
+        found = visible_mailboxes(ctx, account_id)
+        if ids is not None:
+            wanted = set(ids)
+            found = [mailbox for mailbox in found if mailbox.id in wanted]
+        owner = account_id == ctx.principal.account_id
+        shares = (
+            storage.get_share_with(ctx.txn, account_id, [m.id for m in found])
+            if owner and "shareWith" in properties
+            else {}
+        )
+        return [
+            to_json(mailbox, my_rights(ctx, account_id, mailbox), shares.get(mailbox.id)) for mailbox in found
+        ]
 
     def count(self, ctx: Context, account_id: str) -> int:
+        if account_id != ctx.principal.account_id:
+            return len(visible_mailboxes(ctx, account_id))
         return storage.count_mailboxes(ctx.txn, account_id)
+
+    def do_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
+        """
+        In a shared account, Mailboxes the user cannot see are left out,
+        and one they saw that went out of sight is reported destroyed.
+        """
+        response = super().do_changes(ctx, arguments)
+        return hide_changes(response, sharing.ctx_rights(ctx, response["accountId"]))
 
     # -- /query and /queryChanges ----------------------------------------------
 
@@ -265,7 +371,7 @@ class MailboxType(DataType):
         self, ctx: Context, account_id: str, filter: Any, sort: list[dict[str, Any]], extra: dict[str, Any]
     ) -> list[str]:
         return query_mailboxes(
-            storage.get_mailboxes(ctx.txn, account_id),
+            visible_mailboxes(ctx, account_id),
             parse_mailbox_filter(filter),
             parse_mailbox_sort(sort),
             sort_as_tree=extra["sortAsTree"],
@@ -450,7 +556,12 @@ class MailboxType(DataType):
                 if not isinstance(parent, str) or not (is_id(parent) or parent.startswith("#")):
                     raise invalid_properties("parentId must be a Mailbox id or null", "parentId")
                 parent = ctx.resolve_id(parent)
-                if parent is None or not storage.mailbox_exists(ctx.txn, account_id, parent):
+                granted = sharing.ctx_rights(ctx, account_id)
+                if (
+                    parent is None
+                    or not storage.mailbox_exists(ctx.txn, account_id, parent)
+                    or (granted is not None and parent not in granted)
+                ):
                     raise invalid_properties(f"there is no Mailbox {given!r}", "parentId")
                 if parent != given:
                     response["parentId"] = parent
@@ -484,6 +595,18 @@ class MailboxType(DataType):
         read = self._read(ctx, account_id, obj, response)
         values = {"parent_id": None, "role": None, "sort_order": 0, "is_subscribed": True, **read}
         self._may_create_child(ctx, account_id, values["parent_id"])
+        owner = account_id == ctx.principal.account_id
+        if "shareWith" in obj and not owner:
+            raise set_error("forbidden", "only the owner may share a Mailbox")
+        grants = check_share_with(ctx, account_id, obj.get("shareWith"))
+        if not owner:
+            # A Mailbox made by a sharee is shared as its parent is (or it
+            # would vanish from their sight at once); it is the owner's,
+            # so the owner's subscription stays as the default.
+            assert values["parent_id"] is not None
+            grants = storage.get_share_with(ctx.txn, account_id, [values["parent_id"]]).get(values["parent_id"], {})
+            subscribe = values.pop("is_subscribed")
+            values["is_subscribed"] = True
         if not extra.get("deferred"):
             limit = ctx.config.mailbox_max_total
             if storage.count_mailboxes(ctx.txn, account_id) >= limit:
@@ -492,8 +615,15 @@ class MailboxType(DataType):
         mailbox = storage.add_mailbox(ctx.txn, account_id, **values)
         if extra.get("deferred"):
             self._check_rules(ctx, account_id, mailbox, _TREE_PROPERTIES, extra)
-        full = to_json(mailbox, my_rights(ctx, account_id, mailbox))
-        defaults = {key: full[key] for key in ("parentId", "role", "sortOrder", "isSubscribed") if key not in obj}
+        if grants:
+            change_share_with(ctx, account_id, mailbox, grants)
+        if not owner:
+            storage.set_subscribed(ctx.txn, account_id, mailbox.id, ctx.principal.account_id, subscribe)
+            mailbox = attrs.evolve(mailbox, is_subscribed=subscribe)
+        full = to_json(mailbox, my_rights(ctx, account_id, mailbox), grants if owner else None)
+        defaults = {
+            key: full[key] for key in ("parentId", "role", "sortOrder", "isSubscribed", "shareWith") if key not in obj
+        }
         server = {key: full[key] for key in ("id", *COUNT_PROPERTIES, "myRights")}
         return {**server, **defaults, **response}
 
@@ -509,8 +639,20 @@ class MailboxType(DataType):
     ) -> dict[str, Any] | None:
         stored = storage.get_mailbox(ctx.txn, account_id, object_id)
         assert stored is not None
+        owner = account_id == ctx.principal.account_id
         response: dict[str, Any] = {}
         read = self._read(ctx, account_id, {key: new[key] for key in touched if key in new}, response)
+        share_changed = "shareWith" in touched and new.get("shareWith") != current.get("shareWith")
+        if share_changed:
+            if not owner:
+                raise set_error("forbidden", f"only the owner may change who Mailbox {object_id} is shared with")
+            grants = check_share_with(ctx, account_id, new.get("shareWith"))
+        if not owner and "is_subscribed" in read:
+            # A sharee's subscription is their own, not the owner's.
+            subscribe = read.pop("is_subscribed")
+            if subscribe != current["isSubscribed"]:
+                storage.set_subscribed(ctx.txn, account_id, object_id, ctx.principal.account_id, subscribe)
+                storage.record_update(ctx.txn, account_id, object_id)
         mailbox = attrs.evolve(stored, **read)
         changed = {
             prop
@@ -523,6 +665,8 @@ class MailboxType(DataType):
             )
             if getattr(mailbox, attribute) != getattr(stored, attribute)
         }
+        if share_changed:
+            change_share_with(ctx, account_id, mailbox, grants)
         if not changed:
             return response or None
         rights = my_rights(ctx, account_id, stored)

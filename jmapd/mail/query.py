@@ -335,6 +335,22 @@ def _read_query(args: Arguments) -> Query:
     return Query(filter, sort, collapse)
 
 
+def visible(ctx: Context, account_id: str, query: Query) -> Query:
+    """
+    C{query} limited to the Emails the principal may read: in a shared
+    account, those in at least one Mailbox with mayReadItems (the others
+    stay invisible: not in ids, not in total).
+    """
+    from jmapd import sharing
+
+    readable = sharing.readable(ctx, account_id)
+    if readable is None:
+        return query
+    allowed = Operator("OR", tuple(InMailbox(m) for m in sorted(readable)))
+    filter = allowed if query.filter is None else Operator("AND", (query.filter, allowed))
+    return Query(filter, query.sort, query.collapse_threads)
+
+
 def email_state(ctx: Context, account_id: str) -> str:
     return str(changelog.get_modseq(ctx.txn, account_id, emails.EMAIL))
 
@@ -353,6 +369,7 @@ def email_query(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
     calculate_total = args.boolean("calculateTotal")
     args.done()
     ctx.account(account_id, MAIL)
+    query = visible(ctx, account_id, query)
     txn = ctx.txn
     response: dict[str, Any] = {
         "accountId": account_id,
@@ -439,6 +456,7 @@ def email_query_changes(ctx: Context, arguments: dict[str, Any]) -> dict[str, An
     calculate_total = args.boolean("calculateTotal")
     args.done()
     ctx.account(account_id, MAIL)
+    query = visible(ctx, account_id, query)
     txn = ctx.txn
     state = email_state(ctx, account_id)
     since = None

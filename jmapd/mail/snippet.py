@@ -17,6 +17,7 @@ import html
 from collections.abc import Iterable
 from typing import Any
 
+from jmapd import sharing
 from jmapd.mail import MAIL
 from jmapd.mail.query import parse_filter
 from jmapd.protocol.arguments import Arguments
@@ -118,6 +119,12 @@ def search_snippet_get(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any
         raise MethodError("requestTooLarge", f"{len(email_ids)} emailIds; maxObjectsInGet is {limit}")
     wanted = list(dict.fromkeys(email_ids))
     existing = {row["id"] for row in emails.get_rows(ctx.txn, account_id, wanted, ["id"])}
+    readable = sharing.readable(ctx, account_id)
+    if readable is not None:
+        # In a shared account, Emails the principal may not read do not
+        # exist for it.
+        mailboxes_of = emails.get_mailbox_ids(ctx.txn, account_id, sorted(existing))
+        existing = {e for e in existing if readable.intersection(mailboxes_of.get(e, {}))}
     subject_terms, body_terms = snippet_terms(node)
     found = search.highlight(ctx.txn, account_id, sorted(existing), subject_terms, body_terms, (_OPEN, _CLOSE))
     listed = []

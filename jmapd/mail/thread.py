@@ -24,12 +24,23 @@ class ThreadType(DataType):
     methods = ("get", "changes")
 
     def count(self, ctx: Context, account_id: str) -> int:
+        if account_id != ctx.principal.account_id:
+            return len(self.fetch(ctx, account_id, None, frozenset({"id"}), {}))
         return emails.count_threads(ctx.txn, account_id)
 
     def fetch(
         self, ctx: Context, account_id: str, ids: list[str] | None, properties: frozenset[str], extra: dict[str, Any]
     ) -> list[dict[str, Any]]:
         found = emails.thread_email_ids(ctx.txn, account_id, ids)
+        if account_id != ctx.principal.account_id:
+            # Someone else's account: only the Emails the user may read;
+            # a Thread with none of them does not exist for them.
+            from jmapd.mail.email import EMAIL_TYPE
+
+            every = [e for email_ids in found.values() for e in email_ids]
+            visible = {e["id"] for e in EMAIL_TYPE.fetch(ctx, account_id, every, frozenset({"id"}), {})}
+            found = {t: [e for e in ids_ if e in visible] for t, ids_ in found.items()}
+            found = {t: ids_ for t, ids_ in found.items() if ids_}
         return [{"id": thread_id, "emailIds": email_ids} for thread_id, email_ids in found.items()]
 
 

@@ -15,7 +15,8 @@ every call computes, and results are the same.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from jmapd.storage import changelog
 

@@ -59,7 +59,12 @@ def blob_copy(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
     not_copied: dict[str, Any] = {}
     expires_at = ctx.now + ctx.config.blob_temp_ttl
     for blob_id in blob_ids:
-        record = blob_storage.get_blob(ctx.txn, from_account_id, blob_id) if is_id(blob_id) else None
+        if not is_id(blob_id) or not ctx.env.registry.may_read_blob(ctx, from_account_id, blob_id):
+            # In a shared account only blobs of Emails the principal may
+            # read exist for it.
+            not_copied[blob_id] = {"type": "blobNotFound", "description": f"no blob {blob_id!r} in {from_account_id}"}
+            continue
+        record = blob_storage.get_blob(ctx.txn, from_account_id, blob_id)
         if record is not None:
             # Nothing in the target account references the copy yet, so it
             # expires like an upload unless something starts using it.

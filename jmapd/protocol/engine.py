@@ -56,6 +56,24 @@ class Capability:
     urn: str
     session: Callable[[Any], dict[str, Any]]
     account: Callable[[Any, Any, str], dict[str, Any]] | None = None
+    #: C{account_for(env, txn, account_id, principal) -> dict}: the value
+    #: when it depends on who asks (the Principals capability's
+    #: currentUserPrincipalId); used by L{account_value} instead of
+    #: C{account}.
+    account_for: Callable[[Any, Any, str, Principal], dict[str, Any]] | None = None
+    #: Whether it appears in the Session's C{capabilities}; some are account
+    #: capabilities only (RFC 9670: C{urn:ietf:params:jmap:principals:owner}).
+    in_session: bool = True
+
+    def account_value(self, env: Any, txn: Any, account_id: str, principal: Principal) -> dict[str, Any]:
+        """
+        The capability's value in C{accountCapabilities} of an account as
+        C{principal} sees it.
+        """
+        if self.account_for is not None:
+            return self.account_for(env, txn, account_id, principal)
+        assert self.account is not None
+        return self.account(env, txn, account_id)
 
 
 @frozen
@@ -77,6 +95,10 @@ class AccountAccess:
     is_personal: bool
     is_read_only: bool
     capabilities: frozenset[str]
+    #: Whether the Session lists the account and push reports its changes:
+    #: a shared account only while the user subscribes to some of it
+    #: (RFC 9670 section 1.4); methods may use it either way.
+    listed: bool = True
 
 
 class Registry:
@@ -94,6 +116,11 @@ class Registry:
         #: that are not stored as files of their own, such as the body parts
         #: of a message (Mail adds one); tried when the blobs table has no row.
         self.blob_resolvers: list[Callable[[Any, Any, str, str], bytes | None]] = []
+        #: C{check(ctx, account_id, blob_id) -> bool}: whether the
+        #: principal may read a blob of an account that is not their own
+        #: (sharing adds one: blobs of Emails they may read); without any,
+        #: no blob of another account is readable.
+        self.blob_access_checks: list[Callable[[Context, str, str], bool]] = []
 
     def add_capability(self, capability: Capability) -> None:
         self.capabilities[capability.urn] = capability
@@ -131,10 +158,23 @@ class Registry:
                 return True
         return False
 
-    def accounts(self, env: Any, txn: Any, principal: Principal) -> dict[str, AccountAccess]:
+    def may_read_blob(self, ctx: Context, account_id: str, blob_id: str) -> bool:
+        """
+        Whether the principal may read C{blob_id} of C{account_id} (an
+        account C{ctx.account} allowed): everything of their own account;
+        of another what a L{blob_access_checks} allows.
+        """
+        if account_id == ctx.principal.account_id:
+            return True
+        return any(check(ctx, account_id, blob_id) for check in self.blob_access_checks)
+
+    def accounts(
+        self, env: Any, txn: Any, principal: Principal, unlisted: bool = False
+    ) -> dict[str, AccountAccess]:
         """
         The accounts the principal may use, by accountId: its own, plus
-        what the registered lookups (sharing) add.
+        what the registered lookups (sharing) add; those the Session does
+        not list (see L{AccountAccess.listed}) only with C{unlisted}.
         """
         own_capabilities = frozenset(
             urn for urn, capability in self.capabilities.items() if capability.account is not None
@@ -146,7 +186,8 @@ class Registry:
         }
         for lookup in self.account_lookups:
             for access in lookup(env, txn, principal):
-                found.setdefault(access.account_id, access)
+                if access.listed or unlisted:
+                    found.setdefault(access.account_id, access)
         return found
 
 
@@ -184,7 +225,7 @@ class Context:
 
     def accounts(self) -> dict[str, AccountAccess]:
         if self._accounts is None:
-            self._accounts = self.env.registry.accounts(self.env, self.txn, self.principal)
+            self._accounts = self.env.registry.accounts(self.env, self.txn, self.principal, unlisted=True)
         return self._accounts
 
     def account(self, account_id: Any, capability: str, write: bool = False) -> AccountAccess:

@@ -34,15 +34,19 @@ def build_session(env: Any, txn: Any, principal: Principal) -> dict[str, Any]:
     else in it, so it changes exactly when the Session does.
     """
     registry = env.registry
-    capabilities = {urn: capability.session(env) for urn, capability in registry.capabilities.items()}
+    capabilities = {
+        urn: capability.session(env)
+        for urn, capability in registry.capabilities.items()
+        if capability.in_session
+    }
     accounts: dict[str, Any] = {}
     primary: dict[str, str] = {}
     for account_id, access in sorted(registry.accounts(env, txn, principal).items()):
         account_capabilities = {}
         for urn in sorted(access.capabilities):
             capability = registry.capabilities.get(urn)
-            if capability is not None and capability.account is not None:
-                account_capabilities[urn] = capability.account(env, txn, account_id)
+            if capability is not None and (capability.account is not None or capability.account_for is not None):
+                account_capabilities[urn] = capability.account_value(env, txn, account_id, principal)
         accounts[account_id] = {
             "name": access.name,
             "isPersonal": access.is_personal,

@@ -399,6 +399,19 @@ def find_blob_email(txn: Any, account_id: str, blob_id: str) -> dict[str, Any] |
     return {"headers": _loads(row[0]), **_loads(row[1])}
 
 
+def blob_mailbox_ids(txn: Any, account_id: str, blob_id: str) -> set[str]:
+    """
+    The Mailboxes of the account's Emails whose message is C{blob_id}
+    (what decides who else may read the blob).
+    """
+    rows = txn.fetchall(
+        "SELECT m.mailbox_id FROM emails e JOIN email_mailboxes m ON m.account_id = e.account_id"
+        " AND m.email_id = e.id WHERE e.account_id = ? AND e.blob_id = ?",
+        (account_id, blob_id),
+    )
+    return {row[0] for row in rows}
+
+
 def load_record(txn: Any, account_id: str, email_id: str) -> tuple[EmailRecord, int, dict[str, bool], dict[str, bool]] | None:
     """
     An Email's record with its receivedAt, mailboxIds and keywords (what
@@ -544,11 +557,16 @@ def _choose_thread(
     """
     linked: dict[str, int] = {}
     for chunk in _chunks(message_ids):
+        # CROSS JOIN: SQLite joins in the order written, from the message
+        # ids (a few index probes).  Left to itself, without statistics, it
+        # scanned the account's Emails for the subject: every delivery then
+        # read the whole mailbox.
         for thread_id, created_seq in txn.fetchall(
             "SELECT DISTINCT t.id, t.created_seq FROM email_message_ids m"
-            " JOIN emails e ON e.account_id = m.account_id AND e.id = m.email_id"
-            " JOIN threads t ON t.account_id = e.account_id AND t.id = e.thread_id"
-            f" WHERE m.account_id = ? AND m.msgid IN ({_marks(len(chunk))}) AND e.thread_subject = ?",
+            " CROSS JOIN emails e CROSS JOIN threads t"
+            f" WHERE m.account_id = ? AND m.msgid IN ({_marks(len(chunk))})"
+            " AND e.account_id = m.account_id AND e.id = m.email_id AND e.thread_subject = ?"
+            " AND t.account_id = e.account_id AND t.id = e.thread_id",
             (account_id, *chunk, thread_subject),
         ):
             linked[thread_id] = int(created_seq)

@@ -21,6 +21,7 @@ from attrs import frozen
 from twisted.logger import Logger
 
 from jmapd.storage import accounts, changelog
+from jmapd.storage import principals as _principals  # noqa: F401  (registers its account hook)
 from jmapd.storage.ids import new_id
 
 log = Logger()
@@ -211,6 +212,10 @@ def destroy_mailbox(txn: Any, account_id: str, mailbox_id: str, remove_emails: b
     txn.lock_account(account_id)
     for hook in mailbox_destroy_hooks:
         hook(txn, account_id, mailbox_id, remove_emails)
+    if txn.fetchone("SELECT 1 FROM mailbox_acl WHERE account_id = ? AND mailbox_id = ?", (account_id, mailbox_id)):
+        txn.execute("DELETE FROM mailbox_acl WHERE account_id = ? AND mailbox_id = ?", (account_id, mailbox_id))
+        _principals.bump(txn, "acl")
+    txn.execute("DELETE FROM mailbox_subscriptions WHERE account_id = ? AND mailbox_id = ?", (account_id, mailbox_id))
     txn.execute("DELETE FROM mailboxes WHERE account_id = ? AND id = ?", (account_id, mailbox_id))
     changelog.record_change(txn, account_id, TYPE_NAME, mailbox_id, changelog.DESTROYED)
 
@@ -311,6 +316,113 @@ def query_changes_since(txn: Any, account_id: str, since: int) -> tuple[set[str]
         if int(created_modseq) > since:
             created.add(object_id)
     return touched, created
+
+
+# -- sharing: grants (shareWith) and per-user subscriptions ------------------------
+
+
+def _rights_text(rights: Iterable[str]) -> str:
+    return ",".join(sorted(rights))
+
+
+def _rights_set(text: str) -> frozenset[str]:
+    return frozenset(r for r in text.split(",") if r)
+
+
+def get_share_with(txn: Any, account_id: str, mailbox_ids: Iterable[str]) -> dict[str, dict[str, frozenset[str]]]:
+    """
+    The grants on each of these Mailboxes: C{{mailbox_id: {principal_id:
+    rights}}} (a Mailbox shared with no one is absent).
+    """
+    found: dict[str, dict[str, frozenset[str]]] = {}
+    wanted = list(dict.fromkeys(mailbox_ids))
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        for mailbox_id, principal_id, rights in txn.fetchall(
+            "SELECT mailbox_id, principal_id, rights FROM mailbox_acl"
+            f" WHERE account_id = ? AND mailbox_id IN ({marks})",
+            (account_id, *chunk),
+        ):
+            found.setdefault(mailbox_id, {})[principal_id] = _rights_set(rights)
+    return found
+
+
+def set_share_with(txn: Any, account_id: str, mailbox_id: str, grants: Mapping[str, Iterable[str]]) -> None:
+    """
+    Replace the grants on a Mailbox (principals with no right are dropped)
+    and raise the C{acl} counter.
+    """
+    txn.lock_account(account_id)
+    txn.execute("DELETE FROM mailbox_acl WHERE account_id = ? AND mailbox_id = ?", (account_id, mailbox_id))
+    for principal_id, rights in sorted(grants.items()):
+        text = _rights_text(rights)
+        if text:
+            txn.execute(
+                "INSERT INTO mailbox_acl (account_id, mailbox_id, principal_id, rights) VALUES (?, ?, ?, ?)",
+                (account_id, mailbox_id, principal_id, text),
+            )
+    _principals.bump(txn, "acl")
+
+
+def grants_for(txn: Any, principal_ids: Iterable[str], account_id: str | None = None) -> dict[str, dict[str, frozenset[str]]]:
+    """
+    What these principals (a user and their groups) were given, together:
+    C{{account_id: {mailbox_id: rights}}}, for one account or all.
+    """
+    ids = list(principal_ids)
+    marks = ", ".join("?" * len(ids))
+    sql = f"SELECT account_id, mailbox_id, rights FROM mailbox_acl WHERE principal_id IN ({marks})"
+    params: tuple[Any, ...] = tuple(ids)
+    if account_id is not None:
+        sql += " AND account_id = ?"
+        params += (account_id,)
+    found: dict[str, dict[str, frozenset[str]]] = {}
+    for account, mailbox_id, rights in txn.fetchall(sql, params):
+        mailboxes = found.setdefault(account, {})
+        mailboxes[mailbox_id] = mailboxes.get(mailbox_id, frozenset()) | _rights_set(rights)
+    return found
+
+
+def subscriptions(txn: Any, principal_id: str, account_id: str | None = None) -> dict[str, set[str]]:
+    """
+    The shared Mailboxes C{principal_id} is subscribed to, by account.
+    """
+    sql = "SELECT account_id, mailbox_id FROM mailbox_subscriptions WHERE principal_id = ?"
+    params: tuple[Any, ...] = (principal_id,)
+    if account_id is not None:
+        sql += " AND account_id = ?"
+        params += (account_id,)
+    found: dict[str, set[str]] = {}
+    for account, mailbox_id in txn.fetchall(sql, params):
+        found.setdefault(account, set()).add(mailbox_id)
+    return found
+
+
+def set_subscribed(txn: Any, account_id: str, mailbox_id: str, principal_id: str, subscribed: bool) -> None:
+    """
+    Subscribe a user other than the owner to a Mailbox, or not; raises the
+    C{acl} counter (the Session lists shared accounts by subscription).
+    """
+    txn.execute(
+        "DELETE FROM mailbox_subscriptions WHERE account_id = ? AND mailbox_id = ? AND principal_id = ?",
+        (account_id, mailbox_id, principal_id),
+    )
+    if subscribed:
+        txn.execute(
+            "INSERT INTO mailbox_subscriptions (account_id, mailbox_id, principal_id) VALUES (?, ?, ?)",
+            (account_id, mailbox_id, principal_id),
+        )
+    _principals.bump(txn, "acl")
+
+
+def record_update(txn: Any, account_id: str, mailbox_id: str) -> None:
+    """
+    Record a change of a Mailbox's properties that is not a column of its
+    row (shareWith).
+    """
+    txn.lock_account(account_id)
+    changelog.record_change(txn, account_id, TYPE_NAME, mailbox_id, changelog.UPDATED)
 
 
 accounts.account_created_hooks.append(create_default_mailboxes)

@@ -343,7 +343,10 @@ def document_of(raw: bytes | None, parsed: dict[str, Any]) -> SearchDocument:
             part = parts.get(part_id)
             if part is None or part.get("subParts") is not None or length >= MAX_BODY_CHARS:
                 continue
-            text = _part_text(raw, part)[: MAX_BODY_CHARS - length]
+            try:
+                text = _part_text(raw, part)[: MAX_BODY_CHARS - length]
+            except Exception:  # noqa: BLE001 - a part we cannot read is not searched; the message is still stored
+                continue
             texts.append(text)
             length += len(text)
     headers = []
@@ -721,7 +724,8 @@ def backfill(txn: Any, store: Any, limit: int = 500) -> int:
     """
     rows = txn.fetchall(
         f"SELECT e.account_id, e.id, {_STORED} FROM emails e"
-        " WHERE NOT EXISTS (SELECT 1 FROM email_search s WHERE s.docid = e.docid) LIMIT ?",
+        " WHERE NOT EXISTS (SELECT 1 FROM email_search s WHERE s.docid = e.docid AND s.account_id = e.account_id)"
+        " LIMIT ?",
         (limit,),
     )
     for row in rows:
@@ -770,6 +774,16 @@ def allocate_docid(txn: Any, received_at: int) -> int:
 # -- compiling queries ---------------------------------------------------------------------
 
 
+#: Conditions that are always true or false, in SQL both engines run
+#: (PostgreSQL does not take an integer for a boolean).
+_TRUE = "1 = 1"
+_FALSE = "1 = 0"
+
+#: LIMIT for "no limit" with an OFFSET, on both engines (PostgreSQL
+#: refuses SQLite's -1).
+_NO_LIMIT = 2**63 - 1
+
+
 class _Compiler:
     """
     Turns a filter tree and sort into SQL about the Email row C{e},
@@ -789,10 +803,10 @@ class _Compiler:
     def _Operator(self, node: Operator) -> str:
         parts = [self.condition(c) for c in node.conditions]
         if node.operator == "AND":
-            return "(" + " AND ".join(parts) + ")" if parts else "1"
+            return "(" + " AND ".join(parts) + ")" if parts else _TRUE
         if node.operator == "OR":
-            return "(" + " OR ".join(parts) + ")" if parts else "0"
-        return "NOT (" + " OR ".join(parts) + ")" if parts else "1"
+            return "(" + " OR ".join(parts) + ")" if parts else _FALSE
+        return "NOT (" + " OR ".join(parts) + ")" if parts else _TRUE
 
     def _InMailbox(self, node: InMailbox) -> str:
         self.params.append(node.mailbox_id)
@@ -803,7 +817,7 @@ class _Compiler:
 
     def _InMailboxOtherThan(self, node: InMailboxOtherThan) -> str:
         if not node.mailbox_ids:
-            return "1"
+            return _TRUE
         self.params.extend(node.mailbox_ids)
         return (
             "EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = e.account_id"
@@ -864,7 +878,7 @@ class _Compiler:
 
     def _Text(self, node: Text) -> str:
         if not node.terms:
-            return "1"
+            return _TRUE
         sql, params = self.index.match(self.account_id, node.field, node.terms)
         self.params.extend(params)
         return sql
@@ -886,11 +900,13 @@ class _Compiler:
         if name == "size":
             return ["e.size"]
         if name == "sentAt":
-            return ["e.sent_at_ms"]
+            # Without a Date header first (ascending), on both engines:
+            # PostgreSQL puts NULL after every value, SQLite before.
+            return ["(e.sent_at_ms IS NOT NULL)", "e.sent_at_ms"]
         if name in STRING_SORTS:
             return self.index.string_sort(
-                f"(SELECT s.sort_{name} FROM email_search s WHERE s.docid = e.docid)",
-                f"(SELECT s.key_{name} FROM email_search s WHERE s.docid = e.docid)",
+                f"(SELECT s.sort_{name} FROM email_search s WHERE s.docid = e.docid AND s.account_id = e.account_id)",
+                f"(SELECT s.key_{name} FROM email_search s WHERE s.docid = e.docid AND s.account_id = e.account_id)",
                 comparator.collation,
             )
         keyword = comparator.keyword or ""
@@ -984,7 +1000,7 @@ def statement(
     sql = f"SELECT {id_column}, {thread} FROM {source} WHERE {' AND '.join(where)} ORDER BY {order}"
     if limit is not None or offset:
         sql += " LIMIT ? OFFSET ?"
-        compiler.params.extend([-1 if limit is None else limit, offset])
+        compiler.params.extend([_NO_LIMIT if limit is None else limit, offset])
     return sql, compiler.params
 
 

@@ -36,7 +36,11 @@ _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;.*)?
 DEFAULT_TYPE = "application/octet-stream"
 
 
-def _account_check(env: Any, txn: Any, login: Any, account_id: str) -> None:
+def _account_check(env: Any, txn: Any, login: Any, account_id: str) -> Any:
+    """
+    The method Context of the login for C{account_id}, which it must be
+    allowed to use.
+    """
     from jmapd.protocol.engine import Context
 
     ctx = Context(txn, env, login.principal, frozenset(), {})
@@ -44,6 +48,7 @@ def _account_check(env: Any, txn: Any, login: Any, account_id: str) -> None:
         ctx.account(account_id, CORE)
     except MethodError:
         raise HTTPProblem(404, f"no account {account_id!r}") from None
+    return ctx
 
 
 def content_disposition(name: str) -> bytes:
@@ -131,6 +136,10 @@ class UploadResource(AsyncResource):
     def _store(self, txn: Any, login: Any, account_id: str, content: Any, size: int, media_type: str) -> Any:
         env = self._env
         _account_check(env, txn, login, account_id)
+        if account_id != login.principal.account_id:
+            # An upload to a shared account would be readable by no one
+            # but the owner (blobs there are read through Emails).
+            raise HTTPProblem(403, "upload to your own account; Email/import and Email/copy take it from there")
         content.seek(0)
         blob_id = env.blobs.put_file(content)
         now = float(env.clock.seconds())
@@ -202,7 +211,11 @@ class DownloadResource(AsyncResource):
         accept = request.args.get(b"accept", [b""])[0].decode("utf-8", "replace").strip()
 
         def find(txn: Any, login: Any) -> Any:
-            _account_check(env, txn, login, account_id)
+            ctx = _account_check(env, txn, login, account_id)
+            if not is_id(blob_id) or not env.registry.may_read_blob(ctx, account_id, blob_id):
+                # Someone else's account: only blobs of Emails the user
+                # may read, and no word of the others.
+                raise HTTPProblem(404, f"no blob {blob_id!r} in account {account_id!r}")
             record = blob_storage.get_blob(txn, account_id, blob_id) if is_id(blob_id) else None
             if record is not None and env.blobs.exists(blob_id):
                 return record, env.blobs.open(blob_id)

@@ -119,8 +119,9 @@ class JMAPRequest(Request):
             return
         if self.max_body and self._received > self.max_body:
             self.dropped_body_size = self._received
-            self.content.seek(0)
-            self.content.truncate()
+            if self.content is not None:
+                self.content.seek(0)
+                self.content.truncate()
             return
         super().handleContentChunk(data)
 

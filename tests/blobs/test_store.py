@@ -3,11 +3,12 @@ Tests for L{jmapd.blobs.store.FileBlobStore} and the blob access table of
 L{jmapd.storage.blobs}.
 """
 
+import errno
 import hashlib
 import io
 import os
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from jmapd.blobs import store as store_module
 from jmapd.blobs.store import FileBlobStore, blob_id_of, is_blob_id
@@ -62,29 +63,126 @@ class FileBlobStoreTests(SynchronousTestCase):
             blob_id, store_module.blob_id_for_digest(hashlib.sha256(data).digest())
         )
 
-    def test_fsync(self):
+    def record_fsyncs(self):
         """
-        The file and its directory are fsynced before the id is returned.
+        Record every fsync of the store, by path, instead of doing it.
         """
         synced = []
-        real_fsync = os.fsync
+        self.patch(store_module, "_fsync", synced.append)
+        return synced
 
-        def fsync(fd):
-            synced.append(fd)
-            return real_fsync(fd)
+    def record_syncfs(self):
+        """
+        Record every syncfs of the store (the path of the descriptor it
+        was given) instead of doing it.
+        """
+        flushed = []
+        self.patch(store_module, "_syncfs", lambda fd: flushed.append(os.readlink(f"/proc/self/fd/{fd}")))
+        return flushed
 
-        self.patch(store_module.os, "fsync", fsync)
-        directories = []
-        real_fsync_directory = store_module._fsync_directory
-
-        def fsync_directory(path):
-            directories.append(path)
-            return real_fsync_directory(path)
-
-        self.patch(store_module, "_fsync_directory", fsync_directory)
+    def test_fsync(self):
+        """
+        Without syncfs, the file, its directory and (the first time, as
+        they may be new) the directories above it are fsynced before the
+        id is returned; a later blob in the same directory needs only the
+        file and that directory.
+        """
+        self.patch(store_module, "_syncfs", None)
+        synced = self.record_fsyncs()
         blob_id = self.store.put(b"durable")
-        self.assertEqual(len(synced), 2)
-        self.assertEqual(directories, [os.path.dirname(self.store.path(blob_id))])
+        path = self.store.path(blob_id)
+        directory = os.path.dirname(path)
+        self.assertEqual(
+            synced, [path, directory, os.path.dirname(directory), os.path.dirname(os.path.dirname(directory))]
+        )
+        # Known durable now: another blob there needs only the directory.
+        self.assertEqual(self.store._directories_for(directory), (directory,))
+
+    def test_syncGroup(self):
+        """
+        Without syncfs, a group is made durable with one fsync per file
+        and one per directory, however many of the group's blobs are in it.
+        """
+        self.patch(store_module, "_syncfs", None)
+        synced = self.record_fsyncs()
+        written = [self.store.write(data) for data in (b"one", b"two", b"three")]
+        self.assertEqual(synced, [])
+        self.store.sync(written)
+        files = [w.path for w in written]
+        self.assertEqual(synced[:3], files)
+        directories = synced[3:]
+        self.assertEqual(len(directories), len(set(directories)))
+        self.assertEqual(set(directories), {d for w in written for d in w.directories})
+        self.assertIn(self.store.root, directories)
+
+    def test_syncfs(self):
+        """
+        With syncfs, a group is made durable with one call for the store's
+        file system, and nothing is fsynced one by one.
+        """
+        synced = self.record_fsyncs()
+        flushed = self.record_syncfs()
+        written = [self.store.write(data) for data in (b"one", b"two", b"three")]
+        self.assertEqual(flushed, [])
+        self.store.sync(written)
+        self.assertEqual(flushed, [os.path.realpath(self.store.root)])
+        self.assertEqual(synced, [])
+        self.store.sync([])
+        self.assertEqual(len(flushed), 1)
+
+    def test_syncfsError(self):
+        """
+        An error syncfs reports reaches the caller of sync.
+        """
+        real = store_module._load_syncfs()
+        if real is None:
+            raise SkipTest("no syncfs on this platform")
+        written = self.store.write(b"data")
+        # A descriptor that is not open: syncfs fails with EBADF.
+        self.patch(os, "open", lambda *args: 1 << 20)
+        self.patch(os, "close", lambda fd: None)
+        self.patch(store_module, "_syncfs", real)
+        error = self.assertRaises(OSError, self.store.sync, [written])
+        self.assertEqual(error.errno, errno.EBADF)
+
+    def test_writeThenRead(self):
+        """
+        A written blob can be read at once, before it is synced, and
+        put_many stores several, returning their ids in order.
+        """
+        written = self.store.write(b"early")
+        self.assertEqual(written.blob_id, blob_id_of(b"early"))
+        self.assertEqual(self.store.read(written.blob_id), b"early")
+        self.assertEqual(self.store.put_many([b"a", b"b"]), [blob_id_of(b"a"), blob_id_of(b"b")])
+        self.assertEqual(os.listdir(os.path.join(self.store.root, "tmp")), [])
+
+    def test_incompleteReplaced(self):
+        """
+        A file a crash left incomplete under a blob's name is replaced by
+        the next write or put of that content, not taken as the blob.
+        """
+        for store_data in (self.store.write, self.store.put, lambda data: self.store.put_file(io.BytesIO(data))):
+            data = os.urandom(100)
+            path = self.store.path(blob_id_of(data))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data[:10])
+            store_data(data)
+            self.assertEqual(self.store.read(blob_id_of(data)), data)
+
+    def test_existingKept(self):
+        """
+        Writing content that is already stored keeps the file as it is
+        (same inode) and still syncs it.
+        """
+        self.patch(store_module, "_syncfs", None)
+        blob_id = self.store.put(b"kept")
+        before = os.stat(self.store.path(blob_id)).st_ino
+        synced = self.record_fsyncs()
+        written = self.store.write(b"kept")
+        self.assertEqual(os.stat(self.store.path(blob_id)).st_ino, before)
+        self.store.sync([written])
+        self.assertIn(self.store.path(blob_id), synced)
 
     def test_failure_removes_tmp(self):
         """

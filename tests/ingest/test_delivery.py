@@ -9,7 +9,9 @@ transaction "in progress" while more messages arrive.
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +53,28 @@ class ManualThreads:
         else:
             d.callback(result)
 
+    def names(self) -> list[str]:
+        """
+        What the queued jobs are: C{"prepare"} (write and parse one
+        message), C{"sync"} (make a group of blobs durable) or C{"file"}
+        (a filing transaction), in order.
+        """
+        kinds = {"_prepare": "prepare", "sync": "sync", "_transaction": "file"}
+        return [kinds.get(fn.__name__, fn.__name__) for fn, _, _ in self.jobs]
+
+    def next(self, name: str) -> None:
+        """
+        Run the first queued job of kind C{name} (see L{names}).
+        """
+        self.step(self.names().index(name))
+
+    def drain(self) -> None:
+        """
+        Run jobs, oldest first, until none is left.
+        """
+        while self.jobs:
+            self.step()
+
     def fail(self, index: int = 0) -> None:
         _, _, d = self.jobs.pop(index)
         d.errback(Failure(RuntimeError("the transaction failed")))
@@ -86,6 +110,9 @@ class DeliveryTestCase(SynchronousTestCase):
         self.deliverer.deliver(envelope, message(subject=subject)).addCallback(answers.append)
         return answers
 
+    def count(self, sql: str) -> int:
+        return int(self.env.database.run_sync(lambda txn: txn.fetchvalue(sql)))
+
     def subjects(self, account_id: str) -> list[str]:
         rows = self.env.database.run_sync(emails.get_rows, account_id, None, ["subject"])
         return sorted(row["subject"] for row in rows)
@@ -99,30 +126,66 @@ class GroupCommitTests(DeliveryTestCase):
 
     def test_batches(self) -> None:
         """
-        The first message is filed alone; two that are prepared while its
-        transaction runs share the next transaction.  No reply is sent
-        before the transaction filing its message has run.
+        The first message is synced and filed alone; two that are
+        prepared and synced while its transaction runs share the next
+        transaction.  No reply is sent before the transaction filing its
+        message has run.
         """
         alice = self.add_account("alice")
         first = self.deliver(alice, "alice", "one")
-        self.threads.step()  # prepare "one": its filing transaction is queued
-        self.assertEqual(len(self.threads.jobs), 1)
+        self.threads.next("prepare")
+        self.assertEqual(self.threads.names(), ["sync"])
+        self.threads.next("sync")
+        self.assertEqual(self.threads.names(), ["file"])
         second = self.deliver(alice, "alice", "two")
         third = self.deliver(alice, "alice", "three")
-        self.threads.step(1)  # prepare "two"
-        self.threads.step(1)  # prepare "three"
+        self.threads.next("prepare")
+        self.threads.next("prepare")
+        self.threads.next("sync")
+        self.threads.next("sync")
+        self.assertEqual(self.threads.names(), ["file"])
         self.assertEqual((first, second, third), ([], [], []))
         self.assertEqual(self.subjects(alice), [])
-        self.threads.step()  # the transaction filing "one"
+        self.threads.next("file")
         self.assertEqual([reply.code for reply in first[0]], [250])
         self.assertEqual((second, third), ([], []))
         self.assertEqual(self.deliverer.batches, 1)
-        self.assertEqual(len(self.threads.jobs), 1)
-        self.threads.step()  # one transaction filing "two" and "three"
+        self.assertEqual(self.threads.names(), ["file"])
+        self.threads.next("file")
         self.assertEqual([second[0][0].code, third[0][0].code], [250, 250])
         self.assertEqual((self.deliverer.batches, self.deliverer.messages), (2, 3))
         self.assertEqual(self.subjects(alice), ["one", "three", "two"])
         self.assertFalse(self.deliverer.busy)
+
+    def test_groupSynced(self) -> None:
+        """
+        Messages prepared while a sync runs are made durable by the next
+        sync, all at once, and only then filed.
+        """
+        alice = self.add_account("alice")
+        synced: list[list[str]] = []
+        real_sync = self.env.blobs.sync
+
+        def sync(written: Any) -> None:
+            written = list(written)
+            synced.append(sorted(w.blob_id for w in written))
+            real_sync(written)
+
+        self.patch(self.env.blobs, "sync", sync)
+        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two", "three")]
+        self.threads.next("prepare")
+        self.threads.next("prepare")
+        self.threads.next("prepare")
+        self.assertEqual(self.threads.names(), ["sync"])
+        self.threads.next("sync")
+        # "one" is filed while "two" and "three" are synced.
+        self.assertEqual(self.threads.names(), ["sync", "file"])
+        self.threads.next("sync")
+        self.assertEqual([len(group) for group in synced], [1, 2])
+        self.assertEqual(self.threads.names(), ["file"])
+        self.threads.drain()
+        self.assertEqual([answer[0][0].code for answer in answers], [250, 250, 250])
+        self.assertEqual(self.deliverer.batches, 2)
 
     def test_failedTransaction(self) -> None:
         """
@@ -132,27 +195,92 @@ class GroupCommitTests(DeliveryTestCase):
         """
         alice = self.add_account("alice")
         first = self.deliver(alice, "alice", "one")
-        self.threads.step()
+        self.threads.next("prepare")
+        self.threads.next("sync")
         self.threads.fail()
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(first, [[Reply(451, "4.3.0 Temporary local failure, try again later")]])
         second = self.deliver(alice, "alice", "two")
-        self.threads.step()
-        self.threads.step()
+        self.threads.drain()
         self.assertEqual(second[0][0].code, 250)
         self.assertEqual(self.subjects(alice), ["two"])
 
+    def test_commitFails(self) -> None:
+        """
+        When the commit of a batch fails, none of its messages is
+        acknowledged with 250 (each recipient gets 451) and none of them
+        left a row: no Email, no blob record, no change.
+        """
+        alice = self.add_account("alice")
+        bob = self.add_account("bob")
+        changes_before = self.count("SELECT count(*) FROM changelog")
+        engine = self.env.database.engine
+        real_commit = engine.commit
+
+        def commit(conn: Any) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        self.patch(engine, "commit", commit)
+        first = self.deliver(alice, "alice", "one")
+        self.threads.next("prepare")
+        self.threads.next("sync")
+        second = self.deliver(alice, "alice", "two")
+        third = self.deliver(bob, "bob", "three")
+        self.threads.next("prepare")
+        self.threads.next("prepare")
+        self.threads.next("sync")
+        self.threads.next("sync")
+        self.assertEqual(self.threads.names(), ["file"])
+        self.threads.next("file")
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        self.assertEqual(first[0][0].code, 451)
+        self.assertEqual(self.threads.names(), ["file"])
+        self.threads.next("file")
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        self.assertEqual([second[0][0].code, third[0][0].code], [451, 451])
+        self.assertEqual((self.deliverer.batches, self.deliverer.messages), (0, 0))
+        self.patch(engine, "commit", real_commit)
+        self.assertEqual(self.count("SELECT count(*) FROM emails"), 0)
+        self.assertEqual(self.count("SELECT count(*) FROM blobs"), 0)
+        self.assertEqual(self.count("SELECT count(*) FROM changelog"), changes_before)
+        fourth = self.deliver(alice, "alice", "four")
+        self.threads.drain()
+        self.assertEqual(fourth[0][0].code, 250)
+        self.assertEqual(self.subjects(alice), ["four"])
+
+    def test_syncFails(self) -> None:
+        """
+        When the blobs of a group cannot be made durable, each recipient
+        of its messages gets 451 and nothing of them is filed.
+        """
+        alice = self.add_account("alice")
+
+        def sync(written: Any) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        self.patch(self.env.blobs, "sync", sync)
+        first = self.deliver(alice, "alice", "one")
+        self.threads.next("prepare")
+        self.threads.next("sync")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(first, [[Reply(451, "4.3.0 Temporary local failure, try again later")]])
+        self.assertEqual(self.threads.names(), [])
+        self.assertEqual(self.subjects(alice), [])
+        self.assertFalse(self.deliverer.busy)
+
     def test_idle(self) -> None:
         """
-        L{Deliverer.idle} fires once nothing is being prepared or filed.
+        L{Deliverer.idle} fires once nothing is being prepared, synced or
+        filed.
         """
         alice = self.add_account("alice")
         self.deliver(alice, "alice", "one")
         idle: list[None] = []
         self.deliverer.idle().addCallback(idle.append)
-        self.threads.step()
+        self.threads.next("prepare")
+        self.threads.next("sync")
         self.assertEqual(idle, [])
-        self.threads.step()
+        self.threads.next("file")
         self.assertEqual(idle, [None])
 
 

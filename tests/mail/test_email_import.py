@@ -5,6 +5,8 @@ L{resolve_blob}, the blob ids of body parts.
 """
 
 from jmapd.mail.email import PARSE_DEFAULT_PROPERTIES, resolve_blob
+from jmapd.mail.mailbox import RIGHTS
+from jmapd.storage import mailboxes
 from tests import pg
 from tests.mail.test_email_support import MULTIPART, MailTestCase, message
 
@@ -279,6 +281,9 @@ class EmailCopyTests(MailTestCase):
         super().setUp()
         self.bob = self.add_account("bob")
         self.shares["alice"] = ["bob"]
+        # Bob shares every Mailbox with alice with every right.
+        for box in self.run_sync(mailboxes.get_mailboxes, self.bob):
+            self.run_sync(mailboxes.set_share_with, self.bob, box.id, {self.alice: set(RIGHTS)})
 
     def test_copy(self):
         """

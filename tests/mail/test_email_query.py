@@ -11,6 +11,7 @@ from typing import Any
 
 from jmapd.mail.query import parse_text
 from jmapd.storage.search import Term
+from tests import pg
 from tests.mail.test_email_support import MailTestCase, message
 
 # receivedAt of the corpus, E1 oldest (2023-11-14T22:13:20Z onwards, an hour apart).
@@ -852,3 +853,7 @@ class ParseTextTests(MailTestCase):
         Terms without letters or digits are dropped.
         """
         self.assertEqual(parse_text(' - "" @ '), ())
+
+
+# ParseTextTests is about the parse alone: no database.
+pg.add_postgresql_variants(globals(), CollapseThreadsTests, ErrorTests, FilterTests, LimitTests, OperatorTests, QueryStateTests, SortTests, WindowTests)

@@ -17,7 +17,7 @@ from jmapd import mail
 from jmapd.config import default_config
 from jmapd.environment import Environment
 from jmapd.mail import MAIL, mailbox
-from jmapd.protocol.engine import CORE, AccountAccess, Principal, execute
+from jmapd.protocol.engine import CORE, Principal, execute
 from jmapd.protocol.request import parse_request
 from jmapd.protocol.session import build_session
 from jmapd.service import build_registry
@@ -132,6 +132,7 @@ class GetTests(MailboxTestCase):
                 "unreadThreads": 0,
                 "myRights": dict.fromkeys(mailbox.RIGHTS, True),
                 "isSubscribed": True,
+                "shareWith": None,
             },
         )
 
@@ -209,17 +210,19 @@ class RightsTests(MailboxTestCase):
 
     def test_rights_of_read_only_shared_account(self) -> None:
         """
-        In another account shared with the user read-only, myRights allows
-        reading only.
+        In another account that shares one Mailbox with the user
+        read-only, Mailbox/get shows that Mailbox alone, and its myRights
+        allow reading only.
         """
         shared = self.database.run_sync(accounts.add_account, "shared", None, write=True).id
-        access = AccountAccess(shared, "shared", False, True, frozenset({MAIL}))
-        self.registry.account_lookups.append(lambda env, txn, principal: [access])
+        inbox = self.database.run_sync(mailboxes.find_by_role, shared, "inbox")
+        self.database.run_sync(
+            mailboxes.set_share_with, shared, inbox, {self.account: {"mayReadItems"}}, write=True
+        )
         response = self.request([["Mailbox/get", {"accountId": shared}, "c"]])
-        rights = [m["myRights"] for m in response["methodResponses"][0][1]["list"]]
-        self.assertEqual(len(rights), 6)
-        for r in rights:
-            self.assertEqual({k for k, v in r.items() if v}, {"mayReadItems"})
+        listed = response["methodResponses"][0][1]["list"]
+        self.assertEqual([m["id"] for m in listed], [inbox])
+        self.assertEqual({k for k, v in listed[0]["myRights"].items() if v}, {"mayReadItems"})
 
     def test_forbidden(self) -> None:
         """
@@ -265,6 +268,7 @@ class CreateTests(MailboxTestCase):
                 "totalThreads": 0,
                 "unreadThreads": 0,
                 "myRights": dict.fromkeys(mailbox.RIGHTS, True),
+                "shareWith": None,
             },
         )
         stored = self.get([created["id"]])[created["id"]]

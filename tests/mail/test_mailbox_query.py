@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests import pg
 from tests.mail.test_email_support import MailTestCase, message
 
 
@@ -299,3 +300,6 @@ class QueryChangesTests(MailboxQueryTestCase):
             self.assertEqual(error["type"], "cannotCalculateChanges")
         error = self.call_error("Mailbox/queryChanges", {"sinceQueryState": since, "maxChanges": 1})
         self.assertEqual(error["type"], "tooManyChanges")
+
+
+pg.add_postgresql_variants(globals(), FilterTests, QueryChangesTests, SortTests, WindowAndErrorTests)

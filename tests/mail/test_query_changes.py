@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from jmapd.storage import changelog
+from tests import pg
 from tests.mail.test_email_support import MailTestCase, message
 
 
@@ -306,3 +307,6 @@ class ArgumentTests(QueryChangesTestCase):
         self.assertEqual(error["type"], "unsupportedSort")
         error = self.call_error("Email/queryChanges", {"sinceQueryState": "1", "maxChanges": 0})
         self.assertEqual(error["type"], "invalidArguments")
+
+
+pg.add_postgresql_variants(globals(), ArgumentTests, ReplayTests, ThreadTests)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from jmapd.mail.snippet import MAX_PREVIEW_OCTETS, render
+from tests import pg
 from tests.mail.test_email_support import MailTestCase, message
 
 HTML = (
@@ -148,3 +149,7 @@ class RenderTests(MailTestCase):
         self.assertEqual(render("ab&cd", 5), "ab")
         self.assertEqual(render("\ue0f0abc\ue0f1", 14), "<mark>a</mark>")
         self.assertEqual(render("éé", 3), "é")
+
+
+# RenderTests is about render() alone: no database.
+pg.add_postgresql_variants(globals(), SnippetTests)

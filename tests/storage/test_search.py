@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 import orjson
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from bench import search_scale
 from jmapd.mime.parse import parse_message
@@ -29,6 +29,7 @@ from jmapd.storage.search import (
     Text,
     ThreadKeyword,
 )
+from tests import pg
 from tests.mail.test_email_support import MULTIPART, MailTestCase, message
 
 
@@ -216,21 +217,47 @@ class IndexTests(MailTestCase):
         self.assertEqual(len({self.thread_of(email_id) for email_id in found + self.find("cherries")}), 1)
         self.assertEqual(self.rows(), (3, 3))
 
+    def copy(self, email_id: str, to: str) -> str:
+        """
+        Copy an Email of alice's into the Inbox of another account, as
+        Email/copy does.
+        """
+        account_id = self.principals[to].account_id
+        inbox = self.mailbox("inbox", to)
+
+        def copy(txn: Any) -> str:
+            loaded = emails.load_record(txn, self.alice, email_id)
+            assert loaded is not None
+            record, received_at, _, _ = loaded
+            created = emails.insert_email(txn, account_id, record, [inbox], [], received_at)
+            search.copy_email(txn, self.env.blobs, self.alice, email_id, account_id, created.id)
+            return created.id
+
+        return self.run_sync(copy)  # type: ignore[no-any-return]
+
     def test_copy_indexes(self) -> None:
         """
-        Email/copy indexes the copy in its own account.
+        A copy of an Email (Email/copy) gets the original's index entry, in
+        its own account.
         """
-        bob = self.add_account("bob")
-        self.shares["bob"] = ["alice"]
+        self.add_account("bob")
         created = self.deliver(message("Quarterly report", "q@x"))
-        inbox = self.mailbox("inbox", "bob")
-        response = self.call("Email/copy", {
-            "fromAccountId": self.alice, "accountId": bob,
-            "create": {"c": {"id": created.id, "mailboxIds": {inbox: True}}},
-        }, who="bob")
-        copy = response["created"]["c"]["id"]
+        copy = self.copy(created.id, "bob")
         self.assertEqual(self.find("quarterly", "bob"), [copy])
         self.assertEqual(self.find("quarterly"), [created.id])
+        self.assertEqual(self.rows(), (2, 2))
+
+    def test_copy_of_unindexed(self) -> None:
+        """
+        A copy of an Email that has no index entry yet is indexed from its
+        message.
+        """
+        self.add_account("bob")
+        created = self.deliver(MULTIPART)
+        self.run_sync(search.remove_email, self.alice, created.id)
+        copy = self.copy(created.id, "bob")
+        self.assertEqual(self.find("noon", "bob"), [copy])
+        self.assertEqual(self.find("noon"), [])
 
     def test_backfill(self) -> None:
         """
@@ -249,6 +276,36 @@ class IndexTests(MailTestCase):
         self.assertEqual(self.find("noon"), [created.id])
         self.assertEqual(self.find("plan.pdf"), [created.id])
         self.assertEqual(self.run_sync(search.backfill, self.env.blobs, 10), 0)
+
+    def test_same_docid_in_two_accounts(self) -> None:
+        """
+        On PostgreSQL a docid is unique only within its account (writers
+        of different accounts allocate at once); Emails of two accounts
+        with the same docid are each found, sorted, filtered and
+        highlighted in their own account only.
+        """
+        if pg.engine_of(self) != pg.POSTGRESQL:
+            raise SkipTest("a SQLite database has one writer: its docids are unique in the database")
+        bob = self.add_account("bob")
+        mine = self.deliver(message("Apples", "a@x", body="fruit salad"), received_at=5000).id
+        theirs = self.deliver(message("Bananas", "b@x", body="fruit bowl"), received_at=5000, who="bob").id
+
+        def share_docid(txn: Any) -> None:
+            search.remove_email(txn, bob, theirs)
+            docid = txn.fetchvalue("SELECT docid FROM emails WHERE account_id = ? AND id = ?", (self.alice, mine))
+            txn.execute("UPDATE emails SET docid = ? WHERE account_id = ? AND id = ?", (docid, bob, theirs))
+            txn.execute("UPDATE email_mailboxes SET docid = ? WHERE account_id = ? AND email_id = ?",
+                        (docid, bob, theirs))
+            self.assertEqual(search.backfill(txn, self.env.blobs), 1)
+
+        self.run_sync(share_docid)
+        self.assertEqual((self.find("fruit"), self.find("fruit", "bob")), ([mine], [theirs]))
+        for who, expected in (("alice", mine), ("bob", theirs)):
+            query = {"filter": {"header": ["Subject"]}, "sort": [{"property": "subject"}]}
+            self.assertEqual(self.call("Email/query", query, who)["ids"], [expected])
+            snippets = self.call("SearchSnippet/get", {"filter": {"body": "fruit"}, "emailIds": [expected]}, who)
+            [snippet] = snippets["list"]
+            self.assertIn("<mark>fruit</mark>", snippet["preview"])
 
 
 class MigrationTests(SynchronousTestCase):
@@ -387,3 +444,10 @@ class BenchmarkTests(SynchronousTestCase):
         rows = [line for line in lines if line.startswith("| ") and "workload" not in line]
         self.assertEqual(len(rows), 5)
         self.assertTrue(rows[0].startswith("| list view |"))
+
+
+# Not on PostgreSQL: SortValueTests and DocumentTests use no database; MigrationTests
+# numbers Emails stored before migration 0005, which only SQLite databases can have;
+# PlanTests reads SQLite's EXPLAIN QUERY PLAN; BenchmarkTests runs bench.search_scale,
+# which builds SQLite stores.
+pg.add_postgresql_variants(globals(), DocidTests, IndexTests)

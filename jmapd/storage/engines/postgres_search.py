@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.storage.test_postgres -*-
+# -*- test-case-name: tests.storage.test_search -*-
 """
 The full-text index of Emails on PostgreSQL: the C{FullTextIndex} of
 L{jmapd.storage.search} over the tables of migration
@@ -6,21 +6,28 @@ C{0005_search.postgresql.sql}.
 
 Each search document is a row of C{email_search} (header fields and sort
 keys, as on SQLite) and a row of C{email_fts} (the text of each field, and
-a generated C{tsvector} of all of them under a GIN index).  A condition on
-one field (C{from}, C{subject}...) is found through the index on all the
-text, then checked on that field alone.
+a generated C{tsvector} of all of them under a GIN index).  Both are keyed
+by (account, docid): on PostgreSQL a docid is unique only within its
+account (see the migration).  A condition on one field (C{from},
+C{subject}...) is found through the index on all the text, then checked
+on that field alone.
 
 Terms are matched like FTS5 matches them: a word as a prefix, a quoted
 phrase as consecutive words, all terms of a condition required.  Words
-are cut and case-folded by the C{simple} configuration, which neither
-stems nor drops stop words.  Unlike FTS5's C{remove_diacritics}, accents
-are kept ("cafe" does not find "Café"): folding them needs the
-C{unaccent} extension, which is left to the search work on PostgreSQL.
+are cut at white space and ASCII punctuation (as the migration does for
+the document) and folded by the C{jmapd_search} configuration: accents
+removed (C{unaccent}), case folded, no stemming, no stop words.
+
+What differs from FTS5: PostgreSQL folds case with the database's
+C{LC_CTYPE} (under the C locale, only ASCII letters; accents are still
+removed), and a statement that reads the index first does not get the
+matches in docid order, so a text search sorts its matches.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,10 +44,24 @@ _COLUMNS = {
     "body": "body",
 }
 
-#: Words of a body fragment in a snippet.
+#: Words of a body fragment in a snippet (FTS5's snippet() on SQLite).
 _SNIPPET_WORDS = 24
 
-_WORD = re.compile(r"\w+")
+#: Words of context kept before the first match in a snippet.
+_SNIPPET_BEFORE = 6
+
+_PUNCTUATION = string.punctuation
+_SEPARATORS = re.compile("[\\s" + re.escape(_PUNCTUATION) + "]+")
+_CHUNK = 500
+
+
+def _fold(column: str) -> str:
+    """
+    SQL for the text of C{column} as the document reads it: ASCII
+    punctuation as spaces (the expression of the migration).
+    """
+    quoted = _PUNCTUATION.replace("'", "''")
+    return f"translate({column}, '{quoted}', '{' ' * len(_PUNCTUATION)}')"
 
 
 def _clean(text: str | None) -> str:
@@ -48,34 +69,55 @@ def _clean(text: str | None) -> str:
     return (text or "").replace("\x00", "")
 
 
-def _lexemes(text: str) -> list[str]:
-    return [word.casefold() for word in _WORD.findall(text)]
+def _words(text: str) -> list[str]:
+    return [word for word in _SEPARATORS.split(text) if word]
 
 
 def tsquery(terms: Sequence[Any], joiner: str = " & ") -> str:
     """
-    Terms as a C{to_tsquery} string: a word's last part as a prefix
-    (C{'plan':*}), a phrase's words adjacent (C{'good' <-> 'plan'});
-    a term with no word in it is dropped.
+    Terms as a C{to_tsquery} string (for the C{jmapd_search}
+    configuration, which folds case and accents): a word as a prefix
+    (C{'plan':*}), the words of a phrase adjacent (C{'good' <-> 'plan'}),
+    those of a word with punctuation in it adjacent too, the last as a
+    prefix, as FTS5 reads C{"plan.pdf"*}; a term with no word in it is
+    dropped.
     """
     parts = []
     for term in terms:
-        words = _lexemes(term.text)
+        words = _words(term.text)
         if not words:
             continue
-        quoted = ["'" + word.replace("'", "''") + "'" for word in words]
-        if term.phrase:
-            parts.append("(" + " <-> ".join(quoted) + ")")
-        else:
+        quoted = ["'" + word + "'" for word in words]
+        if not term.phrase:
             quoted[-1] += ":*"
-            parts.append("(" + " <-> ".join(quoted) + ")")
+        parts.append("(" + " <-> ".join(quoted) + ")")
     return joiner.join(parts)
+
+
+def _window(text: str, opened: str, closed: str) -> str | None:
+    """
+    About L{_SNIPPET_WORDS} words of highlighted text around its first
+    match, with an ellipsis where it is cut (as FTS5's snippet()).
+    """
+    at = text.find(opened)
+    if at < 0:
+        return None
+    spans = [match.span() for match in re.finditer(r"\S+", text)]
+    first = next(n for n, (start, end) in enumerate(spans) if end > at)
+    start = max(0, min(first - _SNIPPET_BEFORE, len(spans) - _SNIPPET_WORDS))
+    end = min(len(spans), start + _SNIPPET_WORDS)
+    fragment = text[spans[start][0] : spans[end - 1][1]]
+    if fragment.count(opened) > fragment.count(closed):
+        fragment += closed
+    if fragment.count(closed) > fragment.count(opened):
+        fragment = opened + fragment
+    return ("\u2026" if start > 0 else "") + fragment + ("\u2026" if end < len(spans) else "")
 
 
 class PostgreSQLTextIndex:
     """
     The full-text index in PostgreSQL (tables C{email_search} and
-    C{email_fts}, keyed by the Email's docid).
+    C{email_fts}, keyed by the account and the Email's docid).
     """
 
     def add(self, txn: Any, account_id: str, email_id: str, document: Any) -> None:
@@ -116,15 +158,16 @@ class PostgreSQLTextIndex:
         )
 
     def remove(self, txn: Any, account_id: str, email_id: str) -> None:
-        docid = txn.fetchvalue("SELECT docid FROM emails WHERE account_id = ? AND id = ?", (account_id, email_id))
-        if docid is None:
-            return
         # The email_fts row goes with it (ON DELETE CASCADE).
-        txn.execute("DELETE FROM email_search WHERE docid = ?", (docid,))
+        txn.execute(
+            "DELETE FROM email_search WHERE account_id = ?"
+            " AND docid = (SELECT docid FROM emails WHERE account_id = ? AND id = ?)",
+            (account_id, account_id, email_id),
+        )
 
     def copy(self, txn: Any, from_account_id: str, source_id: str, account_id: str, email_id: str) -> bool:
         source = txn.fetchvalue(
-            "SELECT s.docid FROM emails e JOIN email_search s ON s.docid = e.docid"
+            "SELECT s.docid FROM emails e JOIN email_search s ON s.account_id = e.account_id AND s.docid = e.docid"
             " WHERE e.account_id = ? AND e.id = ?",
             (from_account_id, source_id),
         )
@@ -134,14 +177,14 @@ class PostgreSQLTextIndex:
         txn.execute(
             "INSERT INTO email_search (docid, account_id, headers, sort_from, sort_to, sort_subject,"
             " key_from, key_to, key_subject) SELECT ?, ?, headers, sort_from, sort_to, sort_subject,"
-            " key_from, key_to, key_subject FROM email_search WHERE docid = ?",
-            (docid, account_id, source),
+            " key_from, key_to, key_subject FROM email_search WHERE account_id = ? AND docid = ?",
+            (docid, account_id, from_account_id, source),
         )
         txn.execute(
             "INSERT INTO email_fts (docid, account_id, subject, from_addr, to_addr, cc_addr, bcc_addr, body,"
             " attachments) SELECT ?, ?, subject, from_addr, to_addr, cc_addr, bcc_addr, body, attachments"
-            " FROM email_fts WHERE docid = ?",
-            (docid, account_id, source),
+            " FROM email_fts WHERE account_id = ? AND docid = ?",
+            (docid, account_id, from_account_id, source),
         )
         return True
 
@@ -156,11 +199,11 @@ class PostgreSQLTextIndex:
             query = tsquery(text.terms)
             if not query:
                 return None
-            sql.append(f"{alias}.document @@ to_tsquery('simple', ?)")
+            sql.append(f"{alias}.document @@ to_tsquery('jmapd_search', ?)")
             params.append(query)
             column = _COLUMNS[text.field]
             if column is not None:
-                sql.append(f"to_tsvector('simple', {alias}.{column}) @@ to_tsquery('simple', ?)")
+                sql.append(f"to_tsvector('jmapd_search', {_fold(alias + '.' + column)}) @@ to_tsquery('jmapd_search', ?)")
                 params.append(query)
         return " AND ".join(sql), params
 
@@ -171,14 +214,17 @@ class PostgreSQLTextIndex:
         if found is None:
             return "1 = 0", []
         sql, params = found
-        return f"e.docid IN (SELECT f.docid FROM email_fts f WHERE f.account_id = ? AND {sql})", [account_id, *params]
+        return (
+            f"EXISTS (SELECT 1 FROM email_fts f WHERE f.account_id = e.account_id AND f.docid = e.docid AND {sql})",
+            params,
+        )
 
     def driver(self, account_id: str, texts: Sequence[Any]) -> tuple[str, str, list[Any], str]:
         found = self._conditions("f", texts)
         sql, params = found if found is not None else ("1 = 0", [])
         return (
             "email_fts f CROSS JOIN emails e",
-            f"f.account_id = ? AND {sql} AND e.docid = f.docid",
+            f"f.account_id = ? AND {sql} AND e.account_id = f.account_id AND e.docid = f.docid",
             [account_id, *params],
             "f.docid",
         )
@@ -186,19 +232,19 @@ class PostgreSQLTextIndex:
     def header(self, name: str, value: str | None) -> tuple[str, list[Any]]:
         sql = (
             "EXISTS (SELECT 1 FROM email_search s, jsonb_array_elements(s.headers::jsonb) h"
-            " WHERE s.docid = e.docid AND h->>0 = ?"
+            " WHERE s.account_id = e.account_id AND s.docid = e.docid AND h->>0 = ?"
         )
         if value is None:
             return sql + ")", [name]
         return sql + " AND strpos(h->>1, ?) > 0)", [name, value]
 
     def string_sort(self, value: str, key: str, collation: str) -> list[str]:
-        # Byte order, as SQLite compares, whatever the database's collation.
+        # Code point order, as SQLite compares, whatever the database's collation.
         if collation == "i;unicode-casemap":
             return [f'{key} COLLATE "C"']
         if collation == "i;ascii-casemap":
             # Exactly the ASCII letters upper-cased, as SQLite's upper().
-            lower, upper = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+            lower, upper = string.ascii_lowercase, string.ascii_uppercase
             return [f"translate({value}, '{lower}', '{upper}') COLLATE \"C\""]
         # i;ascii-numeric: strings without a leading number sort last.
         return [
@@ -220,38 +266,39 @@ class PostgreSQLTextIndex:
         if not (subject_query or body_query) or not email_ids:
             return {}
         opened, closed = marks
-
-        def options(extra: str) -> str:
-            quote = lambda text: '"' + text.replace('"', '""') + '"'  # noqa: E731
-            return f"StartSel={quote(opened)}, StopSel={quote(closed)}, {extra}"
-
+        quote = lambda text: '"' + text.replace('"', '""') + '"'  # noqa: E731
+        # The whole text highlighted (FTS5's highlight()); the body is cut
+        # to a fragment here, as FTS5's snippet() does.
+        options = f"StartSel={quote(opened)}, StopSel={quote(closed)}, HighlightAll=true"
         either = " | ".join(f"({q})" for q in (subject_query, body_query) if q)
+        merge = any(t.phrase for t in (*subject_terms, *body_terms))
         found: dict[str, tuple[str | None, str | None]] = {}
-        for start in range(0, len(email_ids), 500):
-            chunk = list(email_ids[start : start + 500])
-            marks_sql = ", ".join("?" * len(chunk))
+        for start in range(0, len(email_ids), _CHUNK):
+            chunk = list(email_ids[start : start + _CHUNK])
+            columns, params = [], []
+            for query, column in ((subject_query, "f.subject"), (body_query, "f.body")):
+                if query:
+                    columns.append(f"ts_headline('jmapd_search', {column}, to_tsquery('jmapd_search', ?), ?)")
+                    params.extend([query, options])
+                else:
+                    columns.append("NULL")
             rows = txn.fetchall(
-                "SELECT e.id,"
-                " ts_headline('simple', f.subject, to_tsquery('simple', ?), ?),"
-                " ts_headline('simple', f.body, to_tsquery('simple', ?), ?)"
-                " FROM email_fts f JOIN emails e ON e.search_docid = f.docid"
-                " WHERE f.document @@ to_tsquery('simple', ?) AND e.account_id = ?"
-                f" AND e.id IN ({marks_sql})",
-                (
-                    subject_query or "''",
-                    options("HighlightAll=true"),
-                    body_query or "''",
-                    options(f"MaxWords={_SNIPPET_WORDS}, MinWords={_SNIPPET_WORDS // 2}, MaxFragments=1,"
-                            " FragmentDelimiter=\u2026"),
-                    either,
-                    account_id,
-                    *chunk,
-                ),
+                f"SELECT e.id, {', '.join(columns)}"
+                " FROM email_fts f JOIN emails e ON e.account_id = f.account_id AND e.docid = f.docid"
+                " WHERE f.account_id = ? AND f.document @@ to_tsquery('jmapd_search', ?)"
+                f" AND e.id IN ({', '.join('?' * len(chunk))})",
+                (*params, account_id, either, *chunk),
             )
-            for email_id, subject, fragment in rows:
+            for email_id, subject, body in rows:
+                if merge:
+                    # A phrase is marked as a whole, as FTS5 marks it.
+                    subject, body = (
+                        None if text is None else re.sub(re.escape(closed) + r"(\s+)" + re.escape(opened), r"\1", text)
+                        for text in (subject, body)
+                    )
                 found[email_id] = (
                     subject if subject_query and opened in (subject or "") else None,
-                    fragment if body_query and opened in (fragment or "") else None,
+                    _window(body, opened, closed) if body_query and body else None,
                 )
         return found
 

@@ -20,6 +20,9 @@ UPDATE emails SET docid = numbered.docid FROM (
 CREATE INDEX emails_order ON emails (account_id, docid, id, thread_id);
 CREATE INDEX emails_docid ON emails (docid, account_id, id, thread_id);
 DROP INDEX emails_received;
+-- The Thread of an Email without reading its (wide) row: collapseThreads
+-- and the Thread conditions look it up for every row they read.
+CREATE INDEX emails_thread_of ON emails (account_id, id, thread_id);
 
 -- 2. List views: the Emails of a Mailbox newest first are read from an
 --    index in order, never sorted from a scan.  docid is immutable, so it

@@ -1,0 +1,211 @@
+# -*- test-case-name: tests.mail.test_sharing -*-
+"""
+The ShareNotification data type (RFC 9670 section 3): what changed in a
+user's rights on an object someone else shares.
+
+Notifications live in the grantee's own account, with its changelog (type
+ShareNotification) for states; only the server creates them and the user
+may only destroy them.  Grants to groups make none (section 3).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import orjson
+
+from jmapd.protocol.engine import Context, Registry
+from jmapd.protocol.errors import MethodError, invalid_arguments, set_error
+from jmapd.protocol.standard import DataType, register_standard_methods
+from jmapd.sharing import PRINCIPALS
+from jmapd.storage import changelog
+from jmapd.storage import principals as principal_storage
+
+TYPE_NAME = "ShareNotification"
+
+_CONDITIONS = frozenset({"after", "before", "objectType", "objectAccountId"})
+
+
+
+def _equals(name: str, wanted: str, notification: dict[str, Any]) -> bool:
+    """
+    A filter test: the notification's C{name} is C{wanted}.
+    """
+    return bool(notification[name] == wanted)
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_utc(value: Any) -> float:
+    if not isinstance(value, str):
+        raise invalid_arguments("filter: after and before must be UTCDates")
+    try:
+        parsed = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise invalid_arguments(f"filter: {value!r} is not a UTCDate") from None
+    return parsed.timestamp()
+
+
+def notify(
+    txn: Any,
+    grantee_id: str,
+    changed_by: str,
+    object_type: str,
+    object_account_id: str,
+    object_id: str,
+    name: str,
+    old_rights: dict[str, bool] | None,
+    new_rights: dict[str, bool] | None,
+    now: float,
+) -> None:
+    """
+    Tell the individual C{grantee_id} (an account id) that their rights on
+    an object changed, made by the principal C{changed_by}.
+    """
+    if old_rights == new_rights:
+        return
+    by = principal_storage.get_principals(txn, [changed_by])
+    person = {
+        "name": by[0].name if by else changed_by,
+        "email": by[0].email if by else None,
+        "principalId": changed_by if by else None,
+    }
+    notification_id = "n" + uuid.uuid4().hex[:20]
+    txn.lock_account(grantee_id)
+    txn.execute(
+        "INSERT INTO share_notifications (account_id, id, created, changed_by, object_type, object_account_id,"
+        " object_id, name, old_rights, new_rights) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            grantee_id,
+            notification_id,
+            now,
+            orjson.dumps(person).decode(),
+            object_type,
+            object_account_id,
+            object_id,
+            name,
+            None if old_rights is None else orjson.dumps(old_rights).decode(),
+            None if new_rights is None else orjson.dumps(new_rights).decode(),
+        ),
+    )
+    changelog.record_change(txn, grantee_id, TYPE_NAME, notification_id, changelog.CREATED)
+
+
+def _loads(text: Any) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+class ShareNotificationType(DataType):
+    """
+    ShareNotification/get, /changes, /set (destroy only), /query and
+    /queryChanges, in the user's own account (other accounts have none
+    for them).
+    """
+
+    name = TYPE_NAME
+    capability = PRINCIPALS
+    properties = (
+        "id",
+        "created",
+        "changedBy",
+        "objectType",
+        "objectAccountId",
+        "objectId",
+        "name",
+        "oldRights",
+        "newRights",
+    )
+    server_set = frozenset(properties)
+    methods = ("get", "changes", "set", "query", "queryChanges")
+
+    def _rows(self, ctx: Context, account_id: str) -> list[Any]:
+        if account_id != ctx.principal.account_id:
+            return []
+        return list(
+            ctx.txn.fetchall(
+                "SELECT id, created, changed_by, object_type, object_account_id, object_id, name, old_rights,"
+                " new_rights FROM share_notifications WHERE account_id = ?",
+                (account_id,),
+            )
+        )
+
+    def fetch(
+        self, ctx: Context, account_id: str, ids: list[str] | None, properties: frozenset[str], extra: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        wanted = None if ids is None else set(ids)
+        return [
+            {
+                "id": row[0],
+                "created": _utc(float(row[1])),
+                "changedBy": _loads(row[2]),
+                "objectType": row[3],
+                "objectAccountId": row[4],
+                "objectId": row[5],
+                "name": row[6],
+                "oldRights": _loads(row[7]),
+                "newRights": _loads(row[8]),
+                "_created": float(row[1]),
+            }
+            for row in self._rows(ctx, account_id)
+            if wanted is None or row[0] in wanted
+        ]
+
+    def destroy(self, ctx: Context, account_id: str, object_id: str, extra: dict[str, Any]) -> None:
+        ctx.txn.execute(
+            "DELETE FROM share_notifications WHERE account_id = ? AND id = ?", (account_id, object_id)
+        )
+        changelog.record_change(ctx.txn, account_id, TYPE_NAME, object_id, changelog.DESTROYED)
+
+    def query(
+        self, ctx: Context, account_id: str, filter: Any, sort: list[dict[str, Any]], extra: dict[str, Any]
+    ) -> list[str]:
+        tests = []
+        if filter is not None:
+            if "operator" in filter:
+                raise MethodError("unsupportedFilter", "ShareNotification/query takes one FilterCondition")
+            for name, wanted in filter.items():
+                if name not in _CONDITIONS:
+                    raise MethodError("unsupportedFilter", f"ShareNotification/query has no condition {name!r}")
+                if name == "after":
+                    if wanted is not None:
+                        after = _parse_utc(wanted)
+                        tests.append(lambda n, after=after: n["_created"] >= after)
+                elif name == "before":
+                    if wanted is not None:
+                        before = _parse_utc(wanted)
+                        tests.append(lambda n, before=before: n["_created"] < before)
+                else:
+                    if not isinstance(wanted, str):
+                        raise invalid_arguments(f"filter: {name} must be a String")
+                    tests.append(partial(_equals, name, wanted))
+        ascending = True
+        for comparator in sort:
+            if comparator["property"] != "created":
+                raise MethodError("unsupportedSort", "ShareNotifications are sorted by created only")
+            ascending = comparator.get("isAscending", True) is not False
+        found = [n for n in self.fetch(ctx, account_id, None, frozenset(), {}) if all(t(n) for t in tests)]
+        found.sort(key=lambda n: (n["_created"], n["id"]), reverse=not ascending)
+        return [n["id"] for n in found]
+
+    def do_get(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
+        response = super().do_get(ctx, arguments)
+        for obj in response["list"]:
+            obj.pop("_created", None)
+        return response
+
+    def create(self, ctx: Context, account_id: str, obj: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        raise set_error("forbidden", "ShareNotifications are made by the server only")
+
+    def check_create(self, obj: Any) -> dict[str, Any]:
+        raise set_error("forbidden", "ShareNotifications are made by the server only")
+
+
+SHARE_NOTIFICATION_TYPE = ShareNotificationType()
+
+
+def register(registry: Registry) -> None:
+    register_standard_methods(registry, SHARE_NOTIFICATION_TYPE)

@@ -1,0 +1,252 @@
+# -*- test-case-name: tests.mail.test_sharing -*-
+"""
+Principals (RFC 9670 section 2): one individual Principal per account, with
+the account's id, and groups with members; and the counters that say when
+any of sharing changed.
+
+Principals form one directory for the whole server.  Their state is the
+C{principal} counter of C{sharing_counters}, which every change of a
+Principal raises; each row keeps the value at its creation and last change,
+so Principal/changes reads them like an account's changelog.
+
+The C{acl} counter goes up with every change of who may see what: a grant
+(Mailbox shareWith), a group's members, a subscription to a shared Mailbox.
+The sharings and acl caches put it in their keys, so a change made by any
+process is seen on the next request, and nothing needs invalidating.
+
+Importing this module registers L{create_principal} as an account creation
+hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from attrs import frozen
+
+from jmapd.storage import accounts
+from jmapd.storage.ids import new_id
+
+INDIVIDUAL = "individual"
+GROUP = "group"
+TYPES = (INDIVIDUAL, GROUP, "resource", "location", "other")
+
+_COLUMNS = "p.id, p.type, p.name, p.description, p.time_zone, p.account_id"
+
+
+class NoSuchPrincipal(Exception):
+    """
+    A name or id that is no Principal (of the expected type).
+    """
+
+
+@frozen
+class PrincipalRecord:
+    id: str
+    type: str
+    name: str
+    description: str | None
+    time_zone: str | None
+    account_id: str | None
+    email: str | None
+
+
+def counter(txn: Any, name: str) -> int:
+    return int(txn.fetchvalue("SELECT value FROM sharing_counters WHERE name = ?", (name,), 0) or 0)
+
+
+def bump(txn: Any, name: str) -> int:
+    """
+    Raise a counter (C{principal} or C{acl}) and return its new value.
+    """
+    txn.execute("UPDATE sharing_counters SET value = value + 1 WHERE name = ?", (name,))
+    if name == "acl":
+        # What this transaction computes about sharing from now on is not
+        # committed yet: jmapd.sharing keeps it out of its caches.
+        txn.__dict__["sharing_dirty"] = True
+        txn.__dict__.pop("acl_version", None)
+    return counter(txn, name)
+
+
+def acl_version(txn: Any) -> int:
+    return counter(txn, "acl")
+
+
+def principal_state(txn: Any) -> int:
+    return counter(txn, "principal")
+
+
+def _email(txn: Any, account_id: str | None) -> str | None:
+    if account_id is None:
+        return None
+    value = txn.fetchvalue(
+        "SELECT address FROM account_addresses WHERE account_id = ? AND is_alias = 0 ORDER BY position LIMIT 1",
+        (account_id,),
+    )
+    return None if value is None else str(value)
+
+
+def get_principals(txn: Any, ids: Iterable[str] | None = None) -> list[PrincipalRecord]:
+    """
+    The live Principals with these ids (every one for C{ids=None}).
+    """
+    rows = txn.fetchall(f"SELECT {_COLUMNS} FROM principals p WHERE p.destroyed = 0 ORDER BY p.id", ())
+    wanted = None if ids is None else set(ids)
+    found = []
+    for row in rows:
+        if wanted is not None and row[0] not in wanted:
+            continue
+        found.append(PrincipalRecord(row[0], row[1], row[2], row[3], row[4], row[5], _email(txn, row[5])))
+    return found
+
+
+def create_principal(txn: Any, account_id: str) -> None:
+    """
+    Give a new account its individual Principal (an account creation hook).
+    """
+    name = txn.fetchvalue("SELECT name FROM accounts WHERE id = ?", (account_id,))
+    modseq = bump(txn, "principal")
+    txn.execute(
+        "INSERT INTO principals (id, type, name, account_id, created_modseq, modseq) VALUES (?, ?, ?, ?, ?, ?)",
+        (account_id, INDIVIDUAL, name, account_id, modseq, modseq),
+    )
+
+
+def individual_by_name(txn: Any, name: str) -> str:
+    """
+    The Principal id of the account named C{name}.
+
+    @raise NoSuchPrincipal: there is none.
+    """
+    value = txn.fetchvalue("SELECT id FROM accounts WHERE name = ?", (name,))
+    if value is None:
+        raise NoSuchPrincipal(f"no account {name!r}")
+    return str(value)
+
+
+def group_by_name(txn: Any, name: str) -> str | None:
+    value = txn.fetchvalue(
+        "SELECT id FROM principals WHERE type = ? AND name = ? AND destroyed = 0", (GROUP, name)
+    )
+    return None if value is None else str(value)
+
+
+def add_group(txn: Any, name: str, member_ids: Iterable[str] = ()) -> str:
+    """
+    The group named C{name}, created when there is none, with these members
+    added; returns its id.
+    """
+    group_id = group_by_name(txn, name)
+    if group_id is None:
+        group_id = new_id("g")
+        modseq = bump(txn, "principal")
+        txn.execute(
+            "INSERT INTO principals (id, type, name, created_modseq, modseq) VALUES (?, ?, ?, ?, ?)",
+            (group_id, GROUP, name, modseq, modseq),
+        )
+    for member_id in member_ids:
+        if txn.fetchone(
+            "SELECT 1 FROM principal_members WHERE group_id = ? AND member_id = ?", (group_id, member_id)
+        ) is None:
+            txn.execute("INSERT INTO principal_members (group_id, member_id) VALUES (?, ?)", (group_id, member_id))
+    bump(txn, "acl")
+    return group_id
+
+
+def remove_group_members(txn: Any, name: str, member_ids: Iterable[str]) -> None:
+    group_id = group_by_name(txn, name)
+    if group_id is None:
+        raise NoSuchPrincipal(f"no group {name!r}")
+    for member_id in member_ids:
+        txn.execute("DELETE FROM principal_members WHERE group_id = ? AND member_id = ?", (group_id, member_id))
+    bump(txn, "acl")
+
+
+def remove_group(txn: Any, name: str) -> None:
+    """
+    Destroy a group: its members and grants go, a tombstone stays for
+    Principal/changes.
+    """
+    group_id = group_by_name(txn, name)
+    if group_id is None:
+        raise NoSuchPrincipal(f"no group {name!r}")
+    modseq = bump(txn, "principal")
+    txn.execute("DELETE FROM principal_members WHERE group_id = ?", (group_id,))
+    txn.execute("DELETE FROM mailbox_acl WHERE principal_id = ?", (group_id,))
+    txn.execute("UPDATE principals SET destroyed = 1, modseq = ? WHERE id = ?", (modseq, group_id))
+    bump(txn, "acl")
+
+
+def list_groups(txn: Any) -> list[tuple[str, str, int]]:
+    """
+    Every group as C{(name, id, member count)}, by name.
+    """
+    rows = txn.fetchall(
+        "SELECT p.name, p.id, (SELECT count(*) FROM principal_members m WHERE m.group_id = p.id)"
+        " FROM principals p WHERE p.type = ? AND p.destroyed = 0 ORDER BY p.name",
+        (GROUP,),
+    )
+    return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+
+def group_members(txn: Any, name: str) -> list[str]:
+    """
+    The names of a group's member accounts (and groups), sorted.
+    """
+    group_id = group_by_name(txn, name)
+    if group_id is None:
+        raise NoSuchPrincipal(f"no group {name!r}")
+    rows = txn.fetchall(
+        "SELECT p.name FROM principal_members m JOIN principals p ON p.id = m.member_id"
+        " WHERE m.group_id = ? ORDER BY p.name",
+        (group_id,),
+    )
+    return [str(r[0]) for r in rows]
+
+
+def groups_of(txn: Any, principal_id: str) -> list[str]:
+    """
+    The ids of the groups C{principal_id} is a member of, directly or
+    through other groups.
+    """
+    found: list[str] = []
+    frontier = [principal_id]
+    while frontier:
+        marks = ", ".join("?" * len(frontier))
+        rows = txn.fetchall(f"SELECT group_id FROM principal_members WHERE member_id IN ({marks})", tuple(frontier))
+        frontier = [r[0] for r in rows if r[0] not in found and r[0] != principal_id]
+        found.extend(dict.fromkeys(frontier))
+    return found
+
+
+def changes_since(txn: Any, since: int) -> tuple[list[str], list[str], list[str]]:
+    """
+    The Principals created, updated and destroyed after state C{since}.
+    """
+    created, updated, destroyed = [], [], []
+    for object_id, created_modseq, is_destroyed in txn.fetchall(
+        "SELECT id, created_modseq, destroyed FROM principals WHERE modseq > ? ORDER BY modseq, id", (since,)
+    ):
+        if is_destroyed:
+            if int(created_modseq) <= since:
+                destroyed.append(object_id)
+        elif int(created_modseq) > since:
+            created.append(object_id)
+        else:
+            updated.append(object_id)
+    return created, updated, destroyed
+
+
+def update_principal(txn: Any, principal_id: str, **values: Any) -> None:
+    """
+    Store C{description}, C{time_zone} (or C{name}) of a Principal.
+    """
+    modseq = bump(txn, "principal")
+    for column, value in values.items():
+        assert column in ("name", "description", "time_zone")
+        txn.execute(f"UPDATE principals SET {column} = ? WHERE id = ?", (value, principal_id))
+    txn.execute("UPDATE principals SET modseq = ? WHERE id = ?", (modseq, principal_id))
+
+
+accounts.account_created_hooks.append(create_principal)
