@@ -39,7 +39,13 @@ from jmapd.protocol.errors import (
     invalid_properties,
     set_error,
 )
-from jmapd.protocol.standard import DataType, check_filter_and_sort, register_standard_methods
+from jmapd.protocol.standard import (
+    DataType,
+    check_filter_and_sort,
+    query_changes,
+    query_changes_response,
+    register_standard_methods,
+)
 from jmapd.sharing import hide_changes, notification
 from jmapd.storage import changelog
 from jmapd.storage import mailboxes as storage
@@ -402,8 +408,6 @@ class MailboxType(DataType):
         change to one Mailbox can move its whole subtree, so then any change
         reports every Mailbox.
         """
-        from jmapd.mail.query import query_changes
-
         args = Arguments(arguments, ctx.method)
         account_id = args.id("accountId")
         filter = args.any("filter")
@@ -427,18 +431,10 @@ class MailboxType(DataType):
         if touched and (extra["sortAsTree"] or extra["filterAsTree"]):
             touched |= set(ids)
         removed, added = query_changes(ids, touched, created, None)
-        if max_changes is not None and len(removed) + len(added) > max_changes:
-            raise MethodError("tooManyChanges", f"{len(removed) + len(added)} changes; maxChanges is {max_changes}")
-        response: dict[str, Any] = {
-            "accountId": account_id,
-            "oldQueryState": since_query_state,
-            "newQueryState": self.query_state(ctx, account_id),
-            "removed": removed,
-            "added": added,
-        }
-        if calculate_total:
-            response["total"] = len(ids)
-        return response
+        return query_changes_response(
+            account_id, since_query_state, self.query_state(ctx, account_id), ids, removed, added,
+            max_changes, calculate_total,
+        )
 
     # -- /changes ----------------------------------------------------------
 

@@ -41,7 +41,7 @@ from jmapd.protocol.arguments import Arguments, is_id, is_unsigned_int
 from jmapd.protocol.core import COLLATIONS
 from jmapd.protocol.engine import Context, Registry
 from jmapd.protocol.errors import MethodError, invalid_arguments
-from jmapd.protocol.standard import check_filter_and_sort
+from jmapd.protocol.standard import check_filter_and_sort, query_changes, query_changes_response
 from jmapd.storage import changelog, emails, search
 from jmapd.storage.search import (
     Comparator,
@@ -413,30 +413,6 @@ def email_query(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
-def query_changes(
-    ids: Iterable[str], touched: set[str], created: set[str], up_to_id: str | None
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """
-    The removed and added lists of a /queryChanges (RFC 8620 section 5.6)
-    from the current result C{ids} and the objects that C{touched} since
-    the old state (C{created} ones among them were not in the old result).
-
-    Splicing every touched id out of the old result leaves the untouched
-    ones in their old order, which is their order now; splicing the
-    touched ones of the current result back in at their indexes, lowest
-    first, gives the current result.  With C{up_to_id} (only for
-    immutable queries) nothing after it is added.
-    """
-    removed = sorted(touched - created)
-    added = []
-    for index, object_id in enumerate(ids):
-        if object_id in touched:
-            added.append({"id": object_id, "index": index})
-        if up_to_id is not None and object_id == up_to_id:
-            break
-    return removed, added
-
-
 def _since(txn: Any, account_id: str, type_name: str, since: int) -> changelog.Changes | None:
     if changelog.get_modseq(txn, account_id, type_name) <= since:
         return None
@@ -485,15 +461,9 @@ def email_query_changes(ctx: Context, arguments: dict[str, Any]) -> dict[str, An
     else:
         ids = ()
     removed, added = query_changes(ids, touched, set(changes.created), up_to_id if immutable else None)
-    if max_changes is not None and len(removed) + len(added) > max_changes:
-        raise MethodError("tooManyChanges", f"{len(removed) + len(added)} changes; maxChanges is {max_changes}")
-    response: dict[str, Any] = {
-        "accountId": account_id,
-        "oldQueryState": since_query_state,
-        "newQueryState": state,
-        "removed": removed,
-        "added": added,
-    }
+    response = query_changes_response(
+        account_id, since_query_state, state, [], removed, added, max_changes, calculate_total=False
+    )
     if calculate_total:
         response["total"] = search.count(txn, account_id, query)
     return response

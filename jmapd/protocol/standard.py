@@ -413,25 +413,11 @@ class DataType:
             raise MethodError("cannotCalculateChanges", str(e)) from None
         ids = self.query(ctx, account_id, filter, sort, extra)
         touched = set(changes.updated) | set(changes.destroyed) | set(changes.created)
-        removed = sorted(set(changes.updated) | set(changes.destroyed))
-        added = []
-        for index, object_id in enumerate(ids):
-            if object_id in touched:
-                added.append({"id": object_id, "index": index})
-            if up_to_id is not None and object_id == up_to_id:
-                break
-        if max_changes is not None and len(removed) + len(added) > max_changes:
-            raise MethodError("tooManyChanges", f"more than {max_changes} changes")
-        response: dict[str, Any] = {
-            "accountId": account_id,
-            "oldQueryState": since_query_state,
-            "newQueryState": self.query_state(ctx, account_id),
-            "removed": removed,
-            "added": added,
-        }
-        if calculate_total:
-            response["total"] = len(ids)
-        return response
+        removed, added = query_changes(ids, touched, set(changes.created), up_to_id)
+        return query_changes_response(
+            account_id, since_query_state, self.query_state(ctx, account_id), ids, removed, added,
+            max_changes, calculate_total,
+        )
 
     # -- /copy -----------------------------------------------------------
 
@@ -533,6 +519,58 @@ def check_filter_and_sort(filter: Any, sort: Any) -> list[dict[str, Any]]:
     ):
         raise invalid_arguments("'sort' must be an array of Comparator objects with a 'property'")
     return sort
+
+
+def query_changes(
+    ids: Iterable[str], touched: set[str], created: set[str], up_to_id: str | None
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """
+    The removed and added lists of a /queryChanges (RFC 8620 section 5.6)
+    from the current result C{ids} and the objects that C{touched} since
+    the old state (C{created} ones among them were not in the old result).
+
+    Splicing every touched id out of the old result leaves the untouched
+    ones in their old order, which is their order now; splicing the
+    touched ones of the current result back in at their indexes, lowest
+    first, gives the current result.  With C{up_to_id} (only for
+    immutable queries) nothing after it is added.
+    """
+    removed = sorted(touched - created)
+    added = []
+    for index, object_id in enumerate(ids):
+        if object_id in touched:
+            added.append({"id": object_id, "index": index})
+        if up_to_id is not None and object_id == up_to_id:
+            break
+    return removed, added
+
+
+def query_changes_response(
+    account_id: str,
+    old_query_state: str,
+    new_query_state: str,
+    ids: list[str],
+    removed: list[str],
+    added: list[dict[str, Any]],
+    max_changes: int | None,
+    calculate_total: bool,
+) -> dict[str, Any]:
+    """
+    The /queryChanges response, or C{tooManyChanges} when the changes
+    exceed the client's C{maxChanges}.
+    """
+    if max_changes is not None and len(removed) + len(added) > max_changes:
+        raise MethodError("tooManyChanges", f"{len(removed) + len(added)} changes; maxChanges is {max_changes}")
+    response: dict[str, Any] = {
+        "accountId": account_id,
+        "oldQueryState": old_query_state,
+        "newQueryState": new_query_state,
+        "removed": removed,
+        "added": added,
+    }
+    if calculate_total:
+        response["total"] = len(ids)
+    return response
 
 
 def window(

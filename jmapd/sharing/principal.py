@@ -17,7 +17,14 @@ from typing import Any
 from jmapd.protocol.arguments import Arguments
 from jmapd.protocol.engine import Capability, Context, Principal, Registry
 from jmapd.protocol.errors import MethodError, invalid_arguments, invalid_properties, set_error
-from jmapd.protocol.standard import DataType, check_filter_and_sort, register_standard_methods, window
+from jmapd.protocol.standard import (
+    DataType,
+    check_filter_and_sort,
+    query_changes,
+    query_changes_response,
+    register_standard_methods,
+    window,
+)
 from jmapd.sharing import OWNER, PRINCIPALS
 from jmapd.storage import principals as storage
 from jmapd.storage.principals import PrincipalRecord
@@ -257,25 +264,11 @@ class PrincipalType(DataType):
         created, updated, destroyed = storage.changes_since(ctx.txn, since)
         ids = self.query(ctx, account_id, filter, sort, {})
         touched = set(created) | set(updated) | set(destroyed)
-        removed = sorted(set(updated) | set(destroyed))
-        added = []
-        for index, object_id in enumerate(ids):
-            if object_id in touched:
-                added.append({"id": object_id, "index": index})
-            if up_to_id is not None and object_id == up_to_id:
-                break
-        if max_changes is not None and len(removed) + len(added) > max_changes:
-            raise MethodError("tooManyChanges", f"more than {max_changes} changes")
-        response: dict[str, Any] = {
-            "accountId": account_id,
-            "oldQueryState": since_query_state,
-            "newQueryState": self.state(ctx, account_id),
-            "removed": removed,
-            "added": added,
-        }
-        if calculate_total:
-            response["total"] = len(ids)
-        return response
+        removed, added = query_changes(ids, touched, set(created), up_to_id)
+        return query_changes_response(
+            account_id, since_query_state, self.state(ctx, account_id), ids, removed, added,
+            max_changes, calculate_total,
+        )
 
 
 PRINCIPAL_TYPE = PrincipalType()
