@@ -371,6 +371,8 @@ class PushTests(PushTestCase):
             ws.send(echo())
             await ws.next()
             (connection,) = self.hub.websocket.connections
+            # WebSocketPushEnable finishes after a database hop of its own.
+            await settle(lambda: connection._accounts != ())
             self.assertEqual(self.hub.notifier.listening(self.account), 1)
             await ws.close()
             await connection.closed
@@ -391,3 +393,18 @@ class PushTests(PushTestCase):
             await ws.when_lost()
 
         return ensureDeferred(run())
+
+
+async def settle(condition, attempts: int = 500) -> None:
+    """
+    Let the reactor run until C{condition()} holds (work in flight in the
+    worker pool finishing); fail if it never does.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(attempts):
+        if condition():
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("the condition never held")
