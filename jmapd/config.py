@@ -48,6 +48,7 @@ __all__ = [
     "boolean",
     "choice",
     "default_config",
+    "derived_url",
     "duration",
     "integer",
     "load_config",
@@ -1393,7 +1394,7 @@ def _read_overrides(overrides: Sequence[str], problems: list[str]) -> dict[str, 
     return values
 
 
-def _derived_url(bind_addr: str, port: int, tls: bool) -> str:
+def derived_url(bind_addr: str, port: int, tls: bool) -> str:
     """
     The URL a client on this host would use: the bind address, or
     C{localhost} when listening on all interfaces.
@@ -1446,7 +1447,7 @@ def _build(
 
     url_defaulted = parsed.get("jmap-url", "") is None
     if url_defaulted and "jmap-bind-addr" in parsed and "jmap-port" in parsed:
-        parsed["jmap-url"] = _derived_url(
+        parsed["jmap-url"] = derived_url(
             parsed["jmap-bind-addr"], parsed["jmap-port"], tls
         )
     if parsed.get("cors-allowed-origins", ()) is None and parsed.get("jmap-url"):

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from jmapd import push
 from jmapd.auth.checkers import make_portal
 from jmapd.blobs.store import FileBlobStore
+from jmapd.config import derived_url
 from jmapd.endpoints import jmap_endpoint
 from jmapd.environment import Environment
 from jmapd.protocol import core
@@ -158,13 +159,10 @@ class WebService(Service):
         self.port = port
         address = port.getHost()
         if env.config.jmap_url_defaulted:
-            scheme = "https" if env.config.tls else "http"
-            host = env.config.jmap_bind_addr or "localhost"
-            if host in ("0.0.0.0", "::"):
-                host = "localhost"
-            if ":" in host:
-                host = "[" + host.replace("%", "%25") + "]"
-            env.config = attrs.evolve(env.config, jmap_url=f"{scheme}://{host}:{address.port}")
+            # The same URL the configuration derived, with the port the
+            # listener really got (jmap-port 0 picks a free one).
+            url = derived_url(env.config.jmap_bind_addr, address.port, env.config.tls)
+            env.config = attrs.evolve(env.config, jmap_url=url)
             log.warn(
                 "jmap-url is not set; advertising {url}, which only works for clients on this host",
                 url=env.config.jmap_url,

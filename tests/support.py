@@ -10,7 +10,6 @@ import base64
 import os
 from typing import Any
 
-import attrs
 import orjson
 import treq
 from twisted.internet import reactor
@@ -18,7 +17,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import TestCase
 
 from jmapd.auth.passwords import hash_password
-from jmapd.config import Config, default_config
+from jmapd.config import default_config
 from jmapd.protocol.engine import CORE
 from jmapd.service import makeService
 from jmapd.storage import accounts
@@ -103,11 +102,8 @@ class ServerTestCase(TestCase):
         settings = {"jmap_port": 0, "jmap_bind_addr": "127.0.0.1", "db_path": data, "worker_pool_size": 2}
         # A ...OnPostgreSQL test case gets a fresh PostgreSQL database.
         settings.update(pg.config_changes(self))
-        # Listeners other than JMAP stay off unless a test asks for them.
-        known = attrs.fields_dict(Config)
-        for off in ("lmtp_port",):
-            if off in known:
-                settings[off] = 0
+        # The LMTP listener stays off unless a test asks for it.
+        settings["lmtp_port"] = 0
         settings.update(config_changes)
         config = default_config(**settings)
         service = makeService(config, reactor, registry=registry, clock=clock)

@@ -71,7 +71,7 @@ def blob_copy(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
             blob_storage.add_blob(ctx.txn, account_id, blob_id, record.size, record.type, ctx.now, expires_at)
             copied[blob_id] = blob_id
             continue
-        data = ctx.env.registry.resolve_blob(ctx.env, ctx.txn, from_account_id, blob_id) if is_id(blob_id) else None
+        data = ctx.env.registry.resolve_blob(ctx.env, ctx.txn, from_account_id, blob_id)
         if data is None:
             not_copied[blob_id] = {"type": "blobNotFound", "description": f"no blob {blob_id!r} in {from_account_id}"}
             continue

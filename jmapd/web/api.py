@@ -69,7 +69,6 @@ class APIResource(AsyncResource):
             raise request_problem(
                 limit("maxSizeRequest", f"the request is {size} bytes; the limit is {config.max_size_request}")
             )
-        request.content.seek(0)
         try:
             jmap_request = parse_request(
                 request.content.read(), env.registry.capabilities, config.max_calls_in_request
