@@ -57,5 +57,12 @@ bench-peer: $(VENV)/.installed-test
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q '.[bench]'
 	$(BIN)/python -m bench --peer $(BENCH_ARGS)
 
+# jmapd on PostgreSQL against SQLite, and two nodes against one
+# (docs/benchmarks.md); starts a scratch PostgreSQL unless BENCH_ARGS has
+# --db-url, e.g. make bench-nodes BENCH_ARGS="--messages 2000 --update-docs".
+.PHONY: bench-nodes
+bench-nodes: $(VENV)/.installed-test
+	$(BIN)/python -m bench.nodes $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp*

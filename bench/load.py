@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import orjson
 from attrs import define, field
@@ -23,7 +23,9 @@ from bench.http import Connection, HTTPError
 from bench.targets import Session
 from bench.workloads import WrongAnswer
 
-__all__ = ["Cell", "run_cell"]
+__all__ = ["Cell", "run_cell", "spread"]
+
+_T = TypeVar("_T")
 
 
 @define
@@ -50,6 +52,15 @@ class Cell:
             self.first_error = other.first_error
 
 
+def spread(connections: int, nodes: Sequence[_T]) -> list[_T]:
+    """
+    The node each of C{connections} connections talks to: round-robin,
+    so connection C{i} goes to node C{i mod len(nodes)} and every node
+    gets the same number of connections, give or take one.
+    """
+    return [nodes[number % len(nodes)] for number in range(connections)]
+
+
 async def run_cell(
     session: Session,
     bodies: list[dict[str, Any]],
@@ -61,15 +72,19 @@ async def run_cell(
     """
     Send requests for C{duration} seconds over C{connections} connections.
     Connection C{i} starts at a different body so that workloads with
-    several bodies (one per message) spread over them.
+    several bodies (one per message) spread over them.  A session with
+    other nodes (L{Session.other_nodes}) has its connections spread over
+    all of them (L{spread}).
     """
-    raws = [session.api_request(orjson.dumps(body)) for body in bodies]
+    encoded = [orjson.dumps(body) for body in bodies]
+    assigned = spread(connections, [(node, [node.api_request(body) for body in encoded]) for node in session.nodes])
     cell = Cell()
     deadline = 0.0
 
     async def client(number: int) -> None:
+        node, raws = assigned[number]
         position = (number * len(raws)) // connections
-        connection = None if new_connection else await Connection.open(session.host, session.port)
+        connection = None if new_connection else await Connection.open(node.host, node.port)
         latencies = cell.latencies
         perf = time.perf_counter
         try:
@@ -81,7 +96,7 @@ async def run_cell(
                     return
                 try:
                     if connection is None or connection.closed:
-                        connection = await Connection.open(session.host, session.port)
+                        connection = await Connection.open(node.host, node.port)
                     response = await connection.request(raws[index])
                     if new_connection:
                         connection.close()

@@ -169,37 +169,11 @@ async def run(args: argparse.Namespace) -> int:
         imports: list[ImportRow] = []
         mail_sessions = [s for s in sessions if s.has_mail and not s.spec.echo_only]
         if any(w.needs_mail for w in workloads) and mail_sessions:
-            _say(f"generating {args.messages} messages (seed {args.seed}) ...")
-            messages = list(generate(args.messages, args.seed))
-            loaders = []
-            for session in mail_sessions:
-                try:
-                    mailboxes = await ensure_mailboxes(session)
-                except TargetError as error:
-                    _say(f"{session.name}: cannot load the corpus: {error}")
-                    continue
-                loaders.append(Loader(session, mailboxes, messages, args.load_connections, args.import_batch))
-            failed: set[str] = set()
-            for start in range(0, len(messages), CHUNK):
-                for loader in loaders:
-                    if loader.session.name in failed:
-                        continue
-                    try:
-                        await loader.load(range(start, min(start + CHUNK, len(messages))))
-                    except TargetError as error:
-                        _say(f"{loader.session.name}: loading failed: {error}")
-                        failed.add(loader.session.name)
-                _say(f"loaded {min(start + CHUNK, len(messages))}/{len(messages)}")
-            for loader in loaders:
-                if loader.session.name not in failed:
-                    loaded[loader.session.name] = loader.result()
-                    imports.append(ImportRow(loader.session.name, loader.loaded, loader.seconds,
-                                             args.load_connections, args.import_batch))
-                    _say(f"{loader.session.name}: imported {loader.loaded} messages at {loader.rate:.0f}/s")
+            loaded, imports = await load_corpus(args, mail_sessions)
             # Servers that index text in the background (Cyrus's squatter) get a moment.
             await asyncio.sleep(2)
 
-        rows = await _measure(args, workloads, sessions, loaded, connection_counts)
+        rows = await measure(args, workloads, sessions, loaded, connection_counts)
     finally:
         for session in sessions:
             session.close()
@@ -234,8 +208,53 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if any(row.status == FAILED for row in rows) else 0
 
 
-async def _measure(args: argparse.Namespace, workloads: Sequence[Workload], sessions: Sequence[Session],
-                   loaded: dict[str, Loaded], connection_counts: Sequence[int]) -> list[Row]:
+async def load_corpus(args: argparse.Namespace, sessions: Sequence[Session]) -> tuple[dict[str, Loaded], list[ImportRow]]:
+    """
+    Generate the corpus (C{args.messages}, C{args.seed}) and load it into
+    each target, the targets taking turns one chunk at a time; a target
+    that cannot be loaded is left out, saying why.
+
+    @return: what each loaded target holds, by name, and its import rate.
+    """
+    _say(f"generating {args.messages} messages (seed {args.seed}) ...")
+    messages = list(generate(args.messages, args.seed))
+    loaders = []
+    for session in sessions:
+        try:
+            mailboxes = await ensure_mailboxes(session)
+        except TargetError as error:
+            _say(f"{session.name}: cannot load the corpus: {error}")
+            continue
+        loaders.append(Loader(session, mailboxes, messages, args.load_connections, args.import_batch))
+    failed: set[str] = set()
+    for start in range(0, len(messages), CHUNK):
+        for loader in loaders:
+            if loader.session.name in failed:
+                continue
+            try:
+                await loader.load(range(start, min(start + CHUNK, len(messages))))
+            except TargetError as error:
+                _say(f"{loader.session.name}: loading failed: {error}")
+                failed.add(loader.session.name)
+        _say(f"loaded {min(start + CHUNK, len(messages))}/{len(messages)}")
+    loaded: dict[str, Loaded] = {}
+    imports: list[ImportRow] = []
+    for loader in loaders:
+        if loader.session.name not in failed:
+            loaded[loader.session.name] = loader.result()
+            imports.append(ImportRow(loader.session.name, loader.loaded, loader.seconds,
+                                     args.load_connections, args.import_batch))
+            _say(f"{loader.session.name}: imported {loader.loaded} messages at {loader.rate:.0f}/s")
+    return loaded, imports
+
+
+async def measure(args: argparse.Namespace, workloads: Sequence[Workload], sessions: Sequence[Session],
+                  loaded: dict[str, Loaded], connection_counts: Sequence[int]) -> list[Row]:
+    """
+    Run each workload at each connection count against every target in
+    interleaved rounds (C{args.duration}, C{args.rounds}, C{args.warmup},
+    C{args.new_connection}), checking every answer: one row per cell.
+    """
     rows: list[Row] = []
     per_round = args.duration / max(1, args.rounds)
     for workload in workloads:
@@ -322,14 +341,21 @@ def update_docs(results: dict[str, Any], table: str, plots: list[str]) -> None:
         END,
     ])
     text = open(path).read() if os.path.exists(path) else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section + tail
-    else:
-        text += "\n" + section + "\n"
     with open(path, "w") as f:
-        f.write(text)
+        f.write(replace_marked(text, BEGIN, END, section))
+
+
+def replace_marked(text: str, begin: str, end: str, section: str) -> str:
+    """
+    C{text} with what lies between the markers C{begin} and C{end}
+    (included) replaced by C{section}, which starts and ends with them;
+    without the markers, C{section} is appended.
+    """
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        return head + section + tail
+    return text + "\n" + section + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

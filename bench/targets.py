@@ -93,10 +93,22 @@ class Session:
     capabilities: dict[str, Any]
     authorization: str
     _connection: Connection | None = field(default=None)
+    #: More nodes serving the same account from the same database (a
+    #: multi-node jmapd): the load connections are spread round-robin
+    #: over this session and these (see L{bench.load.spread}); setup
+    #: requests go to this session only.
+    other_nodes: list[Session] = field(factory=list)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def nodes(self) -> list[Session]:
+        """
+        Every node the load connections go to, this session first.
+        """
+        return [self, *self.other_nodes]
 
     @property
     def has_mail(self) -> bool:
@@ -255,26 +267,30 @@ def _checkout_environment() -> dict[str, str]:
     """
     The environment of a server subprocess: this checkout first on the
     path, so the server runs the code being measured and not an older
-    installed copy.
+    installed copy, and no C{JMAPD_*} variables: they would override the
+    generated configuration's keys, and one that names no key (such as
+    the test runner's C{JMAPD_TEST_DB_URL}) stops start-up.
     """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    environ = dict(os.environ)
+    environ = {name: value for name, value in os.environ.items() if not name.startswith("JMAPD_")}
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environ.get("PYTHONPATH")]))
-    environ.pop("JMAPD_CONFIG", None)
     return environ
 
 
 #: What the suite's own jmapd runs with, beyond the port and data
 #: directory: limits that would otherwise turn a load test into 429s
 #: (1000 requests a minute per user is right for a real server and wrong
-#: for a benchmark), and warn-level logging, because twistd's text log of
-#: one line per request would be measured too.
+#: for a benchmark), warn-level logging, because twistd's text log of
+#: one line per request would be measured too, and no LMTP listener
+#: (nothing here delivers by LMTP, and its fixed default port would stop
+#: a second jmapd, or one started while another runs on the machine).
 BENCH_CONFIG = {
     "rate-limit-authenticated": "1000000000/1",
     "rate-limit-auth": "1000000/1",
     "max-concurrent-requests": 256,
     "max-concurrent-uploads": 64,
     "mail-import-max-items": 50,
+    "lmtp-port": 0,
 }
 
 
@@ -295,10 +311,15 @@ class JmapdProcess:
     @classmethod
     def start(cls, name: str = "jmapd", workdir: str | None = None, cpus: set[int] | None = None,
               log_level: str = "warn", settings: dict[str, Any] | None = None,
-              profile: str | None = None) -> JmapdProcess:
+              profile: str | None = None, password: str | None = None) -> JmapdProcess:
         """
+        @param settings: configuration keys beyond the bench's own (such
+            as C{db-url}); they win over L{BENCH_CONFIG}.
         @param profile: write cProfile statistics of the whole server run
             to this file (twistd's C{--profile}), for C{pstats}.
+        @param password: the password of the bench account when it exists
+            already, because another node on the same C{db-url} made it;
+            without it the account is created with a new password.
         """
         workdir = workdir or tempfile.mkdtemp(prefix="jmapd-bench-")
         port = free_port()
@@ -315,15 +336,16 @@ class JmapdProcess:
             for key, value in config.items():
                 f.write(f"{key}: {orjson.dumps(value).decode()}\n")
         environ = _checkout_environment()
-        password = secrets.token_urlsafe(12)
-        admin = subprocess.run(
-            [sys.executable, "-c", "import sys; from jmapd.admin import main; sys.exit(main())",
-             "--config", config_path, "account", "add", BENCH_USER, "--email", f"{BENCH_USER}@example.test",
-             "--password-stdin"],
-            input=(password + "\n").encode(), env=environ, capture_output=True,
-        )
-        if admin.returncode != 0:
-            raise TargetError(f"jmapd-admin account add failed: {admin.stderr.decode().strip()}")
+        if password is None:
+            password = secrets.token_urlsafe(12)
+            admin = subprocess.run(
+                [sys.executable, "-c", "import sys; from jmapd.admin import main; sys.exit(main())",
+                 "--config", config_path, "account", "add", BENCH_USER, "--email", f"{BENCH_USER}@example.test",
+                 "--password-stdin"],
+                input=(password + "\n").encode(), env=environ, capture_output=True,
+            )
+            if admin.returncode != 0:
+                raise TargetError(f"jmapd-admin account add failed: {admin.stderr.decode().strip()}")
         log_path = os.path.join(workdir, "twistd.log")
         profiling = ["--profile", profile, "--profiler", "cprofile", "--savestats"] if profile else []
         process = subprocess.Popen(

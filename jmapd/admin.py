@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_admin -*-
 """
 C{jmapd-admin}: create and remove accounts and their aliases, set
-passwords, issue API tokens, import and export mail, from a shell, on the
-same configuration and database as the server.
+passwords, issue API tokens, manage groups, import and export mail, from a
+shell, on the same configuration and database as the server.
 
 JMAP has no standard way to create an account, and an operator needs one
 before the first client can log in; scripts need a token they can capture
@@ -38,7 +38,7 @@ from attrs import define, field
 
 from jmapd.auth.passwords import hash_password
 from jmapd.config import ConfigError, load_config
-from jmapd.storage import accounts, blob_directory, open_database
+from jmapd.storage import accounts, open_database
 from jmapd.storage.database import Database
 
 __all__ = ["main"]
@@ -277,10 +277,131 @@ def _alias_list(context: _Context) -> None:
         context.out(alias)
 
 
-def _blob_store(context: _Context) -> Any:
-    from jmapd.blobs.store import FileBlobStore
+# Groups: Principals of type group (RFC 9670), whose rights every member
+# gets.  Each change raises the Principal state and the acl counter (so
+# myRights and the sharing caches follow at once) and moves the
+# SharedAccounts state of every member it concerns (so their open push
+# channels read their accounts again when they next see a change).
 
-    return FileBlobStore(blob_directory(context.config))
+
+def _check_group_name(name: str) -> str:
+    if not name or len(name) > 255 or not name.isprintable() or name != name.strip():
+        raise AdminError(f"{name!r} is not a group name: 1 to 255 printable characters, no spaces around")
+    return name
+
+
+def _group_id(txn: Any, name: str) -> str:
+    from jmapd.storage import principals
+
+    group_id = principals.group_by_name(txn, name)
+    if group_id is None:
+        raise AdminError(f"no group named {name!r}")
+    return group_id
+
+
+def _member_ids(txn: Any, names: Sequence[str]) -> list[str]:
+    from jmapd.storage import principals
+
+    found = []
+    for name in dict.fromkeys(names):
+        try:
+            found.append(principals.individual_by_name(txn, name))
+        except principals.NoSuchPrincipal:
+            raise AdminError(f"no account named {name!r}") from None
+    return found
+
+
+def _current_members(txn: Any, group_id: str) -> set[str]:
+    rows = txn.fetchall("SELECT member_id FROM principal_members WHERE group_id = ?", (group_id,))
+    return {str(row[0]) for row in rows}
+
+
+def _add_group(txn: Any, name: str, members: Sequence[str]) -> str:
+    from jmapd.storage import principals
+
+    if principals.group_by_name(txn, name) is not None:
+        raise AdminError(f"a group named {name!r} exists")
+    member_ids = _member_ids(txn, members)
+    group_id = principals.add_group(txn, name, member_ids)
+    principals.touch_shared_accounts(txn, member_ids)
+    return group_id
+
+
+def _change_members(txn: Any, name: str, members: Sequence[str], add: bool) -> None:
+    from jmapd.storage import principals
+
+    group_id = _group_id(txn, name)
+    member_ids = _member_ids(txn, members)
+    current = _current_members(txn, group_id)
+    for member, member_id in zip(dict.fromkeys(members), member_ids, strict=True):
+        if add and member_id in current:
+            raise AdminError(f"{member!r} is a member of group {name!r} already")
+        if not add and member_id not in current:
+            raise AdminError(f"{member!r} is not a member of group {name!r}")
+    if add:
+        principals.add_group(txn, name, member_ids)
+    else:
+        principals.remove_group_members(txn, name, member_ids)
+    principals.update_principal(txn, group_id)
+    principals.touch_shared_accounts(txn, member_ids)
+
+
+def _remove_group(txn: Any, name: str) -> str:
+    from jmapd.storage import principals
+
+    group_id = _group_id(txn, name)
+    principals.touch_shared_accounts(txn, [group_id])
+    principals.remove_group(txn, name)
+    return group_id
+
+
+def _group_members(txn: Any, name: str) -> list[str]:
+    from jmapd.storage import principals
+
+    _group_id(txn, name)
+    return principals.group_members(txn, name)
+
+
+def _group_add(context: _Context) -> None:
+    name = _check_group_name(context.args.name)
+    group_id = context.write(_add_group, name, context.args.members)
+    context.out(f"group {name} created (id {group_id})")
+
+
+def _group_remove(context: _Context) -> None:
+    name = context.args.name
+    group_id = context.write(_remove_group, name)
+    context.out(f"group {name} removed (id {group_id})")
+
+
+def _group_add_member(context: _Context) -> None:
+    name = context.args.name
+    context.write(_change_members, name, context.args.members, True)
+    context.out(f"added {', '.join(dict.fromkeys(context.args.members))} to group {name}")
+
+
+def _group_remove_member(context: _Context) -> None:
+    name = context.args.name
+    context.write(_change_members, name, context.args.members, False)
+    context.out(f"removed {', '.join(dict.fromkeys(context.args.members))} from group {name}")
+
+
+def _group_members_command(context: _Context) -> None:
+    for member in context.read(_group_members, context.args.name):
+        context.out(member)
+
+
+def _group_list(context: _Context) -> None:
+    from jmapd.storage import principals
+
+    for name, group_id, count in context.read(principals.list_groups):
+        context.out("\t".join([name, group_id, str(count)]))
+
+
+def _blob_store(context: _Context) -> Any:
+    from jmapd.blobs.database import open_blob_store
+
+    return open_blob_store(context.config)
 
 
 def _import(context: _Context) -> None:
@@ -308,6 +429,25 @@ def _export(context: _Context) -> None:
     args = context.args
     count = importexport.export_mbox(context.database, _blob_store(context), args.account, args.mbox, args.mailbox)
     context.out(f"exported {count} messages to {args.mbox}")
+
+
+def _migrate(context: _Context) -> None:
+    from jmapd import importexport, migrate
+
+    stream = context.streams.stderr
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    try:
+        result = migrate.migrate_from_sqlite(
+            context.config,
+            context.args.from_sqlite,
+            progress=lambda total, label, unit: importexport.Progress(stream, total, tty, label=label, unit=unit),
+            note=context.note,
+        )
+    except migrate.MigrationFailed as error:
+        raise AdminError(str(error)) from None
+    for line in result.lines():
+        context.out(line)
+    context.out(f"migrated {result.accounts} accounts; the counts match")
 
 
 def _ensure_demo(txn: Any, password_hash: str) -> bool:
@@ -421,6 +561,29 @@ def _parser(streams: _Streams) -> _Parser:
     revoke.add_argument("token_id", metavar="TOKENID")
     revoke.set_defaults(run=_token_revoke)
 
+    group = commands.add_parser("group", help="create, change, list and remove groups of accounts")
+    group_commands = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+    group_add = group_commands.add_parser("add", help="create a group with these member accounts")
+    group_add.add_argument("name", metavar="NAME")
+    group_add.add_argument("members", metavar="MEMBER", nargs="*", help="an account name")
+    group_add.set_defaults(run=_group_add)
+    group_remove = group_commands.add_parser("remove", help="remove a group and what was shared with it")
+    group_remove.add_argument("name", metavar="NAME")
+    group_remove.set_defaults(run=_group_remove)
+    group_add_member = group_commands.add_parser("add-member", help="add accounts to a group")
+    group_add_member.add_argument("name", metavar="NAME")
+    group_add_member.add_argument("members", metavar="MEMBER", nargs="+", help="an account name")
+    group_add_member.set_defaults(run=_group_add_member)
+    group_remove_member = group_commands.add_parser("remove-member", help="remove accounts from a group")
+    group_remove_member.add_argument("name", metavar="NAME")
+    group_remove_member.add_argument("members", metavar="MEMBER", nargs="+", help="an account name")
+    group_remove_member.set_defaults(run=_group_remove_member)
+    group_members = group_commands.add_parser("members", help="list a group's members, one per line")
+    group_members.add_argument("name", metavar="NAME")
+    group_members.set_defaults(run=_group_members_command)
+    group_list = group_commands.add_parser("list", help="list groups: name, id, number of members")
+    group_list.set_defaults(run=_group_list)
+
     importing = commands.add_parser(
         "import", help="import an mbox file or a Maildir into an account (can be run again)"
     )
@@ -437,6 +600,22 @@ def _parser(streams: _Streams) -> _Parser:
     exporting.add_argument("--mailbox", metavar="NAME", help="only this Mailbox ('/' between levels)")
     exporting.set_defaults(run=_export)
 
+    migrating = commands.add_parser(
+        "migrate",
+        help="copy a SQLite installation into the PostgreSQL database of db-url (ids and states kept)",
+        description="Copy every table and blob of an SQLite installation into the empty PostgreSQL"
+        " database of db-url (blobs into the configured blob-store), keeping ids and state strings;"
+        " the row counts of both sides are printed and must match. Stop jmapd first.",
+    )
+    migrating.add_argument(
+        "--from-sqlite",
+        metavar="PATH",
+        required=True,
+        help="the old installation: its db-path directory (holding jmapd.sqlite3 and blobs/),"
+        " or its jmapd.sqlite3 file (the blobs are then read from blobs/ beside it)",
+    )
+    migrating.set_defaults(run=_migrate)
+
     demo = commands.add_parser(
         "demo", help="create the database and a demo account if missing (make run)"
     )
@@ -450,8 +629,11 @@ def _error_message(error: BaseException) -> str:
     """
     from jmapd.importexport import ImportFailed
     from jmapd.ingest.recipients import AliasError
+    from jmapd.storage.migrations import DuplicateMigration, SchemaTooNew
 
-    if isinstance(error, (AdminError, accounts.AccountExists, AliasError, ImportFailed)):
+    if isinstance(
+        error, (AdminError, accounts.AccountExists, AliasError, ImportFailed, SchemaTooNew, DuplicateMigration)
+    ):
         return str(error)
     if isinstance(error, accounts.AccountNotFound):
         return f"no account named {error.args[0]!r}"

@@ -474,6 +474,9 @@ class Progress:
 
     @param total: the amount of work in the reader's position units.
     @param clock: a monotonic C{() -> seconds}.
+    @param label: what starts each plain line (the command).
+    @param unit: what is counted, and its rate's unit (C{jmapd-admin
+        migrate} counts rows and blobs).
     """
 
     def __init__(
@@ -484,8 +487,12 @@ class Progress:
         clock: Callable[[], float] = time.monotonic,
         interval: float = 5.0,
         width: int = 30,
+        label: str = "import",
+        unit: tuple[str, str] = ("messages", "msg/s"),
     ) -> None:
         self._stream = stream
+        self._label = label
+        self._unit = unit
         self._total = max(total, 0)
         self._tty = tty
         self._clock = clock
@@ -512,7 +519,7 @@ class Progress:
         fraction = min(position / self._total, 1.0) if self._total else 1.0
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
         left = self._duration(eta) if eta is not None else "?"
-        return f"{fraction * 100:3.0f}%  {messages} messages  {rate:.0f} msg/s  ETA {left}"
+        return f"{fraction * 100:3.0f}%  {messages} {self._unit[0]}  {rate:.0f} {self._unit[1]}  ETA {left}"
 
     def update(self, position: int, messages: int, force: bool = False) -> None:
         now = self._clock()
@@ -527,7 +534,7 @@ class Progress:
             self._stream.write(f"\r[{bar}] {text} ")
             self._drawn = True
         else:
-            self._stream.write(f"import: {text}\n")
+            self._stream.write(f"{self._label}: {text}\n")
         self._stream.flush()
 
     def done(self, position: int, messages: int) -> None:

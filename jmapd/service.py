@@ -10,7 +10,6 @@ here touches the global reactor: it is passed in.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import attrs
@@ -23,14 +22,15 @@ from twisted.logger import Logger
 
 from jmapd import push
 from jmapd.auth.checkers import make_portal
-from jmapd.blobs.store import FileBlobStore
+from jmapd.blobs.database import open_blob_store
 from jmapd.config import derived_url
 from jmapd.endpoints import jmap_endpoint
 from jmapd.environment import Environment
 from jmapd.protocol import core
 from jmapd.protocol.engine import Registry
-from jmapd.storage import blob_directory, changelog, open_database, search
 from jmapd.storage import blobs as blob_storage
+from jmapd.storage import changelog, open_database, search
+from jmapd.storage import principals as principal_storage
 from jmapd.util.tticache import TTICache
 from jmapd.web.auth import Authenticator
 from jmapd.web.root import JMAPSite, build_root
@@ -88,9 +88,10 @@ class WebService(Service):
 
     name = "web"
 
-    def __init__(self, reactor: Any, env: Environment) -> None:
+    def __init__(self, reactor: Any, env: Environment, notifier: Any = None) -> None:
         self._reactor = reactor
         self._env = env
+        self._notifier = notifier
         self.port: Any = None
         self.site: Any = None
         self.listening: Deferred[Any] | None = None
@@ -113,7 +114,7 @@ class WebService(Service):
         env = self._env
         self.startup_error = None
         authenticator = Authenticator(make_portal(env.database), env.clock, env.config)
-        extra = push.install(env, self._reactor, authenticator)
+        extra = push.install(env, self._reactor, authenticator, notifier=self._notifier)
         self.site = JMAPSite(
             build_root(env, authenticator, extra),
             max_body=max(env.config.max_size_request, env.config.max_size_upload),
@@ -183,7 +184,9 @@ class JMAPService(MultiService):
     """
     The jmapd service.  Children start in this order and stop in the
     reverse one, each waiting for the previous to finish stopping: the
-    worker pool (and the database behind it), the outgoing mail queue,
+    worker pool (and the database behind it), on PostgreSQL the notifier
+    that hears other nodes' commits (L{jmapd.push.pgnotify}), the outgoing
+    mail queue,
     housekeeping, the web listener, the LMTP listener, push.  So nothing
     accepts work before the pool is ready, and every listener has stopped
     and finished what it acknowledged before the pool drains.
@@ -198,17 +201,26 @@ class JMAPService(MultiService):
         self.env = env
         self.reactor = reactor
         env.workers.setServiceParent(self)
+        # Nodes sharing a PostgreSQL database push each other's changes;
+        # the notifier stops after everything but the worker pool.
+        self.notifier: Any = None
+        if env.database.engine.name == "postgresql":
+            from jmapd.push.pgnotify import PostgresNotifier
+            from jmapd.storage.engines import node_id
+
+            self.notifier = PostgresNotifier(env.database, reactor, env.clock, node_id(env.config))
+            self.notifier.setServiceParent(self)
         if sending_enabled(env.config):
             queue_service(env, reactor).setServiceParent(self)
         maintenance = TimerService(MAINTENANCE_INTERVAL, self.maintain)
         maintenance.clock = reactor
         maintenance.setServiceParent(self)
-        self.web = WebService(reactor, env)
+        self.web = WebService(reactor, env, self.notifier)
         self.web.setServiceParent(self)
         self.lmtp = lmtp_service(env, reactor)
         if self.lmtp is not None:
             self.lmtp.setServiceParent(self)
-        push.service(env, reactor).setServiceParent(self)
+        push.service(env, reactor, notifier=self.notifier).setServiceParent(self)
 
     @property
     def port(self) -> Any:
@@ -225,6 +237,10 @@ class JMAPService(MultiService):
                     log.failure("stopping {service} failed", service=child.name or child)
         finally:
             self.env.database.close()
+            # The database blob store has connections of its own.
+            close_blobs = getattr(self.env.blobs, "close", None)
+            if close_blobs is not None:
+                close_blobs()
 
     def maintain(self) -> Deferred[Any] | None:
         """
@@ -243,6 +259,9 @@ class JMAPService(MultiService):
             compacted = 0
             for account_id in changelog.accounts_over(txn, env.config.max_changelog_entries):
                 compacted += changelog.compact(txn, account_id, env.config.max_changelog_entries)
+                # The sharing sight log below the new floor can never be
+                # asked about again.
+                principal_storage.prune_sight(txn, account_id)
             indexed = 0
             if env.database.engine.name == "sqlite":
                 # Emails stored before the full-text index existed (schema
@@ -272,12 +291,11 @@ def make_environment(
 ) -> Environment:
     workers = WorkerPoolService(reactor, config.worker_pool_size)
     database = open_database(config, workers.run)
-    os.makedirs(blob_directory(config), exist_ok=True)
     env = Environment(
         config=config,
         registry=registry if registry is not None else build_registry(config),
         database=database,
-        blobs=FileBlobStore(blob_directory(config)),
+        blobs=open_blob_store(config),
         clock=clock if clock is not None else reactor,
         workers=workers,
         trace=config.log_level == "trace",

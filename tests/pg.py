@@ -90,10 +90,18 @@ def _free_port() -> int:
 
 class ScratchServer:
     """
-    A PostgreSQL cluster in a temporary directory, for tests only.
+    A PostgreSQL cluster in a temporary directory, for tests and
+    benchmarks only.
+
+    @ivar durable: keep PostgreSQL's defaults for C{fsync},
+        C{synchronous_commit} and C{full_page_writes} (a benchmark
+        comparing it with SQLite, which jmapd runs with
+        C{synchronous = FULL}); otherwise they are off, because a test
+        database need not survive a crash.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
         self.directory: str | None = None
         self.port = 0
         self.version = ""
@@ -137,11 +145,10 @@ class ScratchServer:
             f"-k {self.directory}",
             "-c listen_addresses=127.0.0.1",
             "-c max_connections=300",
-            "-c fsync=off",
-            "-c synchronous_commit=off",
-            "-c full_page_writes=off",
             "-c shared_buffers=64MB",
         ])
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             os.path.join(bindir, "pg_ctl"), "-D", data, "-l", os.path.join(self.directory, "log"),
             "-o", options, "-w", "-t", "60", "start",

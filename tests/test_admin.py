@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.admin import main
 from jmapd.auth.passwords import verify_password
 from jmapd.config import load_config
 from jmapd.storage import DATABASE_FILE, accounts, open_database
+from jmapd.storage.engines import SQLITE_FILE
+from tests.support import ServerTestCase
 
 
 class AdminTestCase(SynchronousTestCase):
@@ -438,6 +442,22 @@ class CommandLineTests(AdminTestCase):
         self.assertEqual((status, out), (1, ""))
         self.assertIn("cannot read the configuration file", err)
 
+    def test_newerSchema(self) -> None:
+        """
+        A database written by a newer jmapd is refused with a plain message
+        saying so (exit status 1), not as an unexpected error.
+        """
+        self.assertEqual(self.admin("account", "list")[0], 0)
+        path = os.path.join(self.directory, "data", SQLITE_FILE)
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute("INSERT INTO schema_version (version) VALUES (9999)")
+        conn.close()
+        status, out, err = self.admin("account", "list")
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn("9999", err)
+        self.assertNotIn("unexpected error", err)
+
     def test_missingConfig(self) -> None:
         """
         Without C{--config} and without C{JMAPD_CONFIG} the command is a
@@ -603,3 +623,169 @@ class ImportExportCommandTests(AdminTestCase):
             self.refused("export", "alice", "--mbox", os.path.join(self.directory, "x"), "--mailbox", "Nope"),
         )
         self.refused("export", "alice", status=2)
+
+
+class GroupTests(AdminTestCase):
+    """
+    C{jmapd-admin group ...}: groups of accounts, Principals of type group.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        for name in ("alice", "bob", "carol"):
+            self.succeed("account", "add", name)
+
+    def principal_state(self) -> tuple[int, int]:
+        """
+        The Principal state and the acl counter.
+        """
+        from jmapd.storage import principals
+
+        return self.query(lambda txn: (principals.principal_state(txn), principals.acl_version(txn)))
+
+    def test_add_members_list(self) -> None:
+        """
+        C{group add} creates the group with its members and prints its id;
+        C{group members} lists the member accounts one per line, C{group
+        list} the groups as name, id and number of members.
+        """
+        out = self.succeed("group", "add", "staff", "bob", "alice")
+        from jmapd.storage import principals
+
+        group_id = self.query(principals.group_by_name, "staff")
+        self.assertEqual(out, f"group staff created (id {group_id})\n")
+        self.assertEqual(self.succeed("group", "members", "staff"), "alice\nbob\n")
+        self.succeed("group", "add", "empty")
+        empty_id = self.query(principals.group_by_name, "empty")
+        self.assertEqual(self.succeed("group", "list"), f"empty\t{empty_id}\t0\nstaff\t{group_id}\t2\n")
+        (record,) = self.query(principals.get_principals, [group_id])
+        self.assertEqual((record.type, record.name), ("group", "staff"))
+
+    def test_change_members(self) -> None:
+        """
+        C{group add-member} and C{group remove-member} change the members;
+        each change raises the Principal state and the acl counter, and
+        moves the SharedAccounts state of the accounts concerned.
+        """
+        from jmapd.storage import changelog, principals
+
+        self.succeed("group", "add", "staff", "alice")
+        before = self.principal_state()
+        carol = self.account("carol").id
+        shared_before = self.query(changelog.get_modseq, carol, principals.SHARED_ACCOUNTS)
+        self.assertEqual(self.succeed("group", "add-member", "staff", "bob", "carol"), "added bob, carol to group staff\n")
+        self.assertEqual(self.succeed("group", "members", "staff"), "alice\nbob\ncarol\n")
+        after = self.principal_state()
+        self.assertGreater(after[0], before[0])
+        self.assertGreater(after[1], before[1])
+        self.assertGreater(self.query(changelog.get_modseq, carol, principals.SHARED_ACCOUNTS), shared_before)
+        self.assertEqual(self.succeed("group", "remove-member", "staff", "alice"), "removed alice from group staff\n")
+        self.assertEqual(self.succeed("group", "members", "staff"), "bob\ncarol\n")
+        final = self.principal_state()
+        self.assertGreater(final[0], after[0])
+        self.assertGreater(final[1], after[1])
+
+    def test_remove(self) -> None:
+        """
+        C{group remove} destroys the group: it is no longer listed, and its
+        Principal is reported destroyed by Principal/changes.
+        """
+        from jmapd.storage import principals
+
+        self.succeed("group", "add", "staff", "alice")
+        group_id = self.query(principals.group_by_name, "staff")
+        state = self.principal_state()[0]
+        self.assertEqual(self.succeed("group", "remove", "staff"), f"group staff removed (id {group_id})\n")
+        self.assertEqual(self.succeed("group", "list"), "")
+        self.assertEqual(self.query(principals.changes_since, state), ([], [], [group_id]))
+
+    def test_errors(self) -> None:
+        """
+        An unknown member, a group that exists, an unknown group, adding a
+        member twice and removing a non-member are one-line errors with
+        status 1 that change nothing; a missing member is a usage error.
+        """
+        self.succeed("group", "add", "staff", "alice")
+        before = self.principal_state()
+        self.assertEqual(self.refused("group", "add", "other", "alice", "zed"), "no account named 'zed'\n")
+        self.assertEqual(self.refused("group", "add", "staff"), "a group named 'staff' exists\n")
+        self.assertEqual(self.refused("group", "remove", "nope"), "no group named 'nope'\n")
+        self.assertEqual(self.refused("group", "members", "nope"), "no group named 'nope'\n")
+        self.assertEqual(self.refused("group", "add-member", "nope", "bob"), "no group named 'nope'\n")
+        self.assertEqual(self.refused("group", "add-member", "staff", "zed"), "no account named 'zed'\n")
+        self.assertEqual(
+            self.refused("group", "add-member", "staff", "bob", "alice"), "'alice' is a member of group 'staff' already\n"
+        )
+        self.assertEqual(
+            self.refused("group", "remove-member", "staff", "bob"), "'bob' is not a member of group 'staff'\n"
+        )
+        self.assertIn("is not a group name", self.refused("group", "add", " staff"))
+        self.assertEqual(self.succeed("group", "members", "staff"), "alice\n")
+        self.assertEqual(self.succeed("group", "list").count("\n"), 1)
+        self.assertEqual(self.principal_state(), before)
+        status, out, err = self.admin("group", "add-member", "staff")
+        self.assertEqual((status, out), (2, ""))
+        self.assertIn("the following arguments are required: MEMBER", err)
+
+
+class GroupRightsTests(ServerTestCase):
+    """
+    Groups made with C{jmapd-admin} while the server runs, seen through
+    JMAP: a member has the rights given to the group, at once.
+    """
+
+    USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail", "urn:ietf:params:jmap:principals"]
+
+    def admin(self, *argv: str) -> str:
+        """
+        Run C{jmapd-admin} on the server's database; its standard output.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        status = main(["--config", self.config_path, *argv], stdout=out, stderr=err, environ={})
+        self.assertEqual((status, err.getvalue()), (0, ""))
+        return out.getvalue()
+
+    async def call(self, name: str, arguments: dict[str, Any], auth: str) -> Any:
+        response = await self.server.api([[name, arguments, "c"]], using=self.USING, auth=auth)
+        return response["methodResponses"][0]
+
+    def test_member_gets_group_rights(self) -> None:
+        """
+        After C{group add staff bob} and a grant to the group, bob reads the
+        shared Mailbox with the group's rights; after C{group
+        remove-member staff bob} he no longer sees the account, and after
+        C{group add-member} he does again.
+        """
+        from jmapd.storage import mailboxes, principals
+
+        async def run() -> None:
+            data = os.path.abspath(self.mktemp())
+            self.server = await self.start_server(db_path=data)
+            directory = os.path.abspath(self.mktemp())
+            os.makedirs(directory)
+            self.config_path = os.path.join(directory, "jmapd.yaml")
+            with open(self.config_path, "w", encoding="utf-8") as f:
+                f.write(f"db-path: {data}\n")
+            alice = self.server.add_account("alice")
+            self.server.add_account("bob")
+            inbox = self.server.env.database.run_sync(mailboxes.find_by_role, alice, "inbox")
+            self.admin("group", "add", "staff", "bob")
+            group = self.server.env.database.run_sync(principals.group_by_name, "staff")
+            name, result, _ = await self.call(
+                "Mailbox/set",
+                {"accountId": alice, "update": {inbox: {"shareWith": {group: {"mayReadItems": True, "mayAddItems": True}}}}},
+                "alice",
+            )
+            self.assertEqual(result["updated"], {inbox: None}, result)
+            name, result, _ = await self.call("Mailbox/get", {"accountId": alice, "ids": [inbox]}, "bob")
+            self.assertEqual(name, "Mailbox/get", result)
+            rights = {right for right, given in result["list"][0]["myRights"].items() if given}
+            self.assertEqual(rights, {"mayReadItems", "mayAddItems"})
+            self.admin("group", "remove-member", "staff", "bob")
+            name, result, _ = await self.call("Mailbox/get", {"accountId": alice, "ids": [inbox]}, "bob")
+            self.assertEqual((name, result["type"]), ("error", "accountNotFound"))
+            self.admin("group", "add-member", "staff", "bob")
+            name, result, _ = await self.call("Mailbox/get", {"accountId": alice, "ids": [inbox]}, "bob")
+            self.assertEqual([m["id"] for m in result["list"]], [inbox])
+
+        return ensureDeferred(run())

@@ -169,6 +169,7 @@ class DefaultsTests(ConfigTestCase):
         self.assertEqual(config.changes_max_results, 5000)
         self.assertEqual(config.blob_temp_ttl, 3600.0)
         self.assertEqual(config.max_changelog_entries, 10000)
+        self.assertEqual(config.blob_store, "files")
         self.assertEqual(config.rate_limit_authenticated, RateLimit(1000, 60.0))
         self.assertEqual(config.rate_limit_anonymous, RateLimit(100, 60.0))
         self.assertEqual(config.rate_limit_auth, RateLimit(10, 60.0))
@@ -562,6 +563,29 @@ class ValueTests(ConfigTestCase):
             "log-level: 3\n",
             "log-level: expected one of error, warn, info, debug, trace, got 3",
         )
+
+    def test_blobStore(self) -> None:
+        """
+        blob-store is files or database (any case); database needs db-url,
+        and a configuration without it reports that, naming the key, with
+        every other problem.
+        """
+        url = "db-url: postgresql://jmapd@127.0.0.1/jmapd\n"
+        self.assertEqual(self.load("blob-store: Files\n").blob_store, "files")
+        self.assertEqual(self.load(url + "blob-store: database\n").blob_store, "database")
+        self.assertProblem(
+            "blob-store: s3\n",
+            "blob-store: expected one of files, database, got 's3'",
+        )
+        self.assertEqual(
+            self.problems("blob-store: database\nlog-level: loud\n"),
+            [
+                "log-level: expected one of error, warn, info, debug, trace, got 'loud'",
+                "blob-store: 'database' keeps blobs in the PostgreSQL database of db-url,"
+                " but db-url is not set; set db-url, or use blob-store 'files'",
+            ],
+        )
+        self.assertRaises(ConfigError, default_config, blob_store="database")
 
     def test_rateLimits(self) -> None:
         """

@@ -28,6 +28,7 @@ from jmapd.protocol.engine import CORE
 from jmapd.service import JMAPService, StartupError, makeService
 from jmapd.storage import blobs as blob_storage
 from jmapd.storage import changelog, mailboxes
+from jmapd.storage import principals as principal_storage
 from tests.support import Server, ServerTestCase, basic
 from tests.test_endpoints import make_certificate
 
@@ -373,7 +374,8 @@ class MaintenanceTests(ServerTestCase):
         """
         With more tombstones than max-changelog-entries, maintenance drops
         the oldest: /changes from before them can no longer be calculated,
-        while a state after the dropped ones still gets its changes.
+        while a state after the dropped ones still gets its changes; the
+        sharing sight log below the new floor goes too, the rest stays.
         """
 
         async def run() -> None:
@@ -392,6 +394,13 @@ class MaintenanceTests(ServerTestCase):
 
             before = env.database.run_sync(history, write=True)
             current = env.database.run_sync(changelog.get_modseq, account, "Foo")
+            env.database.run_sync(
+                lambda txn: [
+                    principal_storage.record_sight(txn, account, "Foo", ["p1"], [f"s{modseq}"], modseq)
+                    for modseq in (1, current)
+                ],
+                write=True,
+            )
             known = env.database.run_sync(changelog.changes_since, account, "Foo", before, 100)
             self.assertEqual(sorted(known.destroyed), ids)
 
@@ -414,6 +423,10 @@ class MaintenanceTests(ServerTestCase):
                 )
             )
             self.assertEqual(tombstones, 2)
+            sighted = env.database.run_sync(
+                lambda txn: txn.fetchall("SELECT object_id FROM sharing_sight WHERE account_id = ?", (account,))
+            )
+            self.assertEqual([row[0] for row in sighted], [f"s{current}"])
 
         return ensureDeferred(run())
 

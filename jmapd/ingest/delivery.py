@@ -9,15 +9,19 @@ A message received over LMTP goes through three steps:
     once: for each recipient, the trace fields (Return-Path, Delivered-To,
     Received) are put in front of the message, the result is written to
     the blob store without waiting for the disk
-    (L{jmapd.blobs.store.FileBlobStore.write}) and parsed.
+    (L{jmapd.blobs.store.FileBlobStore.write}) and parsed, and the parse
+    is turned into the stored columns and the search document
+    (L{jmapd.storage.emails.prepare_message}).
  2. I{sync}: every message written while the previous sync ran has its
     blobs made durable at once (L{jmapd.blobs.store.FileBlobStore.sync}:
     one flush of the file system for the whole group).
  3. I{file}, in one write transaction for every message made durable
     while the previous transaction was running (group commit): each
     recipient's copy becomes an Email in the account's Inbox, the vacation
-    response is considered, and the transaction commits (SQLite fsyncs its
-    WAL).
+    response is considered, the Mailbox counts and EmailDelivery state of
+    each account are written once for the group
+    (L{jmapd.storage.emails.IngestBatch}), and the transaction commits
+    (SQLite fsyncs its WAL).
 
 One sync and one filing transaction run at a time, each in its own
 thread when the service gives them one (L{jmapd.ingest.service}), and
@@ -38,6 +42,7 @@ the commit's), instead of two fsyncs per message and a commit per batch.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -107,6 +112,7 @@ class _Prepared:
     raw: bytes
     written: Written
     parsed: dict[str, Any]
+    message: emails.PreparedMessage
 
 
 @define
@@ -128,18 +134,13 @@ class _Account:
     vacation: bool
 
 
-class _Stored:
+@functools.lru_cache(maxsize=4)
+def _received_date(second: int) -> str:
     """
-    A blob store whose one blob is already stored: L{emails.ingest}
-    stores the message through C{put}, which here only names it (the
-    prepare step wrote it and the sync step made it durable).
+    The date of a Received field (whole seconds): the same for every
+    message of that second, so it is formatted once.
     """
-
-    def __init__(self, blob_id: str) -> None:
-        self._blob_id = blob_id
-
-    def put(self, data: bytes) -> str:
-        return self._blob_id
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 def trace_fields(envelope: Envelope, address: str, host: str, queue_id: str, now: float) -> bytes:
@@ -150,7 +151,7 @@ def trace_fields(envelope: Envelope, address: str, host: str, queue_id: str, now
     """
     helo = envelope.helo or "unknown"
     protocol = "LMTPS" if envelope.tls else "LMTP"
-    date = format_datetime(datetime.fromtimestamp(now, UTC))
+    date = _received_date(int(now))
     text = (
         f"Return-Path: <{envelope.mail_from}>\r\n"
         f"Delivered-To: {address}\r\n"
@@ -350,6 +351,8 @@ class Deliverer:
         version = recipients.addresses_version(txn)
         received_at = int(now * 1000)
         accounts: dict[str, _Account] = {}
+        owners: dict[str, str | None] = {}
+        filing = emails.IngestBatch(txn)
         outcomes = []
         for item in batch:
             replies = []
@@ -360,17 +363,21 @@ class Deliverer:
                 changed = txn.__dict__.get("changed_states")
                 before = None if changed is None else {account: dict(types) for account, types in changed.items()}
                 try:
-                    with txn.savepoint():
-                        replies.append(self._file_one(txn, item.envelope, copy_, received_at, now, accounts))
+                    with filing.savepoint():
+                        replies.append(
+                            self._file_one(txn, filing, item.envelope, copy_, received_at, now, accounts, owners)
+                        )
                 except Exception:
                     log.failure("cannot file a message for {address}", address=copy_.address)
                     accounts.clear()
+                    owners.clear()
                     if before is None:
                         txn.__dict__.pop("changed_states", None)
                     else:
                         txn.__dict__["changed_states"] = before
                     replies.append(temporary_failure())
             outcomes.append(replies)
+        filing.flush()
         changed_states = txn.__dict__.get("changed_states")
         if changed_states:
             txn.after_commit(lambda: env.publish_states(changed_states))
@@ -382,29 +389,31 @@ class Deliverer:
     def _file_one(
         self,
         txn: Any,
+        filing: emails.IngestBatch,
         envelope: Envelope,
         prepared: _Prepared,
         received_at: int,
         now: float,
         accounts: dict[str, _Account],
+        owners: dict[str, str | None],
     ) -> Reply:
-        account_id = recipients.lookup_account(txn, prepared.address)
+        """
+        File one recipient's copy.  C{accounts} and C{owners} (address ->
+        account id) keep what this transaction read already: a group of
+        messages mostly goes to few recipients.
+        """
+        if prepared.address in owners:
+            account_id = owners[prepared.address]
+        else:
+            account_id = owners[prepared.address] = recipients.lookup_account(txn, prepared.address)
         if account_id is None:
             return Reply(550, f"5.1.1 <{prepared.address}>: no such mailbox")
         account = accounts.get(account_id)
         if account is None:
             vacation_on = storage_vacation.get_vacation(txn, account_id).is_active(received_at)
             account = accounts[account_id] = _Account(inbox_of(txn, account_id), vacation_on)
-        created = emails.ingest(
-            txn,
-            _Stored(prepared.written.blob_id),
-            account_id,
-            prepared.raw,
-            [account.inbox],
-            [],
-            received_at,
-            now,
-            parsed=prepared.parsed,
+        created = filing.ingest(
+            account_id, prepared.message, len(prepared.raw), [account.inbox], [], received_at, now
         )
         if account.vacation:
             try:
@@ -433,7 +442,10 @@ class Deliverer:
 
 def _prepare(store: Any, envelope: Envelope, heads: list[bytes], message: bytes) -> list[_Prepared | Reply]:
     """
-    Write and parse each recipient's copy (in a worker thread).
+    Write and parse each recipient's copy (in a worker thread), and make
+    from the parse what the filing transaction writes (the stored columns,
+    the search document), so that the transaction, which runs one at a
+    time, does no more than write.
     """
     copies: list[_Prepared | Reply] = []
     for (address, _), head in zip(envelope.recipients, heads, strict=True):
@@ -441,9 +453,10 @@ def _prepare(store: Any, envelope: Envelope, heads: list[bytes], message: bytes)
         try:
             written = store.write(raw)
             parsed = parse_message(raw)
+            ready = emails.prepare_message(written.blob_id, raw, parsed)
         except Exception:
             log.failure("cannot store the message for {address}", address=address)
             copies.append(temporary_failure())
             continue
-        copies.append(_Prepared(address, raw, written, parsed))
+        copies.append(_Prepared(address, raw, written, parsed, ready))
     return copies

@@ -42,13 +42,28 @@ def mail_account_capability(env: Any, txn: Any, account_id: str) -> dict[str, An
     }
 
 
+def mail_account_capability_for(env: Any, txn: Any, account_id: str, principal: Any) -> dict[str, Any]:
+    """
+    The Mail capability of an account as C{principal} sees it: in someone
+    else's account they may create Mailboxes only under one whose myRights
+    has mayCreateChild, never at the top level (RFC 8621 section 1.3.1:
+    this is about what the user may do; no MailboxRights grants the top
+    level of another account).
+    """
+    value = mail_account_capability(env, txn, account_id)
+    value["mayCreateTopLevelMailbox"] = account_id == principal.account_id
+    return value
+
+
 def register(registry: Registry) -> None:
     """
     Add the Mail capability and every Mail data type to the registry.
     """
     from jmapd.mail import email, mailbox, thread, vacation
 
-    registry.add_capability(Capability(MAIL, lambda env: {}, mail_account_capability))
+    registry.add_capability(
+        Capability(MAIL, lambda env: {}, mail_account_capability, account_for=mail_account_capability_for)
+    )
     mailbox.register(registry)
     email.register(registry)
     thread.register(registry)

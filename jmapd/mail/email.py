@@ -49,7 +49,8 @@ from jmapd.protocol.errors import (
 from jmapd.protocol.patch import apply_patch
 from jmapd.protocol.standard import DataType, register_standard_methods
 from jmapd.storage import blobs as blob_storage
-from jmapd.storage import emails, mailboxes, search
+from jmapd.storage import changelog, emails, mailboxes, search
+from jmapd.storage import principals as principal_storage
 
 #: Every Email property (RFC 8621 section 4.1); header:* come on top.
 PROPERTIES = (
@@ -267,22 +268,28 @@ def resolve_for(ctx: Context, account_id: str, blob_id: str) -> bytes | None:
 def check_may_add(ctx: Context, account_id: str, mailbox_ids: Iterable[str], keywords: Iterable[str]) -> None:
     """
     In a shared account: adding an Email to a Mailbox needs mayAddItems
-    there, and giving it keywords maySetSeen ($seen) or maySetKeywords.
+    there, and giving it keywords maySetSeen ($seen) or maySetKeywords on
+    every one of its Mailboxes (RFC 8621 section 2: "for all of the
+    Mailboxes").
 
     @raise SetErrorException: forbidden.
     """
     rights = sharing.ctx_rights(ctx, account_id)
     if rights is None:
         return
+    mailbox_ids = list(mailbox_ids)
     for mailbox_id in mailbox_ids:
         if "mayAddItems" not in rights.get(mailbox_id, frozenset()):
             raise set_error("forbidden", f"you may not add Emails to Mailbox {mailbox_id}", ["mailboxIds"])
     keywords = set(keywords)
-    union = frozenset().union(*(rights.get(m, frozenset()) for m in mailbox_ids))
-    if "$seen" in keywords and "maySetSeen" not in union:
+    if "$seen" in keywords and not _on_all(rights, mailbox_ids, "maySetSeen"):
         raise set_error("forbidden", "you may not set $seen here", ["keywords"])
-    if keywords - {"$seen"} and "maySetKeywords" not in union:
+    if keywords - {"$seen"} and not _on_all(rights, mailbox_ids, "maySetKeywords"):
         raise set_error("forbidden", "you may not set keywords here", ["keywords"])
+
+
+def _on_all(rights: dict[str, frozenset[str]], mailbox_ids: Iterable[str], right: str) -> bool:
+    return all(right in rights.get(m, frozenset()) for m in mailbox_ids)
 
 
 def check_may_change(
@@ -297,7 +304,8 @@ def check_may_change(
     In a shared account: a change of an Email's Mailboxes needs
     mayAddItems on each Mailbox it joins and mayRemoveItems on each it
     leaves; a change of $seen needs maySetSeen, of other keywords
-    maySetKeywords, on one of its Mailboxes.
+    maySetKeywords, on every Mailbox it is in (RFC 8621 section 2; before
+    and after a move, so a move cannot dodge the rule).
 
     @raise SetErrorException: forbidden.
     """
@@ -317,11 +325,43 @@ def check_may_change(
                 )
     if new_keywords is not None:
         changed = set(old_keywords) ^ set(new_keywords)
-        union = frozenset().union(*(rights.get(m, frozenset()) for m in old_set))
-        if "$seen" in changed and "maySetSeen" not in union:
+        every = old_set | set(new_mailboxes or ())
+        if "$seen" in changed and not _on_all(rights, every, "maySetSeen"):
             raise set_error("forbidden", "you may not change $seen of this Email", ["keywords"])
-        if changed - {"$seen"} and "maySetKeywords" not in union:
+        if changed - {"$seen"} and not _on_all(rights, every, "maySetKeywords"):
             raise set_error("forbidden", "you may not change the keywords of this Email", ["keywords"])
+
+
+def record_sight(
+    txn: Any,
+    account_id: str,
+    email_ids: Iterable[str],
+    mailbox_ids: Iterable[str],
+    thread_ids: Iterable[str] | None = None,
+    readers: set[str] | None = None,
+) -> None:
+    """
+    These Emails (just) joined or left these Mailboxes, or were destroyed
+    out of them: whoever may read one of those Mailboxes may have gained
+    or lost sight of the Emails and of their Threads (see
+    L{jmapd.sharing.hide_changes}).  A move does not change the Thread
+    itself, so the Thread state is moved for the grantees to look.
+
+    @param readers: who may read those Mailboxes, when the caller knows.
+    """
+    email_ids = list(email_ids)
+    if readers is None:
+        readers = principal_storage.grantees(txn, account_id, mailbox_ids, principal_storage.READ)
+    if not readers or not email_ids:
+        return
+    if thread_ids is None:
+        thread_ids = {row["thread_id"] for row in emails.get_rows(txn, account_id, email_ids, ["thread_id"])}
+    principal_storage.record_sight(
+        txn, account_id, emails.EMAIL, readers, email_ids, changelog.get_modseq(txn, account_id, emails.EMAIL)
+    )
+    principal_storage.record_sight(
+        txn, account_id, emails.THREAD, readers, thread_ids, changelog.touch_state(txn, account_id, emails.THREAD)
+    )
 
 
 # -- checking what clients send ------------------------------------------------
@@ -606,15 +646,20 @@ class EmailType(DataType):
     def do_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
         """
         In a shared account, only Emails the user may read; one that went
-        out of reach is reported destroyed.
+        out of reach is reported destroyed, and no other
+        (L{jmapd.sharing.hide_changes}).
         """
         response = super().do_changes(ctx, arguments)
         account_id = response["accountId"]
-        if account_id == ctx.principal.account_id:
-            return response
-        candidates = [*response["created"], *response["updated"]]
-        visible = {e["id"] for e in self.fetch(ctx, account_id, candidates, frozenset({"id"}), {})}
-        return sharing.hide_changes(response, visible)
+        return sharing.hide_changes(
+            ctx, arguments, response, self.name, partial(self.visible_ids, ctx, account_id)
+        )
+
+    def visible_ids(self, ctx: Context, account_id: str, ids: list[str]) -> set[str]:
+        """
+        Which of these Emails exist and the principal may read.
+        """
+        return {e["id"] for e in self.fetch(ctx, account_id, ids, frozenset({"id"}), {})}
 
     def fetch(
         self, ctx: Context, account_id: str, ids: list[str] | None, properties: frozenset[str], extra: dict[str, Any]
@@ -628,12 +673,13 @@ class EmailType(DataType):
         rights = sharing.ctx_rights(ctx, account_id)
         if rights is not None:
             # Someone else's account: only Emails in a Mailbox they may
-            # read, showing only the Mailboxes they may see.
+            # read, showing only those Mailboxes (RFC 8621 section 2:
+            # mayReadItems is what lets a Mailbox be in mailboxIds).
             readable = {m for m, r in rights.items() if "mayReadItems" in r}
             every = emails.get_mailbox_ids(ctx.txn, account_id, found_ids)
             rows = [row for row in rows if readable & set(every[row["id"]])]
             found_ids = [row["id"] for row in rows]
-            mailbox_ids = {i: {m: True for m in every[i] if m in rights} for i in found_ids}
+            mailbox_ids = {i: {m: True for m in every[i] if m in readable} for i in found_ids}
         elif "mailboxIds" in properties:
             mailbox_ids = emails.get_mailbox_ids(ctx.txn, account_id, found_ids)
         else:
@@ -699,24 +745,35 @@ class EmailType(DataType):
         new, touched = apply_patch(current, normalised)
         keywords = check_keywords(ctx, new["keywords"]) if "keywords" in touched else None
         mailbox_ids = check_mailbox_ids(ctx, account_id, new["mailboxIds"]) if "mailboxIds" in touched else None
+        stored = set(current["mailboxIds"])
         if account_id != ctx.principal.account_id:
-            stored = emails.get_mailbox_ids(ctx.txn, account_id, [object_id])[object_id]
+            stored = set(emails.get_mailbox_ids(ctx.txn, account_id, [object_id])[object_id])
             if mailbox_ids is not None:
                 # Mailboxes the sharee cannot see stay as they are.
-                hidden = set(stored) - set(current["mailboxIds"])
+                hidden = stored - set(current["mailboxIds"])
                 mailbox_ids = sorted(set(mailbox_ids) | hidden)
             check_may_change(ctx, account_id, stored, mailbox_ids, current["keywords"], keywords)
         emails.update_email(ctx.txn, account_id, object_id, mailbox_ids=mailbox_ids, keywords=keywords)
+        if mailbox_ids is not None:
+            record_sight(ctx.txn, account_id, [object_id], stored ^ set(mailbox_ids))
         return None
 
     def destroy(self, ctx: Context, account_id: str, object_id: str, extra: dict[str, Any]) -> None:
         rights = sharing.ctx_rights(ctx, account_id)
+        member_of = emails.get_mailbox_ids(ctx.txn, account_id, [object_id])[object_id]
         if rights is not None:
-            for mailbox_id in emails.get_mailbox_ids(ctx.txn, account_id, [object_id])[object_id]:
+            for mailbox_id in member_of:
                 if "mayRemoveItems" not in rights.get(mailbox_id, frozenset()):
                     raise set_error("forbidden", f"you may not remove Email {object_id} from its Mailboxes")
+        readers = principal_storage.grantees(ctx.txn, account_id, member_of, principal_storage.READ)
+        threads = (
+            {row["thread_id"] for row in emails.get_rows(ctx.txn, account_id, [object_id], ["thread_id"])}
+            if readers
+            else set()
+        )
         if not emails.destroy_email(ctx.txn, account_id, object_id, ctx.now, ctx.config.blob_temp_ttl):
             raise set_error("notFound", f"no Email {object_id!r}")
+        record_sight(ctx.txn, account_id, [object_id], member_of, threads, readers)
 
     # -- /copy ---------------------------------------------------------------
 
@@ -1049,6 +1106,9 @@ def _mailbox_destroyed(txn: Any, account_id: str, mailbox_id: str, remove_emails
     with Emails only under onDestroyRemoveEmails): its Emails go with it,
     unless they are in another Mailbox too.
     """
+    # Its readers lose sight of what it held (unless it is elsewhere too).
+    readers = principal_storage.grantees(txn, account_id, [mailbox_id], principal_storage.READ)
+    principal_storage.record_mailbox_contents_sight(txn, account_id, [mailbox_id], readers)
     emails.remove_mailbox(txn, account_id, mailbox_id, time.time(), RELEASED_BLOB_TTL)
 
 

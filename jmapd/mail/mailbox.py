@@ -175,10 +175,8 @@ def change_share_with(
     groups = [p.id for p in principal_storage.get_principals(ctx.txn, everyone) if p.type != "individual"]
     individuals = everyone - set(groups)
     for group_id in groups:
-        individuals |= {
-            r[0]
-            for r in ctx.txn.fetchall("SELECT member_id FROM principal_members WHERE group_id = ?", (group_id,))
-        }
+        # Members of groups in the group too: they inherit its rights.
+        individuals |= set(principal_storage.members_of(ctx.txn, group_id))
     individuals.discard(account_id)
     individuals = {
         p.id for p in principal_storage.get_principals(ctx.txn, individuals) if p.account_id is not None
@@ -186,29 +184,46 @@ def change_share_with(
     before = {user: _effective(ctx, user, account_id, mailbox.id) for user in individuals}
     storage.set_share_with(ctx.txn, account_id, mailbox.id, grants)
     storage.record_update(ctx.txn, account_id, mailbox.id)
+    after = {user: _effective(ctx, user, account_id, mailbox.id) for user in individuals}
+    # Who now sees the Mailbox, or no longer does; who may now read its
+    # Emails, or no longer may (what /changes of the account reports them).
+    seeing = [u for u in individuals if (before[u] is None) != (after[u] is None)]
+    principal_storage.record_sight(
+        ctx.txn, account_id, principal_storage.MAILBOX, seeing, [mailbox.id],
+        changelog.get_modseq(ctx.txn, account_id, storage.TYPE_NAME),
+    )
+    reading = [u for u in individuals if _may_read(before[u]) != _may_read(after[u])]
+    principal_storage.record_mailbox_contents_sight(ctx.txn, account_id, [mailbox.id], reading)
     for user in sorted(individuals):
         notification.notify(
             ctx.txn, user, ctx.principal.account_id, "Mailbox", account_id, mailbox.id, mailbox.name,
-            before[user], _effective(ctx, user, account_id, mailbox.id), ctx.now,
+            before[user], after[user], ctx.now,
         )
+
+
+def _may_read(rights: dict[str, bool] | None) -> bool:
+    return bool(rights and rights["mayReadItems"])
 
 
 def to_json(
     mailbox: Mailbox, rights: dict[str, bool], share_with: dict[str, frozenset[str]] | None = None
 ) -> dict[str, Any]:
     """
-    A stored Mailbox as the JMAP object with every property.
+    A stored Mailbox as the JMAP object with every property.  Its counts
+    are 0 for a user who may not read its Emails: how many there are is
+    theirs to know only with mayReadItems (IMAP's STATUS needs "r" too).
     """
+    readable = rights["mayReadItems"]
     return {
         "id": mailbox.id,
         "name": mailbox.name,
         "parentId": mailbox.parent_id,
         "role": mailbox.role,
         "sortOrder": mailbox.sort_order,
-        "totalEmails": mailbox.total_emails,
-        "unreadEmails": mailbox.unread_emails,
-        "totalThreads": mailbox.total_threads,
-        "unreadThreads": mailbox.unread_threads,
+        "totalEmails": mailbox.total_emails if readable else 0,
+        "unreadEmails": mailbox.unread_emails if readable else 0,
+        "totalThreads": mailbox.total_threads if readable else 0,
+        "unreadThreads": mailbox.unread_threads if readable else 0,
         "myRights": rights,
         "isSubscribed": mailbox.is_subscribed,
         "shareWith": {p: rights_json(r) for p, r in sorted(share_with.items())} if share_with else None,
@@ -363,10 +378,22 @@ class MailboxType(DataType):
     def do_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
         """
         In a shared account, Mailboxes the user cannot see are left out,
-        and one they saw that went out of sight is reported destroyed.
+        and one they saw that went out of sight is reported destroyed
+        (L{jmapd.sharing.hide_changes}).
         """
         response = super().do_changes(ctx, arguments)
-        return hide_changes(response, sharing.ctx_rights(ctx, response["accountId"]))
+        account_id = response["accountId"]
+        if account_id == ctx.principal.account_id:
+            return response
+        counts_only = response.get("updatedProperties") is not None
+
+        def visible_of(ids: list[str]) -> set[str]:
+            return {m.id for m in visible_mailboxes(ctx, account_id)} & set(ids)
+
+        response = hide_changes(ctx, arguments, response, storage.TYPE_NAME, visible_of)
+        if counts_only and (response["created"] or response["destroyed"]):
+            response["updatedProperties"] = None
+        return response
 
     # -- /query and /queryChanges ----------------------------------------------
 
@@ -427,10 +454,20 @@ class MailboxType(DataType):
             touched, created = storage.query_changes_since(ctx.txn, account_id, since)
         except changelog.CannotCalculateChanges as e:
             raise MethodError("cannotCalculateChanges", str(e)) from None
+        shared = account_id != ctx.principal.account_id
+        if shared:
+            moved = sharing.hide_removed(
+                ctx, account_id, storage.TYPE_NAME, since, storage.query_state(ctx.txn, account_id), touched
+            )
         ids = self.query(ctx, account_id, filter, sort, extra)
         if touched and (extra["sortAsTree"] or extra["filterAsTree"]):
             touched |= set(ids)
         removed, added = query_changes(ids, touched, created, None)
+        if shared:
+            # Of someone else's account: only Mailboxes the user sees, or
+            # saw since the old state (never one they could not see).
+            seen = moved | {m.id for m in visible_mailboxes(ctx, account_id)}
+            removed = [i for i in removed if i in seen]
         return query_changes_response(
             account_id, since_query_state, self.query_state(ctx, account_id), ids, removed, added,
             max_changes, calculate_total,
@@ -689,7 +726,13 @@ class MailboxType(DataType):
                 "mailboxHasEmail",
                 f"Mailbox {object_id} has {mailbox.total_emails} Emails; set onDestroyRemoveEmails to remove them",
             )
+        # Everyone it was shared with saw it: they are told it is gone.
+        seeing = principal_storage.grantees(ctx.txn, account_id, [object_id])
         storage.destroy_mailbox(ctx.txn, account_id, object_id, remove_emails)
+        principal_storage.record_sight(
+            ctx.txn, account_id, principal_storage.MAILBOX, seeing, [object_id],
+            changelog.get_modseq(ctx.txn, account_id, storage.TYPE_NAME),
+        )
 
 
 # -- Mailbox/query -----------------------------------------------------------------------

@@ -456,11 +456,23 @@ def email_query_changes(ctx: Context, arguments: dict[str, Any]) -> dict[str, An
                 touched.update(members)
     except changelog.CannotCalculateChanges as e:
         raise MethodError("cannotCalculateChanges", str(e)) from None
+    shared = account_id != ctx.principal.account_id
+    if shared:
+        from jmapd import sharing
+
+        moved = sharing.hide_removed(ctx, account_id, emails.EMAIL, since, int(state), touched)
     if touched:
         ids: Iterable[str] = list(search.iter_ids(txn, account_id, query))
     else:
         ids = ()
     removed, added = query_changes(ids, touched, set(changes.created), up_to_id if immutable else None)
+    if shared:
+        # Of someone else's account: only Emails the user can read, or
+        # could since the old state (never one they could not).
+        from jmapd.mail.email import EMAIL_TYPE
+
+        seen = moved | EMAIL_TYPE.visible_ids(ctx, account_id, removed)
+        removed = [i for i in removed if i in seen]
     response = query_changes_response(
         account_id, since_query_state, state, [], removed, added, max_changes, calculate_total=False
     )

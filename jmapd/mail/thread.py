@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.mail.test_thread -*-
 """
 The Thread data type (RFC 8621 section 3): Thread/get and Thread/changes.
+In someone else's account a Thread is the Emails of it the user may read.
 
 A Thread is its list of Emails; it exists while it has one.  Which Thread
 a message joins is decided once, at ingest, by L{jmapd.storage.emails}.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jmapd import sharing
 from jmapd.mail import MAIL
 from jmapd.protocol.engine import Context, Registry
 from jmapd.protocol.standard import DataType, register_standard_methods
@@ -42,6 +44,20 @@ class ThreadType(DataType):
             found = {t: [e for e in ids_ if e in visible] for t, ids_ in found.items()}
             found = {t: ids_ for t, ids_ in found.items() if ids_}
         return [{"id": thread_id, "emailIds": email_ids} for thread_id, email_ids in found.items()]
+
+    def do_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
+        """
+        In a shared account, only Threads with an Email the user may read;
+        one that went out of reach is reported destroyed, and no other
+        (L{jmapd.sharing.hide_changes}).
+        """
+        response = super().do_changes(ctx, arguments)
+        account_id = response["accountId"]
+
+        def visible_of(ids: list[str]) -> set[str]:
+            return {t["id"] for t in self.fetch(ctx, account_id, ids, frozenset({"id"}), {})}
+
+        return sharing.hide_changes(ctx, arguments, response, self.name, visible_of)
 
 
 THREAD_TYPE = ThreadType()

@@ -390,6 +390,9 @@ def strip_comments(value: str) -> str:
     The value with its RFC 5322 comments replaced by a space (quoted
     strings are respected, so a parenthesis in quotes stays).
     """
+    if "(" not in value:
+        # No comment can start: the loop below would copy every character.
+        return value
     out = []
     depth = 0
     quoted = False

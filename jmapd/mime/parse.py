@@ -161,19 +161,25 @@ def _safe_param(call: Callable[[], object]) -> str | None:
     return None if value is None else str(value)
 
 
-def _first(headers: list[dict], name: str) -> str | None:
+def _by_name(headers: list[dict]) -> dict[str, list[str]]:
+    """
+    The values of each header field, by lower-case name, in order: one
+    pass over the fields however many of them are then looked up.
+    """
+    found: dict[str, list[str]] = {}
     for header in headers:
-        if header["name"].lower() == name:
-            return header["value"]
-    return None
-
-
-def _last(headers: list[dict], name: str) -> str | None:
-    found = None
-    for header in headers:
-        if header["name"].lower() == name:
-            found = header["value"]
+        found.setdefault(header["name"].lower(), []).append(header["value"])
     return found
+
+
+def _first(fields: dict[str, list[str]], name: str) -> str | None:
+    values = fields.get(name)
+    return values[0] if values else None
+
+
+def _last(fields: dict[str, list[str]], name: str) -> str | None:
+    values = fields.get(name)
+    return values[-1] if values else None
 
 
 _MEDIA_TYPE = re.compile(r"^[^\s/;]+/[^\s/;]+$")
@@ -235,8 +241,9 @@ class _Walker:
         raw = self.raw
         self.count += 1
         headers, body_start = parse_headers(raw, start, end)
-        content_type = _first(headers, "content-type")
-        disposition = _first(headers, "content-disposition")
+        fields = _by_name(headers)
+        content_type = _first(fields, "content-type")
+        disposition = _first(fields, "content-disposition")
         params = Message()
         if content_type is not None:
             params["Content-Type"] = unfold(content_type)
@@ -265,7 +272,7 @@ class _Walker:
         if name is not None:
             name = unicodedata.normalize("NFC", decode_encoded_words(name)).strip() or None
 
-        encoding = _token(_first(headers, "content-transfer-encoding")) or ""
+        encoding = _token(_first(fields, "content-transfer-encoding")) or ""
         part = {
             "partId": None if subparts is not None else (section or "1"),
             "size": 0,
@@ -274,9 +281,9 @@ class _Walker:
             "type": media_type,
             "charset": charset,
             "disposition": _token(disposition),
-            "cid": _cid(_first(headers, "content-id")),
-            "language": _language(_first(headers, "content-language")),
-            "location": _location(_first(headers, "content-location")),
+            "cid": _cid(_first(fields, "content-id")),
+            "language": _language(_first(fields, "content-language")),
+            "location": _location(_first(fields, "content-location")),
             "subParts": subparts,
             "_offset": body_start,
             "_length": max(0, end - body_start),
@@ -476,7 +483,7 @@ def _preview(raw: bytes, text_body: list[dict]) -> str:
         text, _ = decode_text(decode_part(raw, part), part["charset"])
         if part["type"] == "text/html":
             text = html_to_text(text)
-        else:
+        elif ">" in text:
             unquoted = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(">"))
             if unquoted.strip():
                 text = unquoted
@@ -489,13 +496,13 @@ def _preview(raw: bytes, text_body: list[dict]) -> str:
     return " ".join(pieces)[:PREVIEW_LENGTH].rstrip()
 
 
-def _address_field(headers: list[dict], name: str) -> list[dict] | None:
-    value = _last(headers, name)
+def _address_field(fields: dict[str, list[str]], name: str) -> list[dict] | None:
+    value = _last(fields, name)
     return None if value is None else as_addresses(value)
 
 
-def _ids_field(headers: list[dict], name: str) -> list[str] | None:
-    value = _last(headers, name)
+def _ids_field(fields: dict[str, list[str]], name: str) -> list[str] | None:
+    value = _last(fields, name)
     return None if value is None else as_message_ids(value)
 
 
@@ -510,8 +517,9 @@ def parse_message(raw: bytes) -> dict:
     attachments: list[dict] = []
     _parse_structure([root], "mixed", False, html_body, text_body, attachments)
     embedded = _embedded_ids(root, set())
-    subject = _last(headers, "subject")
-    date = _last(headers, "date")
+    fields = _by_name(headers)
+    subject = _last(fields, "subject")
+    date = _last(fields, "date")
     return {
         "size": len(raw),
         "headers": headers,
@@ -525,15 +533,15 @@ def parse_message(raw: bytes) -> dict:
         "preview": _preview(raw, text_body),
         "subject": None if subject is None else as_text(subject),
         "sentAt": None if date is None else as_date(date),
-        "messageId": _ids_field(headers, "message-id"),
-        "inReplyTo": _ids_field(headers, "in-reply-to"),
-        "references": _ids_field(headers, "references"),
-        "sender": _address_field(headers, "sender"),
-        "from": _address_field(headers, "from"),
-        "to": _address_field(headers, "to"),
-        "cc": _address_field(headers, "cc"),
-        "bcc": _address_field(headers, "bcc"),
-        "replyTo": _address_field(headers, "reply-to"),
+        "messageId": _ids_field(fields, "message-id"),
+        "inReplyTo": _ids_field(fields, "in-reply-to"),
+        "references": _ids_field(fields, "references"),
+        "sender": _address_field(fields, "sender"),
+        "from": _address_field(fields, "from"),
+        "to": _address_field(fields, "to"),
+        "cc": _address_field(fields, "cc"),
+        "bcc": _address_field(fields, "bcc"),
+        "replyTo": _address_field(fields, "reply-to"),
     }
 
 

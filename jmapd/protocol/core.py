@@ -69,6 +69,7 @@ def blob_copy(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
             # Nothing in the target account references the copy yet, so it
             # expires like an upload unless something starts using it.
             blob_storage.add_blob(ctx.txn, account_id, blob_id, record.size, record.type, ctx.now, expires_at)
+            _grant(ctx, account_id, blob_id)
             copied[blob_id] = blob_id
             continue
         data = ctx.env.registry.resolve_blob(ctx.env, ctx.txn, from_account_id, blob_id)
@@ -80,6 +81,7 @@ def blob_copy(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
         blob_storage.add_blob(
             ctx.txn, account_id, new_blob_id, len(data), "application/octet-stream", ctx.now, expires_at
         )
+        _grant(ctx, account_id, new_blob_id)
         copied[blob_id] = new_blob_id
     return {
         "fromAccountId": from_account_id,
@@ -89,7 +91,25 @@ def blob_copy(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _grant(ctx: Context, account_id: str, blob_id: str) -> None:
+    """
+    A blob copied into an account shared with the principal stays theirs
+    to use there (L{blob_storage.grant_blob}).
+    """
+    if account_id != ctx.principal.account_id:
+        blob_storage.grant_blob(ctx.txn, account_id, blob_id, ctx.principal.account_id)
+
+
+def put_there(ctx: Context, account_id: str, blob_id: str) -> bool:
+    """
+    The blob access check of Core: a principal reads, in an account shared
+    with them, the blobs they uploaded or copied there themselves.
+    """
+    return blob_storage.granted(ctx.txn, account_id, blob_id, ctx.principal.account_id)
+
+
 def register(registry: Registry) -> None:
     registry.add_capability(Capability(CORE, core_capability))
-    registry.add_method("Core/echo", CORE, echo)
+    registry.add_method("Core/echo", CORE, echo, pure=True)
     registry.add_method("Blob/copy", CORE, blob_copy, write=True)
+    registry.blob_access_checks.append(put_there)

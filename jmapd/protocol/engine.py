@@ -82,6 +82,9 @@ class Method:
     capability: str
     handler: Callable[[Context, dict[str, Any]], Any]
     write: bool
+    #: The method reads and writes no stored data (Core/echo), so a
+    #: request made only of such calls may run without a transaction.
+    pure: bool = False
 
 
 @frozen
@@ -126,9 +129,14 @@ class Registry:
         self.capabilities[capability.urn] = capability
 
     def add_method(
-        self, name: str, capability: str, handler: Callable[[Context, dict[str, Any]], Any], write: bool = False
+        self,
+        name: str,
+        capability: str,
+        handler: Callable[[Context, dict[str, Any]], Any],
+        write: bool = False,
+        pure: bool = False,
     ) -> None:
-        self.methods[name] = Method(name, capability, handler, write)
+        self.methods[name] = Method(name, capability, handler, write, pure)
 
     def method(self, name: str, capability: str, write: bool = False) -> Callable[[Any], Any]:
         def decorate(handler: Any) -> Any:
@@ -157,6 +165,18 @@ class Registry:
             if method is not None and method.write:
                 return True
         return False
+
+    def is_pure(self, request: Request) -> bool:
+        """
+        Whether every method call of the request is a L{Method.pure} one
+        (or an unknown method, answered without data), so that the
+        request needs no database transaction.
+        """
+        for call in request.method_calls:
+            method = self.methods.get(call.name)
+            if method is not None and not method.pure:
+                return False
+        return True
 
     def may_read_blob(self, ctx: Context, account_id: str, blob_id: str) -> bool:
         """

@@ -83,6 +83,8 @@ def install(
     from jmapd.web.websocket import JMAPWebSocketFactory, WebSocketUpgradeResource
 
     hub = ensure_hub(env, reactor, clock, notifier)
+    if notifier is not None and hub.notifier is not notifier:
+        raise ValueError("push is already installed with another notifier")
     hub.eventsource = EventSourceResource(env, authenticator, hub.notifier, hub.clock)
     hub.websocket = JMAPWebSocketFactory(env, hub.notifier, hub.clock, reactor)
     return {
@@ -99,10 +101,10 @@ class PushService(MultiService):
 
     name = "push"
 
-    def __init__(self, env: Any, reactor: Any, clock: Any = None) -> None:
+    def __init__(self, env: Any, reactor: Any, clock: Any = None, notifier: Any = None) -> None:
         super().__init__()
         self.env = env
-        self.hub = ensure_hub(env, reactor, clock)
+        self.hub = ensure_hub(env, reactor, clock, notifier)
         timer = TimerService(MAINTENANCE_INTERVAL, self.maintain)
         timer.clock = self.hub.clock
         timer.setServiceParent(self)
@@ -142,9 +144,12 @@ class PushService(MultiService):
         return d
 
 
-def service(env: Any, reactor: Any, clock: Any = None) -> PushService:
+def service(env: Any, reactor: Any, clock: Any = None, notifier: Any = None) -> PushService:
     """
     The push service for C{env}: add it to the jmapd service after the web
     service, so it stops (and closes the push connections) first.
+
+    @param notifier: an L{INotifier} (a L{LocalNotifier} if omitted); the
+        same one must then be given to L{install}.
     """
-    return PushService(env, reactor, clock)
+    return PushService(env, reactor, clock, notifier)

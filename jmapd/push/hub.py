@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 
+from jmapd.push.follow import TRIGGERS
 from jmapd.push.notifier import INotifier, LocalNotifier
 from jmapd.push.subscription import PushDelivery
 
@@ -38,7 +39,7 @@ class PushHub:
         self.websocket: Any = None
 
     def __call__(self, changed: Mapping[str, Mapping[str, int]]) -> None:
-        self.notifier.publish(changed)
+        self.notifier.publish(sharing_first(changed))
 
     def close_connections(self) -> Deferred[Any]:
         """
@@ -51,6 +52,19 @@ class PushHub:
         if self.websocket is not None:
             closing.append(self.websocket.close_all())
         return DeferredList(closing)
+
+
+def sharing_first(changed: Mapping[str, Mapping[str, int]]) -> Mapping[str, Mapping[str, int]]:
+    """
+    C{changed} with the accounts whose sharing changed first (a
+    ShareNotification or SharedAccounts state of their own): the
+    L{jmapd.push.follow.Follower}s of those users then hold the commit's
+    changes of the other accounts until they know which they may report,
+    so the commit that revokes an account is not reported in it.
+    """
+    if all(TRIGGERS.isdisjoint(states) for states in changed.values()):
+        return changed
+    return dict(sorted(changed.items(), key=lambda item: TRIGGERS.isdisjoint(item[1])))
 
 
 def hub_for(env: Any) -> PushHub | None:

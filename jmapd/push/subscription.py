@@ -9,6 +9,10 @@ C{/get} never returns C{url} or C{keys}.  The server's verification code
 is never returned either until the client has set it, since a client
 that could read it would not need the push to prove it owns the URL.
 
+A subscription receives the changes of the accounts its user's Session
+lists, their own and the shared ones they are subscribed to, kept current
+as sharing changes (one L{Follower} per user with subscriptions).
+
 Delivery (L{PushDelivery}) follows RFC 8620 and the operator's limits:
 nothing but the PushVerification goes to a URL before it is verified;
 changes for one subscription are coalesced and POSTed at most once per
@@ -27,6 +31,7 @@ import ipaddress
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,10 +45,11 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from jmapd.protocol.arguments import Arguments, is_id
-from jmapd.protocol.engine import CORE, Context, Registry
+from jmapd.protocol.engine import CORE, Context, Principal, Registry
 from jmapd.protocol.errors import MethodError, invalid_arguments, invalid_properties, set_error
 from jmapd.protocol.standard import DataType, register_standard_methods
-from jmapd.push.notifier import state_change
+from jmapd.push.follow import Follower
+from jmapd.push.notifier import LocalNotifier, state_change
 from jmapd.storage.ids import new_id
 
 log = Logger()
@@ -488,7 +494,12 @@ class PushDelivery:
 
         self._post = post
         self._endpoints: dict[str, _Endpoint] = {}
+        #: The users (account ids) with verified subscriptions.
         self._accounts: set[str] = set()
+        #: The accounts each of them follows; they listen to C{_changes},
+        #: which passes on what the service's notifier reports.
+        self._followers: dict[str, Follower] = {}
+        self._changes = LocalNotifier()
         self._cache: dict[str, tuple[float, list[Subscription]]] = {}
         self._verifications: set[Deferred[Any]] = set()
         self.running = False
@@ -520,6 +531,7 @@ class PushDelivery:
         def loaded(accounts: set[str]) -> None:
             self._accounts = accounts | {e.subscription.account_id for e in self._endpoints.values()}
             self._cache.clear()
+            self._follow_users()
 
         d = self._env.database.run_interaction(accounts_with_subscriptions, now)
         d.addCallback(loaded)
@@ -531,6 +543,8 @@ class PushDelivery:
         """
         self.running = False
         self._notifier.unsubscribe(None, self.changed)
+        self._accounts.clear()
+        self._follow_users()
         for endpoint in self._endpoints.values():
             self._cancel(endpoint)
         self._endpoints.clear()
@@ -552,6 +566,7 @@ class PushDelivery:
         """
         self._accounts.add(account_id)
         self._cache.pop(account_id, None)
+        self._follow_users()
 
     def forget(self, subscription_id: str, account_id: str) -> None:
         """
@@ -631,11 +646,32 @@ class PushDelivery:
 
     def changed(self, account_id: str, states: Mapping[str, int]) -> None:
         """
-        A notifier callback: committed changes of one account.
+        A notifier callback: committed changes of one account, passed on to
+        the followers of the users who see it.
         """
-        if account_id not in self._accounts or not self.running:
+        if self.running:
+            self._changes.publish({account_id: states})
+
+    def _follow_users(self) -> None:
+        """
+        A follower for each user with subscriptions, and no other.
+        """
+        users = self._accounts if self.running else set()
+        for user_id in set(self._followers) - users:
+            self._followers.pop(user_id).close()
+        for user_id in sorted(users - set(self._followers)):
+            follower = Follower(self._env, self._changes, Principal(user_id, user_id), partial(self._user_changed, user_id))
+            self._followers[user_id] = follower
+            follower.open()
+
+    def _user_changed(self, user_id: str, account_id: str, states: Mapping[str, int]) -> None:
+        """
+        Committed changes of an account the user sees (their own or a
+        shared one), for their subscriptions.
+        """
+        if user_id not in self._accounts or not self.running:
             return
-        self._subscriptions(account_id).addCallback(self._dispatch, account_id, states)
+        self._subscriptions(user_id).addCallback(self._dispatch, account_id, states)
 
     def _subscriptions(self, account_id: str) -> Deferred[list[Subscription]]:
         now = float(self._clock.seconds())
@@ -647,6 +683,7 @@ class PushDelivery:
             self._cache[account_id] = (now, found)
             if not found:
                 self._accounts.discard(account_id)
+                self._follow_users()
             return found
 
         d = self._env.database.run_interaction(deliverable, account_id, now)

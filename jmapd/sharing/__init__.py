@@ -18,13 +18,20 @@ L{jmapd.storage.principals}, which every change of a grant, a group or a
 subscription raises, read once per transaction: so a change by any process
 takes effect on the next request, and a transaction that changed sharing
 itself bypasses the caches (its counter value is not committed yet).
+
+What a grantee's /changes and /queryChanges report comes from the
+account's changelog filtered by what they can see now, plus the sight
+log of L{jmapd.storage.principals} (which objects came into or went out
+of their sight, and when): see L{hide_changes}.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jmapd.protocol.engine import AccountAccess, Principal
+from jmapd.protocol.errors import MethodError
 from jmapd.storage import mailboxes as mailbox_storage
 from jmapd.storage import principals as principal_storage
 from jmapd.util.tticache import TTICache
@@ -165,17 +172,75 @@ def mark_dirty(txn: Any) -> None:
     txn.__dict__.pop("acl_version", None)
 
 
-def hide_changes(response: dict[str, Any], visible: Any) -> dict[str, Any]:
+def hide_changes(
+    ctx: Any,
+    arguments: dict[str, Any],
+    response: dict[str, Any],
+    type_name: str,
+    visible_of: Callable[[list[str]], set[str]],
+) -> dict[str, Any]:
     """
-    A /changes response as a user who sees only the ids in C{visible}
-    (C{None}: everything) may have it: what they cannot see is left out,
-    and what they can no longer see is reported destroyed (they may have
-    seen it before).
+    A /changes response of a shared account as the user may have it: only
+    what they can see now is created or updated; what they may have seen
+    and cannot see any more is destroyed; and nothing they could never see
+    is named at all.
+
+    The changelog says what changed, not who could see it then, so the
+    sight log (L{jmapd.storage.principals.record_sight}) says which objects
+    came into or went out of the user's sight since the old state (an
+    Email moved out of a Mailbox they may read, a grant taken, a group
+    left).  An object they cannot see now is reported destroyed only when
+    that log names it: it was, at some point since the old state, in a
+    Mailbox shared with them (or one of their groups).  That is sound (an
+    object they saw and lost is always in the log) and names no id from
+    the rest of the account; it may name one they never fetched (shared,
+    then gone, before they synced), which RFC 8620 section 5.2 allows.  An
+    object that came into sight without changing itself (a grant given)
+    is reported created, since the client may not have it.
+
+    @param visible_of: the ids of these objects the user can see now.
+    @raise MethodError: cannotCalculateChanges when what is to be reported
+        is more than the maxChanges in force (the objects a grant brings
+        into sight share one state, so the response cannot be split).
     """
-    if visible is None:
+    account_id = response["accountId"]
+    if account_id == ctx.principal.account_id:
         return response
-    gone = [i for i in response["updated"] if i not in visible]
-    response["created"] = [i for i in response["created"] if i in visible]
-    response["updated"] = [i for i in response["updated"] if i in visible]
-    response["destroyed"] = [*response["destroyed"], *gone]
+    since = int(response["oldState"])
+    until = int(response["newState"])
+    moved = principal_storage.sighted(
+        ctx.txn, account_id, type_name, principal_ids(ctx.txn, ctx.principal.account_id), since, until
+    )
+    created, updated, destroyed = response["created"], response["updated"], response["destroyed"]
+    listed = {*created, *updated}
+    visible = visible_of(sorted(listed | moved))
+    response["created"] = [i for i in created if i in visible] + sorted(
+        i for i in moved if i in visible and i not in listed
+    )
+    response["updated"] = [i for i in updated if i in visible]
+    response["destroyed"] = list(
+        dict.fromkeys(i for i in (*destroyed, *updated, *sorted(moved)) if i in moved and i not in visible)
+    )
+    limit = int(ctx.config.changes_max_results)
+    given = arguments.get("maxChanges")
+    if isinstance(given, int) and not isinstance(given, bool) and given > 0:
+        limit = min(limit, given)
+    total = len(response["created"]) + len(response["updated"]) + len(response["destroyed"])
+    if total > limit:
+        raise MethodError("cannotCalculateChanges", f"{total} changes; maxChanges is {limit}")
     return response
+
+
+def hide_removed(ctx: Any, account_id: str, type_name: str, since: int, until: int, touched: set[str]) -> set[str]:
+    """
+    For a /queryChanges of a shared account: the objects that may have
+    come into or gone out of the user's sight after C{since} (see
+    L{hide_changes}), which count as touched; C{touched} is extended with
+    them.  The caller keeps in C{removed} only these and the ids the user
+    can see now, so no id from the rest of the account is named.
+    """
+    moved = principal_storage.sighted(
+        ctx.txn, account_id, type_name, principal_ids(ctx.txn, ctx.principal.account_id), since, until
+    )
+    touched |= moved
+    return moved

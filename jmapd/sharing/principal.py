@@ -6,11 +6,13 @@ The Principal data type (RFC 9670 section 2): Principal/get, /changes,
 The Principals are one directory for the whole server, the same from
 every account the user may use, so every such account has the Principals
 capability and its C{accountIdForPrincipal} is the account itself.  The
-state is the directory's own counter (L{jmapd.storage.principals}).
+state is the directory's own counter (L{jmapd.storage.principals}) with
+a digest of the accounts the user may use (see L{PrincipalType.state}).
 """
 
 from __future__ import annotations
 
+import hashlib
 import zoneinfo
 from typing import Any
 
@@ -88,6 +90,15 @@ def to_json(ctx: Context, record: PrincipalRecord) -> dict[str, Any]:
     }
 
 
+def _sight(ctx: Context) -> str:
+    """
+    A digest of the accounts the user may use (subscribed or not: a
+    Principal's C{accounts} lists them all).
+    """
+    listed = "\n".join(sorted(ctx.accounts()))
+    return hashlib.sha256(listed.encode()).hexdigest()[:16]
+
+
 def _contains(needle: str, *haystacks: str | None) -> bool:
     folded = needle.casefold()
     return any(h is not None and folded in h.casefold() for h in haystacks)
@@ -162,7 +173,47 @@ class PrincipalType(DataType):
     methods = ("get", "changes", "set", "query", "queryChanges")
 
     def state(self, ctx: Context, account_id: str) -> str:
-        return str(storage.principal_state(ctx.txn))
+        """
+        C{<directory counter>-<sight>}: the counter moves with every change
+        of a Principal; the sight is a digest of the accounts the user may
+        use, on which each Principal's C{accounts} depends (RFC 9670
+        section 2), so a grant that opens or closes an account to the user
+        is a change for them alone (see L{do_changes}).
+        """
+        return f"{storage.principal_state(ctx.txn)}-{_sight(ctx)}"
+
+    def parse_principal_state(self, state: Any) -> tuple[int, str | None] | None:
+        """
+        A Principal state as (counter, sight); a bare counter has no sight.
+        """
+        if not isinstance(state, str):
+            return None
+        counter, _, sight = state.partition("-")
+        since = self.parse_state(counter)
+        if since is None:
+            return None
+        return since, sight or None
+
+    def _changes_since(self, ctx: Context, state: str) -> tuple[list[str], list[str], list[str]]:
+        """
+        The Principals created, updated and destroyed for this user since
+        C{state}: those of the directory, and when the accounts the user
+        may use differ, every Principal that owns an account (its
+        C{accounts} may have changed; which ones did is not recorded, and
+        naming them all tells the user nothing about anyone else).
+
+        @raise MethodError: cannotCalculateChanges for a state this server
+            never gave out.
+        """
+        parsed = self.parse_principal_state(state)
+        if parsed is None or parsed[0] > storage.principal_state(ctx.txn):
+            raise MethodError("cannotCalculateChanges", f"{state!r} is not a Principal state")
+        since, sight = parsed
+        created, updated, destroyed = storage.changes_since(ctx.txn, since)
+        if sight != _sight(ctx):
+            known = {*created, *updated}
+            updated += [p.id for p in storage.get_principals(ctx.txn) if p.account_id is not None and p.id not in known]
+        return created, updated, destroyed
 
     def fetch(
         self, ctx: Context, account_id: str, ids: list[str] | None, properties: frozenset[str], extra: dict[str, Any]
@@ -176,18 +227,14 @@ class PrincipalType(DataType):
         max_changes = args.unsigned_int("maxChanges", positive=True)
         args.done()
         ctx.account(account_id, self.capability)
-        since = self.parse_state(since_state)
-        current = storage.principal_state(ctx.txn)
-        if since is None or since > current:
-            raise MethodError("cannotCalculateChanges", f"{since_state!r} is not a Principal state")
-        created, updated, destroyed = storage.changes_since(ctx.txn, since)
+        created, updated, destroyed = self._changes_since(ctx, since_state)
         total = len(created) + len(updated) + len(destroyed)
         if max_changes is not None and total > max_changes:
             raise MethodError("cannotCalculateChanges", f"{total} changes; maxChanges is {max_changes}")
         return {
             "accountId": account_id,
             "oldState": since_state,
-            "newState": str(current),
+            "newState": self.state(ctx, account_id),
             "hasMoreChanges": False,
             "created": created,
             "updated": updated,
@@ -258,10 +305,7 @@ class PrincipalType(DataType):
         args.done()
         ctx.account(account_id, self.capability)
         sort = check_filter_and_sort(filter, sort)
-        since = self.parse_state(since_query_state)
-        if since is None or since > storage.principal_state(ctx.txn):
-            raise MethodError("cannotCalculateChanges", f"{since_query_state!r} is not a Principal query state")
-        created, updated, destroyed = storage.changes_since(ctx.txn, since)
+        created, updated, destroyed = self._changes_since(ctx, since_query_state)
         ids = self.query(ctx, account_id, filter, sort, {})
         touched = set(created) | set(updated) | set(destroyed)
         removed, added = query_changes(ids, touched, set(created), up_to_id)

@@ -70,6 +70,31 @@ def keep_blob(txn: Any, account_id: str, blob_id: str) -> None:
     )
 
 
+def grant_blob(txn: Any, account_id: str, blob_id: str, principal_id: str) -> None:
+    """
+    Let C{principal_id}, who put C{blob_id} into C{account_id} (not their
+    own), read it there for as long as the account's row exists.
+    """
+    txn.execute(
+        "INSERT INTO blob_access (account_id, blob_id, principal_id) VALUES (?, ?, ?) "
+        + txn.engine.upsert_ignore(),
+        (account_id, blob_id, principal_id),
+    )
+
+
+def granted(txn: Any, account_id: str, blob_id: str, principal_id: str) -> bool:
+    """
+    Whether C{principal_id} put C{blob_id} into C{account_id} themselves.
+    """
+    return (
+        txn.fetchone(
+            "SELECT 1 FROM blob_access WHERE account_id = ? AND blob_id = ? AND principal_id = ?",
+            (account_id, blob_id, principal_id),
+        )
+        is not None
+    )
+
+
 def expire_blobs(txn: Any, now: float) -> list[str]:
     """
     Drop every expired upload row; return the blob ids no row refers to any
@@ -83,6 +108,11 @@ def expire_blobs(txn: Any, now: float) -> list[str]:
     ]
     if not expired:
         return []
+    txn.execute(
+        "DELETE FROM blob_access WHERE EXISTS (SELECT 1 FROM blobs b WHERE b.account_id = blob_access.account_id"
+        " AND b.blob_id = blob_access.blob_id AND b.expires_at IS NOT NULL AND b.expires_at <= ?)",
+        (now,),
+    )
     txn.execute("DELETE FROM blobs WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
     return [
         blob_id

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from jmapd.storage.freshness import ChangeCounter, change_counter
 from jmapd.storage.migrations import apply_migrations
 
 T = TypeVar("T")
@@ -145,6 +146,16 @@ class Database:
         if pool_size is not None:
             self._idle = queue.LifoQueue()
             self._slots = threading.BoundedSemaphore(pool_size)
+        self._change_counter: ChangeCounter | None = None
+
+    def change_counter(self) -> ChangeCounter | None:
+        """
+        The database's L{ChangeCounter} (for the reactor thread), or
+        C{None} when the engine has none; closed with the database.
+        """
+        if self._change_counter is None:
+            self._change_counter = change_counter(self.engine)
+        return self._change_counter
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -275,6 +286,8 @@ class Database:
         """
         Close every connection the threads opened (call once they stopped).
         """
+        if self._change_counter is not None:
+            self._change_counter.close()
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:

@@ -17,7 +17,8 @@ are derived incrementally from C{mailbox_threads}, one row per (Mailbox,
 Thread) with how many of the Thread's Emails are in the Mailbox and how many
 of those are unread.  Every change adjusts those rows and hands the
 resulting deltas to L{jmapd.storage.mailboxes.adjust_counts} once per
-operation; nothing is ever recounted by scanning.
+operation (a delivery group is one, see L{IngestBatch}); nothing is ever
+recounted by scanning.
 """
 
 from __future__ import annotations
@@ -204,6 +205,54 @@ def structure_of(parsed: dict[str, Any]) -> dict[str, Any]:
 
 
 @frozen
+class PreparedMessage:
+    """
+    A message made ready to become an Email, outside any transaction: its
+    record, the values threading and the emails row take from it, already
+    serialised, and its search document.  Delivery prepares messages in
+    worker threads, several at once, so that the one transaction that
+    files a group of them (they run one at a time) only writes.
+    """
+
+    record: EmailRecord
+    thread_subject: str
+    message_ids: list[str]
+    sent_at_ms: int | None
+    #: message_id, in_reply_to, refs, addresses, headers, structure as stored.
+    serialised: tuple[str | None, str | None, str | None, str, str, str]
+    #: C{None} when the caller indexes the Email itself.
+    document: search.SearchDocument | None
+
+
+def prepare_message(blob_id: str, raw: bytes, parsed: dict[str, Any] | None = None) -> PreparedMessage:
+    """
+    Everything ingest computes from a message's bytes (see
+    L{PreparedMessage}); pure, for any thread.
+    """
+    if parsed is None:
+        parsed = parse_message(raw)
+    return _prepared(EmailRecord.from_parsed(blob_id, parsed), search.document_of(raw, parsed))
+
+
+def _prepared(record: EmailRecord, document: search.SearchDocument | None) -> PreparedMessage:
+    return PreparedMessage(
+        record=record,
+        thread_subject=normalise_subject(record.subject),
+        message_ids=record.message_ids(),
+        sent_at_ms=parse_date_ms(record.sent_at),
+        serialised=(
+            None if record.message_id is None else _dumps(record.message_id),
+            None if record.in_reply_to is None else _dumps(record.in_reply_to),
+            None if record.references is None else _dumps(record.references),
+            _dumps(record.addresses),
+            _dumps(record.headers),
+            _dumps(record.structure),
+        ),
+        document=document,
+    )
+
+
+@frozen
 class Created:
     """
     The server-set properties of a new Email (the /set, /import and /copy
@@ -237,6 +286,19 @@ class _Counts:
         if emails == 0 and unread == 0:
             return
         txn = self.txn
+        if emails > 0 and 0 <= unread <= emails:
+            # Adding can neither empty a row nor break its invariant: one
+            # statement writes it and says what it was.
+            rows = txn.fetchall(
+                "INSERT INTO mailbox_threads (account_id, mailbox_id, thread_id, emails, unread)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, mailbox_id, thread_id) DO UPDATE SET"
+                " emails = mailbox_threads.emails + excluded.emails,"
+                " unread = mailbox_threads.unread + excluded.unread RETURNING emails, unread",
+                (self.account_id, mailbox_id, thread_id, emails, unread),
+            )
+            new_emails, new_unread = int(rows[0][0]), int(rows[0][1])
+            self._add_delta(mailbox_id, emails, unread, new_emails, new_unread, new_emails - emails, new_unread - unread)
+            return
         row = txn.fetchone(
             "SELECT emails, unread FROM mailbox_threads WHERE account_id = ? AND mailbox_id = ? AND thread_id = ?",
             (self.account_id, mailbox_id, thread_id),
@@ -263,11 +325,19 @@ class _Counts:
                 " WHERE account_id = ? AND mailbox_id = ? AND thread_id = ?",
                 (new_emails, new_unread, self.account_id, mailbox_id, thread_id),
             )
+        self._add_delta(mailbox_id, emails, unread, new_emails, new_unread, old_emails, old_unread)
+
+    def _add_delta(
+        self, mailbox_id: str, emails: int, unread: int, new_emails: int, new_unread: int, old_emails: int, old_unread: int
+    ) -> None:
         delta = self.deltas.setdefault(mailbox_id, [0, 0, 0, 0])
         delta[0] += emails
         delta[1] += unread
         delta[2] += (new_emails > 0) - (old_emails > 0)
         delta[3] += (new_unread > 0) - (old_unread > 0)
+
+    def snapshot(self) -> dict[str, list[int]]:
+        return {mailbox_id: list(delta) for mailbox_id, delta in self.deltas.items()}
 
     def add_email(self, mailbox_ids: Iterable[str], thread_id: str, unread: bool, sign: int = 1) -> None:
         for mailbox_id in mailbox_ids:
@@ -466,13 +536,126 @@ def ingest(
     """
     txn.lock_account(account_id)
     blob_id = store.put(raw)
-    blob_storage.add_blob(txn, account_id, blob_id, len(raw), "message/rfc822", now, None)
-    if parsed is None:
-        parsed = parse_message(raw)
-    record = EmailRecord.from_parsed(blob_id, parsed)
-    created = insert_email(txn, account_id, record, mailbox_ids, keywords, received_at)
-    search.index_email(txn, account_id, created.id, raw, parsed)
+    prepared = prepare_message(blob_id, raw, parsed)
+    counts = _Counts(txn, account_id)
+    created, docid = _store(txn, account_id, prepared, len(raw), mailbox_ids, keywords, received_at, now, counts)
+    if prepared.document is not None:
+        search.index_document(txn, account_id, created.id, docid, prepared.document)
+    changelog.touch_state(txn, account_id, EMAIL_DELIVERY)
+    counts.flush()
     return created
+
+
+class IngestBatch:
+    """
+    Many messages made Emails in one transaction (mail delivery files a
+    group of them at once): each Email is written as by L{ingest}, but
+    what every one would change again (the Mailbox counts with their
+    changelog entries, the EmailDelivery state) is written once per
+    account, by L{flush}, before the transaction commits.
+
+    The search index entries are written by L{flush} too, all together
+    and after the last savepoint: SQLite's FTS5 writes what it holds to
+    disk as a new segment at every savepoint, so indexing each Email
+    inside its own savepoint made one segment (and the merges that
+    follow) per message instead of one per group.
+    """
+
+    def __init__(self, txn: Any) -> None:
+        self.txn = txn
+        self._counts: dict[str, _Counts] = {}
+        # (account id, Email id, docid, document) of each Email to index.
+        self._documents: list[tuple[str, str, int, search.SearchDocument]] = []
+
+    def ingest(
+        self,
+        account_id: str,
+        prepared: PreparedMessage,
+        size: int,
+        mailbox_ids: Iterable[str],
+        keywords: Iterable[str],
+        received_at: int,
+        now: float,
+    ) -> Created:
+        """
+        Make the already stored and durable blob C{prepared.record.blob_id}
+        (of C{size} octets) an Email of the account.
+        """
+        counts = self._counts.get(account_id)
+        if counts is None:
+            counts = self._counts[account_id] = _Counts(self.txn, account_id)
+        created, docid = _store(self.txn, account_id, prepared, size, mailbox_ids, keywords, received_at, now, counts)
+        if prepared.document is not None:
+            self._documents.append((account_id, created.id, docid, prepared.document))
+        return created
+
+    def savepoint(self) -> _BatchSavepoint:
+        """
+        C{with batch.savepoint(): ...} undoes what the block wrote, and
+        its share of the counts, when it raises.
+        """
+        return _BatchSavepoint(self)
+
+    def flush(self) -> None:
+        """
+        Write the search index entries, the Mailbox counts and the
+        EmailDelivery state of every account that got an Email.
+        """
+        documents, self._documents = self._documents, []
+        search.index_documents(self.txn, documents)
+        counts, self._counts = self._counts, {}
+        for account_id in sorted(counts):
+            changelog.touch_state(self.txn, account_id, EMAIL_DELIVERY)
+            counts[account_id].flush()
+
+
+class _BatchSavepoint:
+    """
+    A savepoint of an L{IngestBatch}'s transaction that also takes back,
+    when its block raises, the counts and index entries the block added.
+    """
+
+    def __init__(self, batch: IngestBatch) -> None:
+        self._batch = batch
+        self._savepoint = batch.txn.savepoint()
+        self._saved: dict[str, dict[str, list[int]]] = {}
+        self._indexed = 0
+
+    def __enter__(self) -> None:
+        self._saved = {account_id: counts.snapshot() for account_id, counts in self._batch._counts.items()}
+        self._indexed = len(self._batch._documents)
+        self._savepoint.__enter__()
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        self._savepoint.__exit__(kind, value, tb)
+        if kind is not None:
+            del self._batch._documents[self._indexed :]
+            counts = self._batch._counts
+            for account_id in list(counts):
+                if account_id in self._saved:
+                    counts[account_id].deltas = self._saved[account_id]
+                else:
+                    del counts[account_id]
+
+
+def _store(
+    txn: Any,
+    account_id: str,
+    prepared: PreparedMessage,
+    size: int,
+    mailbox_ids: Iterable[str],
+    keywords: Iterable[str],
+    received_at: int,
+    now: float,
+    counts: _Counts,
+) -> tuple[Created, int]:
+    """
+    The account keeps the stored message's blob and gets an Email for it
+    (see L{_insert}); not yet indexed for search.
+    """
+    txn.lock_account(account_id)
+    blob_storage.add_blob(txn, account_id, prepared.record.blob_id, size, "message/rfc822", now, None)
+    return _insert(txn, account_id, prepared, mailbox_ids, keywords, received_at, counts)
 
 
 def insert_email(
@@ -492,15 +675,37 @@ def insert_email(
     """
     # Threading and the counters read what they then change.
     txn.lock_account(account_id)
+    counts = _Counts(txn, account_id)
+    prepared = _prepared(record, None)
+    created, _ = _insert(txn, account_id, prepared, mailbox_ids, keywords, received_at, counts)
+    changelog.touch_state(txn, account_id, EMAIL_DELIVERY)
+    counts.flush()
+    return created
+
+
+def _insert(
+    txn: Any,
+    account_id: str,
+    prepared: PreparedMessage,
+    mailbox_ids: Iterable[str],
+    keywords: Iterable[str],
+    received_at: int,
+    counts: _Counts,
+) -> tuple[Created, int]:
+    """
+    The rows and changelog entries of a new Email, and its count changes
+    (in C{counts}, written by its caller); returns it and its docid.
+    """
+    txn.lock_account(account_id)
+    record = prepared.record
     mailbox_ids = sorted(set(mailbox_ids))
     keywords = sorted(set(keywords))
-    counts = _Counts(txn, account_id)
-    thread_subject = normalise_subject(record.subject)
-    message_ids = record.message_ids()
-    thread_id = _choose_thread(txn, account_id, counts, message_ids, thread_subject)
+    message_ids = prepared.message_ids
+    thread_id, new_thread = _choose_thread(txn, account_id, counts, message_ids, prepared.thread_subject)
     email_id = new_id("M")
     unread = is_unread(keywords)
-    docid = search.allocate_docid(txn, int(received_at))
+    docid = search.allocate_docid(txn, int(received_at), account_id)
+    message_id, in_reply_to, refs, addresses, headers, structure = prepared.serialised
     txn.execute(
         "INSERT INTO emails (account_id, id, thread_id, blob_id, size, received_at, sent_at, sent_at_ms, subject,"
         " thread_subject, has_attachment, preview, unread, message_id, in_reply_to, refs, addresses, headers,"
@@ -513,47 +718,50 @@ def insert_email(
             record.size,
             int(received_at),
             record.sent_at,
-            parse_date_ms(record.sent_at),
+            prepared.sent_at_ms,
             record.subject,
-            thread_subject,
+            prepared.thread_subject,
             int(record.has_attachment),
             record.preview,
             int(unread),
-            None if record.message_id is None else _dumps(record.message_id),
-            None if record.in_reply_to is None else _dumps(record.in_reply_to),
-            None if record.references is None else _dumps(record.references),
-            _dumps(record.addresses),
-            _dumps(record.headers),
-            _dumps(record.structure),
+            message_id,
+            in_reply_to,
+            refs,
+            addresses,
+            headers,
+            structure,
             docid,
         ),
     )
-    txn.executemany(
-        "INSERT INTO email_message_ids (account_id, msgid, email_id) VALUES (?, ?, ?)",
-        [(account_id, msgid, email_id) for msgid in message_ids],
-    )
-    txn.executemany(
-        "INSERT INTO email_keywords (account_id, email_id, keyword) VALUES (?, ?, ?)",
-        [(account_id, email_id, keyword) for keyword in keywords],
-    )
-    txn.executemany(
-        "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id, docid) VALUES (?, ?, ?, ?)",
-        [(account_id, email_id, mailbox_id, docid) for mailbox_id in mailbox_ids],
-    )
-    txn.execute("UPDATE threads SET emails = emails + 1 WHERE account_id = ? AND id = ?", (account_id, thread_id))
+    if message_ids:
+        txn.executemany(
+            "INSERT INTO email_message_ids (account_id, msgid, email_id) VALUES (?, ?, ?)",
+            [(account_id, msgid, email_id) for msgid in message_ids],
+        )
+    if keywords:
+        txn.executemany(
+            "INSERT INTO email_keywords (account_id, email_id, keyword) VALUES (?, ?, ?)",
+            [(account_id, email_id, keyword) for keyword in keywords],
+        )
+    if mailbox_ids:
+        txn.executemany(
+            "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id, docid) VALUES (?, ?, ?, ?)",
+            [(account_id, email_id, mailbox_id, docid) for mailbox_id in mailbox_ids],
+        )
+    if not new_thread:
+        txn.execute("UPDATE threads SET emails = emails + 1 WHERE account_id = ? AND id = ?", (account_id, thread_id))
     counts.add_email(mailbox_ids, thread_id, unread)
     changelog.record_change(txn, account_id, EMAIL, email_id, CREATED)
-    changelog.touch_state(txn, account_id, EMAIL_DELIVERY)
-    counts.flush()
-    return Created(email_id, record.blob_id, thread_id, record.size)
+    return Created(email_id, record.blob_id, thread_id, record.size), docid
 
 
 def _choose_thread(
     txn: Any, account_id: str, counts: _Counts, message_ids: list[str], thread_subject: str
-) -> str:
+) -> tuple[str, bool]:
     """
     The Thread a new message joins (recording its change), merging the
-    Threads it links; a new Thread when it links none.
+    Threads it links, and C{False}; or, when it links none, a new Thread,
+    already counting its one Email, and C{True}.
     """
     linked: dict[str, int] = {}
     for chunk in _chunks(message_ids):
@@ -574,17 +782,17 @@ def _choose_thread(
         thread_id = new_id("T")
         created_seq = changelog.record_change(txn, account_id, THREAD, thread_id, CREATED)
         txn.execute(
-            "INSERT INTO threads (account_id, id, created_seq, emails) VALUES (?, ?, ?, 0)",
+            "INSERT INTO threads (account_id, id, created_seq, emails) VALUES (?, ?, ?, 1)",
             (account_id, thread_id, created_seq),
         )
-        return thread_id
+        return thread_id, True
     # The oldest Thread survives a merge; ties (impossible with modseqs) by id.
     keep = min(linked, key=lambda t: (linked[t], t))
     for other in sorted(linked):
         if other != keep:
             _merge_thread(txn, account_id, counts, other, keep)
     changelog.record_change(txn, account_id, THREAD, keep, UPDATED)
-    return keep
+    return keep, False
 
 
 def _merge_thread(txn: Any, account_id: str, counts: _Counts, source: str, target: str) -> None:

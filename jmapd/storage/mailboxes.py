@@ -212,9 +212,20 @@ def destroy_mailbox(txn: Any, account_id: str, mailbox_id: str, remove_emails: b
     txn.lock_account(account_id)
     for hook in mailbox_destroy_hooks:
         hook(txn, account_id, mailbox_id, remove_emails)
-    if txn.fetchone("SELECT 1 FROM mailbox_acl WHERE account_id = ? AND mailbox_id = ?", (account_id, mailbox_id)):
+    # Whoever it was shared with or who subscribed to it may see fewer
+    # accounts now.
+    concerned = [
+        row[0]
+        for row in txn.fetchall(
+            "SELECT principal_id FROM mailbox_acl WHERE account_id = ? AND mailbox_id = ?"
+            " UNION SELECT principal_id FROM mailbox_subscriptions WHERE account_id = ? AND mailbox_id = ?",
+            (account_id, mailbox_id, account_id, mailbox_id),
+        )
+    ]
+    if concerned:
         txn.execute("DELETE FROM mailbox_acl WHERE account_id = ? AND mailbox_id = ?", (account_id, mailbox_id))
         _principals.bump(txn, "acl")
+        _principals.touch_shared_accounts(txn, concerned)
     txn.execute("DELETE FROM mailbox_subscriptions WHERE account_id = ? AND mailbox_id = ?", (account_id, mailbox_id))
     txn.execute("DELETE FROM mailboxes WHERE account_id = ? AND id = ?", (account_id, mailbox_id))
     changelog.record_change(txn, account_id, TYPE_NAME, mailbox_id, changelog.DESTROYED)
@@ -414,6 +425,7 @@ def set_subscribed(txn: Any, account_id: str, mailbox_id: str, principal_id: str
             (account_id, mailbox_id, principal_id),
         )
     _principals.bump(txn, "acl")
+    _principals.touch_shared_accounts(txn, [principal_id])
 
 
 def record_update(txn: Any, account_id: str, mailbox_id: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from attrs import frozen
 
-from jmapd.storage import accounts
+from jmapd.storage import accounts, changelog
 from jmapd.storage.ids import new_id
 
 INDIVIDUAL = "individual"
@@ -71,6 +71,37 @@ def bump(txn: Any, name: str) -> int:
 
 def acl_version(txn: Any) -> int:
     return counter(txn, "acl")
+
+
+#: The pseudo-type whose state moves in a user's own account when the
+#: shared accounts they may see or are subscribed to may have changed
+#: otherwise than by a ShareNotification (their isSubscribed, a group's
+#: members): an open push channel of theirs then reads its account list
+#: again (L{jmapd.push.follow}).
+SHARED_ACCOUNTS = "SharedAccounts"
+
+
+def touch_shared_accounts(txn: Any, principal_ids: Iterable[str]) -> None:
+    """
+    Move the L{SHARED_ACCOUNTS} state of each individual among
+    C{principal_ids} and of every member, however indirect, of each group
+    among them.
+    """
+    individuals: set[str] = set()
+    frontier = set(principal_ids)
+    seen: set[str] = set()
+    while frontier:
+        seen |= frontier
+        marks = ", ".join("?" * len(frontier))
+        rows = txn.fetchall(f"SELECT id, account_id FROM principals WHERE id IN ({marks})", tuple(sorted(frontier)))
+        individuals |= {str(row[1]) for row in rows if row[1] is not None}
+        members = txn.fetchall(
+            f"SELECT member_id FROM principal_members WHERE group_id IN ({marks})", tuple(sorted(frontier))
+        )
+        frontier = {str(row[0]) for row in members} - seen
+    for account_id in sorted(individuals):
+        txn.lock_account(account_id)
+        changelog.touch_state(txn, account_id, SHARED_ACCOUNTS)
 
 
 def principal_state(txn: Any) -> int:
@@ -145,11 +176,14 @@ def add_group(txn: Any, name: str, member_ids: Iterable[str] = ()) -> str:
             "INSERT INTO principals (id, type, name, created_modseq, modseq) VALUES (?, ?, ?, ?, ?)",
             (group_id, GROUP, name, modseq, modseq),
         )
+    added = []
     for member_id in member_ids:
         if txn.fetchone(
             "SELECT 1 FROM principal_members WHERE group_id = ? AND member_id = ?", (group_id, member_id)
         ) is None:
             txn.execute("INSERT INTO principal_members (group_id, member_id) VALUES (?, ?)", (group_id, member_id))
+            added.append(member_id)
+    record_group_sight(txn, group_id, added)
     bump(txn, "acl")
     return group_id
 
@@ -158,6 +192,8 @@ def remove_group_members(txn: Any, name: str, member_ids: Iterable[str]) -> None
     group_id = group_by_name(txn, name)
     if group_id is None:
         raise NoSuchPrincipal(f"no group {name!r}")
+    member_ids = list(member_ids)
+    record_group_sight(txn, group_id, member_ids)
     for member_id in member_ids:
         txn.execute("DELETE FROM principal_members WHERE group_id = ? AND member_id = ?", (group_id, member_id))
     bump(txn, "acl")
@@ -171,6 +207,7 @@ def remove_group(txn: Any, name: str) -> None:
     group_id = group_by_name(txn, name)
     if group_id is None:
         raise NoSuchPrincipal(f"no group {name!r}")
+    record_group_sight(txn, group_id, members_of(txn, group_id))
     modseq = bump(txn, "principal")
     txn.execute("DELETE FROM principal_members WHERE group_id = ?", (group_id,))
     txn.execute("DELETE FROM mailbox_acl WHERE principal_id = ?", (group_id,))
@@ -203,6 +240,22 @@ def group_members(txn: Any, name: str) -> list[str]:
         (group_id,),
     )
     return [str(r[0]) for r in rows]
+
+
+def members_of(txn: Any, group_id: str) -> list[str]:
+    """
+    The ids of the members of a group, directly or through groups in it
+    (those groups included).
+    """
+    found: list[str] = []
+    frontier = [group_id]
+    while frontier:
+        marks = ", ".join("?" * len(frontier))
+        rows = txn.fetchall(f"SELECT member_id FROM principal_members WHERE group_id IN ({marks})", tuple(frontier))
+        frontier = [r[0] for r in rows if r[0] not in found and r[0] != group_id]
+        frontier = list(dict.fromkeys(frontier))
+        found.extend(frontier)
+    return found
 
 
 def groups_of(txn: Any, principal_id: str) -> list[str]:
@@ -247,6 +300,145 @@ def update_principal(txn: Any, principal_id: str, **values: Any) -> None:
         assert column in ("name", "description", "time_zone")
         txn.execute(f"UPDATE principals SET {column} = ? WHERE id = ?", (value, principal_id))
     txn.execute("UPDATE principals SET modseq = ? WHERE id = ?", (modseq, principal_id))
+
+
+# -- sight: what a user other than the owner may have gained or lost ---------
+
+#: The types whose sight L{record_sight} keeps (the names of the changelog).
+MAILBOX = "Mailbox"
+THREAD = "Thread"
+EMAIL = "Email"
+
+READ = "mayReadItems"
+
+
+def grantees(txn: Any, account_id: str, mailbox_ids: Iterable[str], right: str | None = None) -> set[str]:
+    """
+    The principals (users and groups) holding C{right} (any right for
+    C{None}) on at least one of these Mailboxes.
+    """
+    wanted = list(dict.fromkeys(mailbox_ids))
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for principal_id, rights in txn.fetchall(
+            f"SELECT principal_id, rights FROM mailbox_acl WHERE account_id = ? AND mailbox_id IN ({marks})",
+            (account_id, *chunk),
+        ):
+            if right is None or right in str(rights).split(","):
+                found.add(str(principal_id))
+    return found
+
+
+def record_sight(
+    txn: Any, account_id: str, type_name: str, principal_ids: Iterable[str], object_ids: Iterable[str], modseq: int
+) -> None:
+    """
+    Note that these objects may have come into or gone out of the sight
+    of these principals at C{modseq} (the state of C{type_name} right
+    after the change).
+    """
+    rows = [
+        (account_id, principal_id, type_name, object_id, modseq)
+        for principal_id in sorted(set(principal_ids))
+        for object_id in sorted(set(object_ids))
+    ]
+    if rows:
+        txn.executemany(
+            "INSERT INTO sharing_sight (account_id, principal_id, type, object_id, modseq) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def record_mailbox_contents_sight(
+    txn: Any, account_id: str, mailbox_ids: Iterable[str], principal_ids: Iterable[str]
+) -> None:
+    """
+    These principals' mayReadItems on these Mailboxes changed: every
+    Email in them and its Thread may have come into or gone out of their
+    sight.  Moves the Email and Thread states (nothing of the owner's
+    changed, but what a grantee sees did).
+    """
+    principal_ids = sorted(set(principal_ids))
+    mailbox_ids = sorted(set(mailbox_ids))
+    if not principal_ids or not mailbox_ids:
+        return
+    prune_sight(txn, account_id)
+    email_modseq = changelog.touch_state(txn, account_id, EMAIL)
+    thread_modseq = changelog.touch_state(txn, account_id, THREAD)
+    for mailbox_id in mailbox_ids:
+        for principal_id in principal_ids:
+            txn.execute(
+                "INSERT INTO sharing_sight (account_id, principal_id, type, object_id, modseq)"
+                " SELECT ?, ?, ?, email_id, ? FROM email_mailboxes WHERE account_id = ? AND mailbox_id = ?",
+                (account_id, principal_id, EMAIL, email_modseq, account_id, mailbox_id),
+            )
+            txn.execute(
+                "INSERT INTO sharing_sight (account_id, principal_id, type, object_id, modseq)"
+                " SELECT DISTINCT ?, ?, ?, e.thread_id, ? FROM email_mailboxes m"
+                " JOIN emails e ON e.account_id = m.account_id AND e.id = m.email_id"
+                " WHERE m.account_id = ? AND m.mailbox_id = ?",
+                (account_id, principal_id, THREAD, thread_modseq, account_id, mailbox_id),
+            )
+
+
+def record_group_sight(txn: Any, group_id: str, member_ids: Iterable[str]) -> None:
+    """
+    These members join or leave a group: they (and the members of those
+    that are groups) gain or lose its rights on every Mailbox shared with
+    it.  Each such Mailbox is recorded as updated in its account (so the
+    Mailbox states and query states move), and the sight of the Mailbox,
+    and of its Emails and Threads where the group may read them, noted.
+    """
+    users: list[str] = []
+    for member_id in member_ids:
+        users.extend([member_id, *members_of(txn, member_id)])
+    users = sorted(set(users))
+    if not users:
+        return
+    by_account: dict[str, list[tuple[str, bool]]] = {}
+    for account_id, mailbox_id, rights in txn.fetchall(
+        "SELECT account_id, mailbox_id, rights FROM mailbox_acl WHERE principal_id = ? ORDER BY account_id, mailbox_id",
+        (group_id,),
+    ):
+        by_account.setdefault(str(account_id), []).append((str(mailbox_id), READ in str(rights).split(",")))
+    for account_id, mailboxes in by_account.items():
+        txn.lock_account(account_id)
+        for mailbox_id, _readable in mailboxes:
+            modseq = changelog.record_change(txn, account_id, MAILBOX, mailbox_id, changelog.UPDATED)
+            record_sight(txn, account_id, MAILBOX, users, [mailbox_id], modseq)
+        record_mailbox_contents_sight(txn, account_id, [m for m, readable in mailboxes if readable], users)
+
+
+def sighted(txn: Any, account_id: str, type_name: str, principal_ids: Iterable[str], since: int, until: int) -> set[str]:
+    """
+    The objects of C{type_name} that may have come into or gone out of
+    the sight of any of these principals after state C{since}, up to
+    state C{until}.
+    """
+    ids = sorted(set(principal_ids))
+    if not ids or until <= since:
+        return set()
+    marks = ", ".join("?" * len(ids))
+    rows = txn.fetchall(
+        "SELECT DISTINCT object_id FROM sharing_sight WHERE account_id = ? AND type = ? AND modseq > ?"
+        f" AND modseq <= ? AND principal_id IN ({marks})",
+        (account_id, type_name, since, until, *ids),
+    )
+    return {str(row[0]) for row in rows}
+
+
+def prune_sight(txn: Any, account_id: str) -> None:
+    """
+    Drop what no /changes can ask about any more: rows at or below the
+    compaction floor of their type (older states get cannotCalculateChanges).
+    """
+    txn.execute(
+        "DELETE FROM sharing_sight WHERE account_id = ? AND modseq <= (SELECT coalesce(max(min_modseq), 0)"
+        " FROM states WHERE states.account_id = sharing_sight.account_id AND states.type = sharing_sight.type)",
+        (account_id,),
+    )
 
 
 accounts.account_created_hooks.append(create_principal)

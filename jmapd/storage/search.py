@@ -483,35 +483,49 @@ class FTS5Index:
         docid = txn.fetchvalue("SELECT docid FROM emails WHERE account_id = ? AND id = ?", (account_id, email_id))
         if docid is None:
             raise KeyError(email_id)
-        txn.execute(
+        self.add_many(txn, [(account_id, int(docid), document)])
+
+    def add_many(self, txn: Any, documents: Sequence[tuple[str, int, SearchDocument]]) -> None:
+        """
+        Index Emails whose docids the caller knows (ingest allocated them
+        in this transaction), given as C{(account id, docid, document)},
+        without reading them back.
+        """
+        txn.executemany(
             "INSERT INTO email_search (docid, account_id, headers, sort_from, sort_to, sort_subject,"
             " key_from, key_to, key_subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                docid,
-                account_id,
-                orjson.dumps(document.headers).decode("utf-8"),
-                document.sort_from,
-                document.sort_to,
-                document.sort_subject,
-                unicode_casemap(document.sort_from),
-                unicode_casemap(document.sort_to),
-                unicode_casemap(document.sort_subject),
-            ),
+            [
+                (
+                    docid,
+                    account_id,
+                    orjson.dumps(document.headers).decode("utf-8"),
+                    document.sort_from,
+                    document.sort_to,
+                    document.sort_subject,
+                    unicode_casemap(document.sort_from),
+                    unicode_casemap(document.sort_to),
+                    unicode_casemap(document.sort_subject),
+                )
+                for account_id, docid, document in documents
+            ],
         )
-        txn.execute(
+        txn.executemany(
             "INSERT INTO email_fts (rowid, account, subject, from_addr, to_addr, cc_addr, bcc_addr, body,"
             " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                docid,
-                account_id,
-                document.subject,
-                document.from_,
-                document.to,
-                document.cc,
-                document.bcc,
-                document.body,
-                document.attachments,
-            ),
+            [
+                (
+                    docid,
+                    account_id,
+                    document.subject,
+                    document.from_,
+                    document.to,
+                    document.cc,
+                    document.bcc,
+                    document.body,
+                    document.attachments,
+                )
+                for account_id, docid, document in documents
+            ],
         )
 
     def remove(self, txn: Any, account_id: str, email_id: str) -> None:
@@ -672,6 +686,32 @@ def index_email(txn: Any, account_id: str, email_id: str, raw: bytes | None, par
     full_text_index(txn).add(txn, account_id, email_id, document_of(raw, parsed))
 
 
+def index_document(txn: Any, account_id: str, email_id: str, docid: int, document: SearchDocument) -> None:
+    """
+    Index a newly stored Email whose search document was made before the
+    transaction (L{document_of} is pure: delivery makes it in a worker
+    thread, so the one transaction filing a group of messages only
+    writes) and whose C{docid} the caller allocated.
+    """
+    index_documents(txn, [(account_id, email_id, docid, document)])
+
+
+def index_documents(txn: Any, documents: Sequence[tuple[str, str, int, SearchDocument]]) -> None:
+    """
+    Index newly stored Emails, each given as C{(account id, Email id,
+    docid, search document)} (see L{index_document}), with one statement
+    per table for all of them where the index allows.
+    """
+    if not documents:
+        return
+    index = full_text_index(txn)
+    if isinstance(index, FTS5Index):
+        index.add_many(txn, [(account_id, docid, document) for account_id, _, docid, document in documents])
+    else:
+        for account_id, email_id, _, document in documents:
+            index.add(txn, account_id, email_id, document)
+
+
 def remove_email(txn: Any, account_id: str, email_id: str) -> None:
     """
     Drop an Email from the index; call before its row is deleted.
@@ -751,24 +791,39 @@ def docid_base(received_at: int) -> int:
     return offset << DOCID_SHIFT
 
 
-def allocate_docid(txn: Any, received_at: int) -> int:
+def allocate_docid(txn: Any, received_at: int, account_id: str | None = None) -> int:
     """
     A docid for a new Email received at C{received_at}: unique in the
     database, ordered by receivedAt, later than every Email received in
     the same millisecond (ingest calls this in its write transaction, so
     two writers cannot take the same one).
+
+    With C{account_id} (whose account the transaction has locked), the
+    docids this transaction already took are remembered: the next Email
+    of the same account and millisecond (a delivery group shares one
+    receivedAt) takes the next number without a query.  Every Email of
+    that millisecond the database held was seen by the first query for
+    that account, and those of other accounts this transaction added are
+    counted too, so the number is as unique and as late as a query's.
     """
     base = docid_base(received_at)
-    top = txn.fetchvalue(
-        "SELECT max(docid) FROM emails WHERE docid >= ? AND docid < ?", (base, base + (1 << DOCID_SHIFT))
-    )
-    if top is None:
-        return base
-    if int(top) + 1 < base + (1 << DOCID_SHIFT):
-        return int(top) + 1
-    # 2^18 Emails in one millisecond: borrow the next free number (their
-    # order among the next millisecond's Emails is then by arrival).
-    return int(txn.fetchvalue("SELECT max(docid) FROM emails")) + 1
+    end = base + (1 << DOCID_SHIFT)
+    # {base: highest docid taken here}, {(account, base): the same, per account}
+    taken: dict[Any, int] = txn.__dict__.setdefault("_docids_taken", {})
+    cached = None if account_id is None else taken.get((account_id, base))
+    if cached is not None:
+        docid = max(cached, taken.get(base, cached)) + 1
+    else:
+        top = txn.fetchvalue("SELECT max(docid) FROM emails WHERE docid >= ? AND docid < ?", (base, end))
+        docid = base if top is None else max(int(top), taken.get(base, base - 1)) + 1
+    if docid >= end:
+        # 2^18 Emails in one millisecond: borrow the next free number (their
+        # order among the next millisecond's Emails is then by arrival).
+        return int(txn.fetchvalue("SELECT max(docid) FROM emails")) + 1
+    taken[base] = max(docid, taken.get(base, docid))
+    if account_id is not None:
+        taken[(account_id, base)] = docid
+    return docid
 
 
 # -- compiling queries ---------------------------------------------------------------------

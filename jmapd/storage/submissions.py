@@ -271,9 +271,21 @@ def claim_due(txn: Any, now: float, lease: float, limit: int, skip: Sequence[str
         (now, now, limit + len(skip)),
     )
     skipped = set(skip)
-    claimed = [_queued(row) for row in rows if row[0] not in skipped][:limit]
-    for message in claimed:
-        txn.execute("UPDATE outgoing_queue SET claimed_until = ? WHERE id = ?", (now + lease, message.id))
+    claimed = []
+    for message in (_queued(row) for row in rows if row[0] not in skipped):
+        if len(claimed) == limit:
+            break
+        # The claim repeats the condition: on PostgreSQL another node may
+        # have claimed the row since the SELECT (READ COMMITTED re-reads it
+        # after waiting for that node's commit), and then this UPDATE
+        # changes nothing and the message is that node's to send.
+        txn.execute(
+            "UPDATE outgoing_queue SET claimed_until = ?"
+            " WHERE id = ? AND (claimed_until IS NULL OR claimed_until <= ?)",
+            (now + lease, message.id, now),
+        )
+        if txn.rowcount == 1:
+            claimed.append(message)
     return claimed
 
 

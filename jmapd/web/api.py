@@ -5,6 +5,12 @@ The API resource (RFC 8620 section 3): POST a Request, get a Response.
 The body is parsed and checked on the reactor thread (it is one orjson
 call), then the whole Request runs in one worker-thread transaction, and
 the Response is encoded there too, so the reactor only moves bytes.
+
+A Request made only of methods that read no stored data (Core/echo) runs
+on the reactor thread without a transaction when nothing has been
+committed to the database since this account's last transaction
+(L{jmapd.storage.freshness}): that transaction's checked auth version and
+Session state are then still exactly what the database holds.
 """
 
 from __future__ import annotations
@@ -14,16 +20,39 @@ from collections import Counter
 from typing import Any
 
 import orjson
+from attrs import frozen
 from twisted.logger import Logger
 
 from jmapd.protocol.engine import execute
 from jmapd.protocol.errors import RequestError, limit
+from jmapd.protocol.pure import NoTransaction
 from jmapd.protocol.request import parse_request
 from jmapd.protocol.session import session_state
+from jmapd.util.tticache import TTICache
 from jmapd.web.auth import run_checked
 from jmapd.web.resource import JSON, AsyncResource, HTTPProblem, body_size, write_body
 
 log = Logger()
+
+#: How long an account's last transaction is remembered for the
+#: transaction-free path when the account sends nothing.
+VALIDATED_TTI = 300.0
+VALIDATED_MAX = 10_000
+
+_NO_TRANSACTION = NoTransaction()
+
+
+@frozen
+class Validated:
+    """
+    What an account's last transaction established: the auth version it
+    checked and the Session state it computed, valid while the database's
+    change counter still has the value read before that transaction began.
+    """
+
+    counter: int
+    auth_version: int
+    session_state: str
 
 
 def request_problem(error: RequestError) -> HTTPProblem:
@@ -40,6 +69,10 @@ class APIResource(AsyncResource):
         self._env = env
         self._auth = authenticator
         self._inflight: Counter[str] = Counter()
+        self._counter = env.database.change_counter()
+        self._validated: TTICache[str, Validated] = TTICache(
+            env.clock, VALIDATED_TTI, max_entries=VALIDATED_MAX, name="validated"
+        )
 
     async def handle_POST(self, request: Any) -> None:
         started = time.perf_counter()
@@ -79,17 +112,40 @@ class APIResource(AsyncResource):
             )
             raise request_problem(e) from None
 
-        def run(txn: Any, login: Any) -> bytes:
+        account_id = login.principal.account_id
+        counter = None
+        if self._counter is not None and env.registry.is_pure(jmap_request):
+            counter = self._counter.value()
+            validated = self._validated.get(account_id)
+            if (
+                validated is not None
+                and validated.counter == counter
+                and validated.auth_version == login.auth_version
+            ):
+                response = execute(
+                    _NO_TRANSACTION, env, login.principal, jmap_request, validated.session_state
+                )
+                self._answer(request, login, jmap_request, started, orjson.dumps(response))
+                return
+
+        def run(txn: Any, login: Any) -> tuple[bytes, str, int]:
             state = session_state(env, txn, login.principal)
             response = execute(txn, env, login.principal, jmap_request, state)
             changed = txn.__dict__.get("changed_states")
             if changed:
                 txn.after_commit(lambda: env.publish_states(changed))
-            return orjson.dumps(response)
+            return orjson.dumps(response), state, login.auth_version
 
-        body = await run_checked(
+        body, state, auth_version = await run_checked(
             self._auth, env.database, request, login, run, write=env.registry.is_write(jmap_request)
         )
+        if counter is not None:
+            # The counter was read before the transaction began: a commit
+            # after that moves it, so this can never vouch for newer data.
+            self._validated.set(account_id, Validated(counter, auth_version, state))
+        self._answer(request, login, jmap_request, started, body)
+
+    def _answer(self, request: Any, login: Any, jmap_request: Any, started: float, body: bytes) -> None:
         write_body(request, 200, JSON, body)
         log.info(
             "API {account} [{methods}] 200 in {ms:.1f} ms",

@@ -53,6 +53,17 @@ class Login:
     client: str
 
 
+@frozen
+class HeldCredentials:
+    """
+    The Authorization header and client address of a request, for a
+    connection that outlives it.
+    """
+
+    header: bytes
+    client: str
+
+
 class AuthVersionChanged(Exception):
     """
     The credentials were valid when cached but the account's password or
@@ -112,7 +123,27 @@ class Authenticator:
             failed too often or the account sends too many requests.
         """
         client = client_address(request, self._config.use_forwarded_header)
-        header = request.getHeader(b"authorization")
+        return await self._login(request.getHeader(b"authorization"), client, again)
+
+    def hold(self, request: Any) -> HeldCredentials:
+        """
+        The request's credentials, kept for a connection that outlives the
+        request (a WebSocket) to verify them again with L{login_again}.
+        """
+        header = request.getHeader(b"authorization") or b""
+        raw = header.encode("latin-1") if isinstance(header, str) else header
+        return HeldCredentials(raw, client_address(request, self._config.use_forwarded_header))
+
+    async def login_again(self, held: HeldCredentials) -> Login:
+        """
+        Verify held credentials again after the account's auth version
+        changed: the login they give now, or L{HTTPProblem} 401 when the
+        change invalidated them.
+        """
+        self.forget(held.header)
+        return await self._login(held.header, held.client, True)
+
+    async def _login(self, header: Any, client: str, again: bool) -> Login:
         if not header:
             if not self._anonymous.hit(client):
                 raise too_many("too many unauthenticated requests", self._anonymous.retry_after(client))

@@ -136,10 +136,6 @@ class UploadResource(AsyncResource):
     def _store(self, txn: Any, login: Any, account_id: str, content: Any, size: int, media_type: str) -> Any:
         env = self._env
         _account_check(env, txn, login, account_id)
-        if account_id != login.principal.account_id:
-            # An upload to a shared account would be readable by no one
-            # but the owner (blobs there are read through Emails).
-            raise HTTPProblem(403, "upload to your own account; Email/import and Email/copy take it from there")
         content.seek(0)
         blob_id = env.blobs.put_file(content)
         now = float(env.clock.seconds())
@@ -150,6 +146,10 @@ class UploadResource(AsyncResource):
             # The expiry removed the file between our write and our row.
             content.seek(0)
             env.blobs.put_file(content)
+        if account_id != login.principal.account_id:
+            # An upload to an account shared with the user: theirs to use
+            # there (Email/import into a shared Mailbox), no one else's.
+            blob_storage.grant_blob(txn, account_id, blob_id, login.principal.account_id)
         return blob_storage.BlobRecord(account_id, blob_id, size, media_type, record.expires_at)
 
 

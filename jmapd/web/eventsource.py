@@ -10,9 +10,13 @@ event the C{id} encodes the modseq of each of the user's accounts, and so
 does a first id-only message on connection: a client that reconnects with
 C{Last-Event-ID} is sent at once the types that changed since.
 
-An idle connection holds one L{_EventStream}, its ping timer and one
-entry in the notifier per account; all of them go when the client does
-(C{notifyFinish}).
+The accounts it reports are those of the user's Session, kept current
+while it is open by a L{Follower}: a share, a revocation or a change of
+the user's subscriptions takes effect without reconnecting.
+
+An idle connection holds one L{_EventStream}, its L{Follower}, its ping
+timer and one entry in the notifier per account; all of them go when the
+client does (C{notifyFinish}).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import orjson
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
+from jmapd.push.follow import Follower, followed_accounts
 from jmapd.push.notifier import (
     ThrottledChannel,
     account_modseqs,
@@ -102,14 +107,15 @@ class _EventStream:
     One open event-source response.
     """
 
-    __slots__ = ("_request", "_clock", "_notifier", "_accounts", "_closeafter", "_ping", "_ping_call",
-                 "channel", "closed", "_done")
+    __slots__ = ("_request", "_clock", "follower", "_closeafter", "_ping", "_ping_call", "channel", "closed", "_done")
 
     def __init__(
         self,
         request: Any,
         clock: Any,
+        env: Any,
         notifier: Any,
+        principal: Any,
         throttle: float,
         types: frozenset[str] | None,
         closeafter: bool,
@@ -117,20 +123,15 @@ class _EventStream:
     ) -> None:
         self._request = request
         self._clock = clock
-        self._notifier = notifier
-        self._accounts: tuple[str, ...] = ()
         self._closeafter = closeafter
         self._ping = ping
         self._ping_call: Any = None
         self._done = False
         self.channel = ThrottledChannel(clock, throttle, self._send_state, types)
+        #: The accounts reported, and the notifier subscriptions.
+        self.follower = Follower(env, notifier, principal, self.channel.add)
         #: Fires when the response is over, whoever ended it.
         self.closed: Deferred[None] = Deferred()
-
-    def subscribe(self, account_ids: tuple[str, ...]) -> None:
-        self._accounts = account_ids
-        for account_id in account_ids:
-            self._notifier.subscribe(account_id, self.channel.add)
 
     def start(self, position: Mapping[str, int], missed: Mapping[str, Mapping[str, int]]) -> None:
         """
@@ -188,8 +189,7 @@ class _EventStream:
         if self._done:
             return
         self._done = True
-        for account_id in self._accounts:
-            self._notifier.unsubscribe(account_id, self.channel.add)
+        self.follower.close()
         self.channel.close()
         if self._ping_call is not None and self._ping_call.active():
             self._ping_call.cancel()
@@ -224,21 +224,23 @@ class EventSourceResource(AsyncResource):
         last = decode_position(header.decode("latin-1") if isinstance(header, bytes) else header)
         env = self._env
         stream = _EventStream(
-            request, self._clock, self._notifier, env.config.event_source_throttle, types, closeafter, ping
+            request,
+            self._clock,
+            env,
+            self._notifier,
+            login.principal,
+            env.config.event_source_throttle,
+            types,
+            closeafter,
+            ping,
         )
-        # Listen before reading the states, so no commit falls between the
-        # snapshot and the subscription; what comes early is sorted out by
-        # modseq below.
-        early: list[tuple[str, Mapping[str, int]]] = []
-        own = login.principal.account_id
-
-        def collect(account_id: str, states: Mapping[str, int]) -> None:
-            early.append((account_id, states))
-
-        self._notifier.subscribe(own, collect)
+        # Hold every change before reading the states, so no commit falls
+        # between the snapshot and the subscriptions; what comes early is
+        # sorted out by modseq in Follower.start.
+        stream.follower.hold()
         try:
             def snapshot(txn: Any, login: Any) -> tuple[tuple[str, ...], dict[str, int], dict[str, dict[str, int]]]:
-                account_ids = tuple(sorted(env.registry.accounts(env, txn, login.principal)))
+                account_ids = tuple(sorted(followed_accounts(env, txn, login.principal)))
                 position = account_modseqs(txn, account_ids)
                 missed = {}
                 if last is not None:
@@ -250,18 +252,16 @@ class EventSourceResource(AsyncResource):
             account_ids, position, missed = await run_checked(
                 self._auth, env.database, request, login, snapshot
             )
-        finally:
-            self._notifier.unsubscribe(own, collect)
+        except BaseException:
+            stream.follower.close()
+            raise
         if request.finished or getattr(request, "_disconnected", False):
+            stream.follower.close()
             return
-        stream.subscribe(account_ids)
         self.streams.add(stream)
         request.notifyFinish().addBoth(self._finished, stream)
         stream.start(position, missed)
-        for account_id, states in early:
-            newer = {name: m for name, m in states.items() if m > position.get(account_id, 0)}
-            if newer:
-                stream.channel.add(account_id, newer)
+        stream.follower.start(account_ids, position)
         log.debug(
             "EventSource for {account}: types={types} closeafter={closeafter} ping={ping}",
             account=login.principal.name,

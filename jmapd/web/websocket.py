@@ -16,7 +16,8 @@ On the socket, each text message is one JSON object with an C{@type}:
   to C{max-concurrent-requests} per connection.
 - C{WebSocketPushEnable}: push StateChange objects (with C{pushState}) for
   C{dataTypes}; a C{pushState} from an earlier connection replays what
-  changed since at once.
+  changed since at once.  The accounts pushed are those of the user's
+  Session, kept current while push is on (L{Follower}).
 - C{WebSocketPushDisable}: stop pushing.
 
 Pings go out every C{ws-heartbeat-interval} seconds and a client that
@@ -26,6 +27,7 @@ auto-ping).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +46,7 @@ from jmapd.protocol.engine import execute
 from jmapd.protocol.errors import RequestError, limit, not_json, not_request
 from jmapd.protocol.request import Request, parse_request
 from jmapd.protocol.session import session_state
+from jmapd.push.follow import Follower, followed_accounts
 from jmapd.push.notifier import (
     ThrottledChannel,
     account_modseqs,
@@ -106,12 +109,14 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
     """
 
     login: Any = None
+    #: C{async () -> Login}: verify the upgrade request's credentials again.
+    relogin: Any = None
 
     def __init__(self) -> None:
         super().__init__()
         self._inflight = 0
         self._channel: ThrottledChannel | None = None
-        self._accounts: tuple[str, ...] = ()
+        self._follower: Follower | None = None
         self._open = False
         self.closed: Deferred[None] = Deferred()
 
@@ -214,15 +219,36 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         if request_id is not None:
             extra["requestId"] = request_id
         self._inflight += 1
-        d = run_request(env, self.login, jmap_request, extra)
-        d.addCallback(self._send_text)
-        d.addErrback(self._request_failed, request_id)
+        d = self._run(jmap_request, extra, request_id, retry=True)
         d.addBoth(self._request_done)
+
+    def _run(self, jmap_request: Request, extra: dict[str, Any], request_id: Any, retry: bool) -> Deferred[Any]:
+        """
+        Run the request; when the account's credentials changed since the
+        connection's were verified, verify them again once (another token
+        of the account revoked leaves them valid) and run it again.
+        """
+        d = run_request(self.factory.env, self.login, jmap_request, extra)
+        d.addCallback(self._send_text)
+        again = (lambda: self._run(jmap_request, extra, request_id, retry=False)) if retry else None
+        d.addErrback(self._request_failed, request_id, again)
+        return d
+
+    async def _login_again(self) -> None:
+        try:
+            self.login = await self.relogin()
+        except HTTPProblem:
+            raise AuthVersionChanged(self.login.principal.name) from None
 
     def _request_done(self, result: Any) -> None:
         self._inflight -= 1
 
-    def _request_failed(self, failure: Any, request_id: Any) -> None:
+    def _request_failed(self, failure: Any, request_id: Any, again: Any = None) -> Any:
+        if failure.check(AuthVersionChanged) and again is not None and self.relogin is not None:
+            d = ensureDeferred(self._login_again())
+            d.addCallback(lambda _: again())
+            d.addErrback(self._request_failed, request_id)
+            return d
         if failure.check(AuthVersionChanged):
             log.info("WebSocket for {account}: credentials changed; closing", account=self.login.principal.name)
             self._send_text(_request_error(RequestError("about:blank", 401, "the credentials changed"), request_id))
@@ -239,6 +265,14 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         )
 
     # -- push --
+
+    @property
+    def pushed_accounts(self) -> frozenset[str]:
+        """
+        The accounts whose changes are pushed now (none before push is
+        enabled and its database hop done).
+        """
+        return frozenset() if self._follower is None else self._follower.accounts
 
     def _push_enable(self, message: dict[str, Any]) -> None:
         data_types = message.get("dataTypes")
@@ -263,19 +297,16 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
     async def _start_push(self, types: frozenset[str] | None, last: dict[str, int] | None) -> None:
         factory = self.factory
         env = factory.env
-        own = self.login.principal.account_id
         channel = ThrottledChannel(factory.clock, env.config.event_source_throttle, self._send_state, types)
+        follower = Follower(env, factory.notifier, self.login.principal, channel.add)
         self._channel = channel
-        early: list[tuple[str, Mapping[str, int]]] = []
-
-        def collect(account_id: str, states: Mapping[str, int]) -> None:
-            early.append((account_id, states))
-
-        factory.notifier.subscribe(own, collect)
+        self._follower = follower
+        # Hold every change before reading the states (see Follower.start).
+        follower.hold()
         try:
             def snapshot(txn: Any, login: Any) -> tuple[tuple[str, ...], dict[str, int], dict[str, dict[str, int]]]:
                 check_auth_version(txn, login)
-                account_ids = tuple(sorted(env.registry.accounts(env, txn, login.principal)))
+                account_ids = tuple(sorted(followed_accounts(env, txn, login.principal)))
                 position = account_modseqs(txn, account_ids)
                 missed = {}
                 if last is not None:
@@ -283,20 +314,16 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
                 return account_ids, position, missed
 
             account_ids, position, missed = await env.database.run_interaction(snapshot, self.login)
-        finally:
-            factory.notifier.unsubscribe(own, collect)
+        except BaseException:
+            follower.close()
+            raise
         if self._channel is not channel or not self._open:
+            follower.close()
             return
-        self._accounts = account_ids
-        for account_id in account_ids:
-            factory.notifier.subscribe(account_id, channel.add)
         channel.position.update(position)
         for account_id, states in missed.items():
             channel.add(account_id, states)
-        for account_id, states in early:
-            newer = {name: m for name, m in states.items() if m > position.get(account_id, 0)}
-            if newer:
-                channel.add(account_id, newer)
+        follower.start(account_ids, position)
 
     def _send_state(self, changed: dict[str, dict[str, int]]) -> None:
         message = state_change(changed)
@@ -306,12 +333,11 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
 
     def _push_off(self) -> None:
         channel, self._channel = self._channel, None
-        if channel is None:
-            return
-        for account_id in self._accounts:
-            self.factory.notifier.unsubscribe(account_id, channel.add)
-        self._accounts = ()
-        channel.close()
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.close()
+        if channel is not None:
+            channel.close()
 
 
 class JMAPWebSocketFactory(WebSocketServerFactory):
@@ -343,15 +369,18 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol: Any = super().buildProtocol(addr)
-        protocol.login, self._next_login = self._next_login, None
+        if self._next_login is not None:
+            protocol.login, protocol.relogin = self._next_login
+        self._next_login = None
         return protocol
 
-    def upgrade(self, request: Any, login: Any) -> None:
+    def upgrade(self, request: Any, login: Any, relogin: Any = None) -> None:
         """
         Hand the authenticated upgrade request to autobahn, which takes the
-        connection over; the protocol it builds gets C{login}.
+        connection over; the protocol it builds gets C{login} and
+        C{relogin}, which verifies the request's credentials again.
         """
-        self._next_login = login
+        self._next_login = (login, relogin)
         try:
             WebSocketResource(self).render(request)
         finally:
@@ -411,7 +440,7 @@ class WebSocketUpgradeResource(Resource):
     def _authenticated(self, login: Any, request: Any) -> None:
         if request.finished or getattr(request, "_disconnected", False):
             return
-        self._factory.upgrade(request, login)
+        self._factory.upgrade(request, login, functools.partial(self._auth.login_again, self._auth.hold(request)))
 
     def _refused(self, failure: Any, request: Any) -> None:
         if failure.check(HTTPProblem):

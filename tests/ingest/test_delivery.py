@@ -268,6 +268,84 @@ class GroupCommitTests(DeliveryTestCase):
         self.assertEqual(self.subjects(alice), [])
         self.assertFalse(self.deliverer.busy)
 
+    def test_countsOncePerGroup(self) -> None:
+        """
+        A transaction filing several messages changes each account's
+        Mailbox counts and EmailDelivery state once, not once per
+        message: the account's modseq grows by two per Email (its Thread
+        and itself) and by two per filing transaction, and the counts are
+        those of every Email filed.
+        """
+        alice = self.add_account("alice")
+        bob = self.add_account("bob")
+
+        def modseqs() -> tuple[int, int]:
+            return (
+                self.count(f"SELECT modseq FROM accounts WHERE id = '{alice}'"),
+                self.count(f"SELECT modseq FROM accounts WHERE id = '{bob}'"),
+            )
+
+        before = modseqs()
+        answers = [
+            self.deliver(alice, "alice", "one"),
+            self.deliver(alice, "alice", "two"),
+            self.deliver(alice, "alice", "three"),
+            self.deliver(bob, "bob", "four"),
+        ]
+        for _ in answers:
+            self.threads.next("prepare")
+        self.threads.next("sync")
+        self.threads.next("sync")
+        self.threads.drain()
+        self.assertEqual([answer[0][0].code for answer in answers], [250, 250, 250, 250])
+        # "one" alone, then "two", "three" and "four" in one transaction.
+        self.assertEqual(self.deliverer.batches, 2)
+        after = modseqs()
+        self.assertEqual((after[0] - before[0], after[1] - before[1]), (3 * 2 + 2 * 2, 2 + 2))
+
+        def inbox_counts(account_id: str) -> tuple[int, int, int, int]:
+            def read(txn: Any) -> tuple[int, int, int, int]:
+                return mailboxes.get_counts(txn, account_id, mailboxes.find_by_role(txn, account_id, "inbox"))
+
+            return self.env.database.run_sync(read)
+
+        self.assertEqual(inbox_counts(alice), (3, 3, 3, 3))
+        self.assertEqual(inbox_counts(bob), (1, 1, 1, 1))
+
+    def test_failedRecipientUndone(self) -> None:
+        """
+        When filing one message of a group fails, that recipient gets
+        451 and nothing of its Email is left (row, counts, search index
+        entry), while the others of the group are filed and counted.
+        """
+        alice = self.add_account("alice")
+        real_ingest = emails.IngestBatch.ingest
+
+        def ingest(batch: emails.IngestBatch, account_id: str, prepared: Any, *args: Any) -> Any:
+            created = real_ingest(batch, account_id, prepared, *args)
+            if prepared.record.subject == "two":
+                raise RuntimeError("filing failed half-way")
+            return created
+
+        self.patch(emails.IngestBatch, "ingest", ingest)
+        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two", "three")]
+        for _ in answers:
+            self.threads.next("prepare")
+        self.threads.next("sync")
+        self.threads.next("sync")
+        self.threads.next("file")
+        self.assertEqual(self.threads.names(), ["file"])
+        self.threads.next("file")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual([answer[0][0].code for answer in answers], [250, 451, 250])
+        self.assertEqual(self.subjects(alice), ["one", "three"])
+        self.assertEqual(self.count("SELECT count(*) FROM email_fts"), 2)
+        self.assertEqual(self.count("SELECT count(*) FROM email_search"), 2)
+        self.assertEqual(self.count("SELECT count(*) FROM mailbox_threads"), 2)
+        self.assertEqual(self.count("SELECT count(*) FROM threads"), 2)
+        self.assertEqual(self.count("SELECT sum(total_emails) FROM mailboxes"), 2)
+        self.assertEqual(self.count("SELECT sum(total_threads) FROM mailboxes"), 2)
+
     def test_idle(self) -> None:
         """
         L{Deliverer.idle} fires once nothing is being prepared, synced or

@@ -4,6 +4,7 @@ shared accounts in the Session, enforcement on Mail methods, the caches and
 ShareNotifications (L{jmapd.sharing}, L{jmapd.mail.mailbox}).
 """
 
+import orjson
 from twisted.internet.defer import ensureDeferred
 
 from jmapd.mail.mailbox import RIGHTS
@@ -102,6 +103,52 @@ class SharingTests(ServerTestCase):
                 "accountId": self.alice, "destroy": [inside["id"], outside["id"]]}, auth="bob")
             self.assertEqual(result["notDestroyed"][inside["id"]]["type"], "forbidden")
             self.assertEqual(result["notDestroyed"][outside["id"]]["type"], "notFound")
+        return ensureDeferred(run())
+
+    def test_grantee_blobs_in_shared_account(self):
+        """
+        A grantee with mayAddItems may put a message into the shared
+        account (an upload there, or a Blob/copy from their own account)
+        and Email/import it into the shared Mailbox; the blob is theirs to
+        use there, and another grantee cannot read it; a user without any
+        grant cannot upload to the account at all.
+        """
+        async def run():
+            await self.setup()
+            await self.share(self.inbox, {
+                self.bob: {"mayReadItems": True, "mayAddItems": True}, self.carol: {"mayReadItems": True}})
+            raw = b"From: bob@example.com\r\nSubject: from bob\r\n\r\nHello\r\n"
+            response, body = await self.server.request(
+                "POST", f"/jmap/upload/{self.alice}/", raw, auth="bob")
+            self.assertEqual(response.code, 201, body)
+            uploaded = orjson.loads(body)["blobId"]
+            for other in ("carol", "alice"):
+                got, _ = await self.server.request(
+                    "GET", f"/jmap/download/{self.alice}/{uploaded}/x", auth=other)
+                self.assertEqual(got.code, 404 if other == "carol" else 200, other)
+            got, _ = await self.server.request("GET", f"/jmap/download/{self.alice}/{uploaded}/x", auth="bob")
+            self.assertEqual(got.code, 200)
+            name, result, _ = await self.call("Email/import", {"accountId": self.alice, "emails": {
+                "m": {"blobId": uploaded, "mailboxIds": {self.inbox: True}}}}, auth="bob")
+            self.assertEqual(name, "Email/import", result)
+            self.assertIn("m", result["created"], result)
+            # The same through Blob/copy from bob's own account.
+            raw2 = raw.replace(b"from bob", b"copied by bob")
+            response, body = await self.server.request("POST", f"/jmap/upload/{self.bob}/", raw2, auth="bob")
+            own = orjson.loads(body)["blobId"]
+            name, result, _ = await self.call("Blob/copy", {
+                "fromAccountId": self.bob, "accountId": self.alice, "blobIds": [own]}, auth="bob")
+            self.assertEqual(result["copied"], {own: own}, result)
+            name, result, _ = await self.call("Email/import", {"accountId": self.alice, "emails": {
+                "m": {"blobId": own, "mailboxIds": {self.inbox: True}}}}, auth="bob")
+            self.assertIn("m", result["created"], result)
+            _, result, _ = await self.call("Email/query", {
+                "accountId": self.alice, "filter": {"inMailbox": self.inbox}}, auth="alice")
+            self.assertEqual(len(result["ids"]), 2)
+            dave = self.server.add_account("dave")
+            self.assertTrue(dave)
+            response, body = await self.server.request("POST", f"/jmap/upload/{self.alice}/", raw, auth="dave")
+            self.assertEqual(response.code, 404, body)
         return ensureDeferred(run())
 
     def test_query_snippet_and_blob_copy_limited_to_readable(self):

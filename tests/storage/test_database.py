@@ -4,6 +4,7 @@ migrations, on a real SQLite file, and (the C{...OnPostgreSQL} classes)
 on a real PostgreSQL database.
 """
 
+import os
 import sqlite3
 
 from twisted.internet import defer
@@ -111,6 +112,41 @@ class MigrationTests(SynchronousTestCase):
         self.assertEqual(
             migrations._statements("-- a\nCREATE TABLE t (x INT); -- b\n;\nSELECT 1"),
             ["CREATE TABLE t (x INT)", "SELECT 1"],
+        )
+
+
+class MigrationFilesTests(SynchronousTestCase):
+    def files(self, *names: str) -> str:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        for name in names:
+            with open(os.path.join(directory, name), "w") as f:
+                f.write(f"-- {name}\n")
+        return directory
+
+    def test_duplicate_number_refused(self) -> None:
+        """
+        Two shared migration files with one number (two branches that both
+        took the next number) are refused, naming both, instead of one
+        silently replacing the other.
+        """
+        directory = self.files("0001_a.sql", "0002_b.sql", "0002_c.sql")
+        error = self.assertRaises(migrations.DuplicateMigration, migrations.migrations, None, directory)
+        self.assertIn("0002_b.sql", str(error))
+        self.assertIn("0002_c.sql", str(error))
+
+    def test_engine_variant_replaces_shared(self) -> None:
+        """
+        An engine's own file for a version replaces the shared one for that
+        engine only; it is not a duplicate.
+        """
+        directory = self.files("0001_a.sql", "0001_a.postgresql.sql", "0002_b.sql")
+        self.assertEqual(
+            migrations.migrations("postgresql", directory),
+            [(1, "-- 0001_a.postgresql.sql\n"), (2, "-- 0002_b.sql\n")],
+        )
+        self.assertEqual(
+            migrations.migrations("sqlite", directory), [(1, "-- 0001_a.sql\n"), (2, "-- 0002_b.sql\n")]
         )
 
 

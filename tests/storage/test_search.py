@@ -153,6 +153,40 @@ class DocidTests(MailTestCase):
         self.assertEqual(late_again, late + 1)
         self.assertEqual(late - search.docid_base(2000), 0)
 
+    def test_remembered_in_transaction(self) -> None:
+        """
+        Within one transaction, docids taken for an account are
+        remembered: Emails of the same millisecond, of that account or
+        of another one, get increasing docids, and the database's own
+        Emails of that millisecond still come first.
+        """
+        bob = self.add_account("bob")
+
+        def insert(txn: Any, account_id: str, docid: int) -> None:
+            txn.execute("INSERT INTO emails (account_id, id, thread_id, blob_id, size, received_at, thread_subject,"
+                        " has_attachment, preview, unread, addresses, headers, structure, docid)"
+                        " VALUES (?, ?, 't', 'b', 1, 3000, '', 0, '', 0, '{}', '[]', '{}', ?)",
+                        (account_id, f"M{docid}", docid))
+
+        def earlier(txn: Any) -> int:
+            docid = search.allocate_docid(txn, 3000)
+            insert(txn, self.alice, docid)
+            return docid
+
+        def allocate(txn: Any) -> list[int]:
+            found = []
+            for account_id in (self.alice, bob, self.alice, self.alice, bob):
+                docid = search.allocate_docid(txn, 3000, account_id)
+                insert(txn, account_id, docid)
+                found.append(docid)
+            return found
+
+        first = self.run_sync(earlier)
+        found = self.run_sync(allocate)
+        self.assertEqual(found, sorted(found))
+        self.assertEqual(len(set(found)), len(found))
+        self.assertGreater(found[0], first)
+
     def test_far_dates(self) -> None:
         """
         Dates far from 2000 share the first or last docid millisecond

@@ -6,6 +6,8 @@ through a real SMTP relay on a L{task.Clock}.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import attrs
@@ -18,6 +20,7 @@ from jmapd.submission import SendingDisabled, sending_enabled
 from jmapd.submission.queue import backoff, delivery_status
 from jmapd.submission.relay import Reply, queue_message
 from tests.submission.support import RecordingRelay, start_sending_server
+from tests import pg
 from tests.support import ServerTestCase
 
 REPLY = (
@@ -115,6 +118,52 @@ class ClaimTests(SynchronousTestCase):
         self.assertEqual(self.db(storage.claim_due, 99.0, 30.0, 10), [])
 
 
+class ClaimRaceTests(SynchronousTestCase):
+    """
+    Two senders (two nodes on one PostgreSQL database) claiming at once.
+    """
+
+    def test_concurrent_claims_disjoint(self) -> None:
+        """
+        When a second sender reads the queue while the first has claimed a
+        message but not committed yet, the second does not claim it too
+        (which would send the message twice): exactly one of them gets it.
+        """
+        from tests.protocol.test_engine import add_principal, make_environment
+
+        env = make_environment(self)
+        account = add_principal(env, "alice").account_id
+        env.database.run_sync(storage.enqueue, account, None, "a@x.org", ["b@x.org"], b"m", 0.0, 0.0, write=True)
+        first_claimed = threading.Event()
+        second_started = threading.Event()
+        results: dict[str, list[Any]] = {}
+
+        def first(txn: Any) -> list[Any]:
+            claimed = storage.claim_due(txn, 1.0, 30.0, 10)
+            first_claimed.set()
+            second_started.wait(10)
+            # Give the second sender time to read the queue and reach its
+            # UPDATE, which waits for this transaction.
+            time.sleep(0.3)
+            return claimed
+
+        def second(txn: Any) -> list[Any]:
+            second_started.set()
+            return storage.claim_due(txn, 1.0, 30.0, 10)
+
+        def run(name: str, fn: Any) -> None:
+            if name == "second":
+                first_claimed.wait(10)
+            results[name] = env.database.run_sync(fn, write=True)
+
+        threads = [threading.Thread(target=run, args=args) for args in (("first", first), ("second", second))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(len(results["first"]) + len(results["second"]), 1, results)
+
+
 class QueueMessageTests(ServerTestCase):
     """
     queue_message, the entry for messages the server sends by itself.
@@ -210,3 +259,6 @@ class QueueMessageTests(ServerTestCase):
                 )
 
         return ensureDeferred(go())
+
+
+pg.add_postgresql_variants(globals(), ClaimRaceTests)

@@ -7,6 +7,7 @@ references, created ids and the request limits.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from typing import Any
 
@@ -15,6 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import globalLogPublisher
 
+from jmapd.auth.passwords import hash_password
 from jmapd.protocol.engine import CORE, Capability
 from jmapd.protocol.errors import MethodError
 from jmapd.service import build_registry
@@ -640,3 +642,117 @@ class CreatedIdsTests(ServerTestCase):
 
 # The same tests on PostgreSQL (see tests/pg.py).
 pg.add_postgresql_variants(globals(), CreatedIdsTests, HTTPTests, MethodTests, RequestErrorTests, ResultReferenceTests)
+
+
+class TransactionFreeTests(ServerTestCase):
+    """
+    Requests made only of methods that read no stored data (Core/echo) skip
+    the database transaction while nothing has been committed since the
+    account's last one, and never answer differently because of it.
+    """
+
+    async def counted(self) -> tuple[Any, list[int]]:
+        server = await self.start_server()
+        self.account_id = server.add_account("alice")
+        database = server.env.database
+        transactions = [0]
+        run_interaction = database.run_interaction
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            transactions[0] += 1
+            return run_interaction(*args, **kwargs)
+
+        self.patch(database, "run_interaction", counting)
+        return server, transactions
+
+    def test_echo_without_transaction(self) -> Any:
+        """
+        After one Core/echo ran in a transaction, further ones with nothing
+        committed in between run none, and still carry the Session state
+        the Session resource reports.
+        """
+
+        async def run() -> None:
+            server, transactions = await self.counted()
+            first = await server.api([["Core/echo", {"n": 1}, "c1"]])
+            base = transactions[0]
+            for n in range(3):
+                response = await server.api([["Core/echo", {"n": n}, "c1"]])
+                self.assertEqual(response["methodResponses"], [["Core/echo", {"n": n}, "c1"]])
+                self.assertEqual(response["sessionState"], first["sessionState"])
+            self.assertEqual(transactions[0], base)
+            _, body = await server.request("GET", "/.well-known/jmap")
+            self.assertEqual(orjson.loads(body)["state"], first["sessionState"])
+
+        return ensureDeferred(run())
+
+    def test_commit_elsewhere(self) -> Any:
+        """
+        A commit by another connection (another process, here a plain
+        sqlite3 connection changing the password as jmapd-admin would)
+        sends the next Core/echo through a transaction again, and the old
+        password is refused at once.
+        """
+
+        async def run() -> None:
+            server, transactions = await self.counted()
+            await server.api([["Core/echo", {}, "c1"]])
+            base = transactions[0]
+            await server.api([["Core/echo", {}, "c1"]])
+            self.assertEqual(transactions[0], base)
+            other = sqlite3.connect(server.env.database.engine.path, isolation_level=None)
+            self.addCleanup(other.close)
+            other.execute(
+                "UPDATE accounts SET password_hash = ?, auth_version = auth_version + 1 WHERE name = 'alice'",
+                (hash_password("another password"),),
+            )
+            response, body = await server.request(
+                "POST", "/jmap/", orjson.dumps({"using": [CORE], "methodCalls": [["Core/echo", {}, "c1"]]})
+            )
+            self.assertEqual(response.code, 401, body)
+
+        return ensureDeferred(run())
+
+    def test_own_write_revalidates(self) -> Any:
+        """
+        A request that changed data moves the counter: the next Core/echo
+        runs in a transaction again, so its Session state is the one after
+        the change (a new Mailbox does not change it; a new account shared
+        would).
+        """
+
+        async def run() -> None:
+            server, transactions = await self.counted()
+            await server.api([["Core/echo", {}, "c1"]])
+            base = transactions[0]
+            await server.api(
+                [["Mailbox/set", {"accountId": self.account_id, "create": {"m": {"name": "New"}}}, "c1"]],
+                using=[CORE, "urn:ietf:params:jmap:mail"],
+            )
+            self.assertEqual(transactions[0], base + 1)
+            await server.api([["Core/echo", {}, "c1"]])
+            self.assertEqual(transactions[0], base + 2)
+            await server.api([["Core/echo", {}, "c1"]])
+            self.assertEqual(transactions[0], base + 2)
+
+        return ensureDeferred(run())
+
+    def test_mixed_request_uses_transaction(self) -> Any:
+        """
+        A request with Core/echo and a method that reads data always runs
+        in a transaction.
+        """
+
+        async def run() -> None:
+            server, transactions = await self.counted()
+            await server.api([["Core/echo", {}, "c1"]])
+            base = transactions[0]
+            for _ in range(2):
+                response = await server.api(
+                    [["Core/echo", {}, "c1"], ["Mailbox/get", {"accountId": self.account_id, "ids": []}, "c2"]],
+                    using=[CORE, "urn:ietf:params:jmap:mail"],
+                )
+                self.assertEqual(response["methodResponses"][1][0], "Mailbox/get")
+            self.assertEqual(transactions[0], base + 2)
+
+        return ensureDeferred(run())

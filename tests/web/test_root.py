@@ -6,10 +6,11 @@ oversized bodies.
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyChannel
 
 from jmapd.web.resource import body_size
-from jmapd.web.root import JMAPRequest
+from jmapd.web.root import JMAPRequest, JMAPSite
 
 
 def make_request(max_body: int) -> JMAPRequest:
@@ -59,3 +60,25 @@ class BodyLimitTests(SynchronousTestCase):
         request.content.seek(0)
         self.assertEqual(request.content.read(), b"")
         self.assertEqual(body_size(request), 24)
+
+
+class FormParsingTests(SynchronousTestCase):
+    def test_form_body_not_parsed(self) -> None:
+        """
+        A POST whose Content-Type says form data is not parsed into
+        C{args} (JMAP has no forms, and parsing every POST's Content-Type
+        costs time on the reactor thread): the body stays intact for the
+        resource, and C{args} holds only the query string.
+        """
+        channel = DummyChannel()
+        channel.site = JMAPSite(Resource(), max_body=100)
+        request = channel.site.requestFactory(channel)
+        processed = []
+        request.process = lambda: processed.append(True)  # type: ignore[method-assign]
+        request.requestHeaders.setRawHeaders(b"content-type", [b"application/x-www-form-urlencoded"])
+        request.gotLength(7)
+        request.handleContentChunk(b"a=1&b=2")
+        request.requestReceived(b"POST", b"/jmap/?x=1", b"HTTP/1.1")
+        self.assertEqual(processed, [True])
+        self.assertEqual(request.args, {b"x": [b"1"]})
+        self.assertEqual(request.content.read(), b"a=1&b=2")

@@ -252,6 +252,31 @@ class RequestTests(PushTestCase):
         return ensureDeferred(run())
 
 
+    def test_other_token_revoked(self) -> None:
+        """
+        Revoking another token of the account (which changes the account's
+        auth version) does not disturb a connection whose own credentials
+        stay valid: they are verified again and the request is answered.
+        """
+
+        async def run() -> None:
+            await self.start_push_server()
+            from jmapd.storage import accounts
+
+            database = self.server.env.database
+            token = database.run_sync(accounts.add_token, "alice", "phone", "s" * 32, write=True)
+            ws = await open_websocket(self)
+            database.run_sync(accounts.revoke_token, token.id, write=True)
+            ws.send(echo("after"))
+            response = await ws.next()
+            self.assertEqual((response["@type"], response["requestId"]), ("Response", "after"))
+            ws.send(echo("again"))
+            response = await ws.next()
+            self.assertEqual((response["@type"], response["requestId"]), ("Response", "again"))
+
+        return ensureDeferred(run())
+
+
 class PushTests(PushTestCase):
     def test_push_enable(self) -> None:
         """
@@ -372,7 +397,7 @@ class PushTests(PushTestCase):
             await ws.next()
             (connection,) = self.hub.websocket.connections
             # WebSocketPushEnable finishes after a database hop of its own.
-            await settle(lambda: connection._accounts != ())
+            await settle(lambda: connection.pushed_accounts != frozenset())
             self.assertEqual(self.hub.notifier.listening(self.account), 1)
             await ws.close()
             await connection.closed

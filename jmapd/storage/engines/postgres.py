@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -121,11 +123,19 @@ class PostgreSQLEngine:
     #: Connections are shared by the threads through a pool of this size
     #: (see L{jmapd.storage.database.Database}); None for one per thread.
     pool_size: int | None = None
+    #: Called with the transaction, in its thread, just before the COMMIT
+    #: of each write transaction that locked an account (every one that
+    #: changed a state does): L{jmapd.push.pgnotify} sends its NOTIFY
+    #: there, so the notification commits with the change or not at all.
+    before_commit: Callable[[Any], None] | None = None
 
     def __init__(self, url: str, node_id: str = "", pool_size: int | None = None) -> None:
         self.url = url
         self.node_id = node_id
         self.pool_size = pool_size
+        # The transaction running in each thread that locked an account:
+        # commit() is given only the connection.
+        self._writing = threading.local()
 
     def __repr__(self) -> str:
         return f"<PostgreSQLEngine {redact(self.url)}>"
@@ -146,15 +156,20 @@ class PostgreSQLEngine:
         return conn
 
     def begin(self, conn: Any, write: bool) -> None:
+        self._writing.txn = None
         if write:
             conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
         else:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def commit(self, conn: Any) -> None:
+        txn, self._writing.txn = getattr(self._writing, "txn", None), None
+        if txn is not None and txn.conn is conn and self.before_commit is not None:
+            self.before_commit(txn)
         conn.execute("COMMIT")
 
     def rollback(self, conn: Any) -> None:
+        self._writing.txn = None
         if conn.closed:
             return
         if conn.info.transaction_status != pq.TransactionStatus.IDLE:
@@ -184,6 +199,7 @@ class PostgreSQLEngine:
         keys) do not wait for.
         """
         txn.execute("SELECT 1 FROM accounts WHERE id = ? FOR NO KEY UPDATE", (account_id,))
+        self._writing.txn = txn
 
     def lock_schema(self, cursor: Any) -> None:
         """

@@ -25,21 +25,31 @@ from typing import Any
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+(?:\.(?P<engine>[a-z0-9]+))?\.sql$")
 
 
+class DuplicateMigration(Exception):
+    """
+    Two migration files have the same number for the same engine (two
+    branches picked the same next number); one of them must be renumbered.
+    """
+
+
 class SchemaTooNew(Exception):
     """
     The database was written by a newer jmapd than this one.
     """
 
 
-def migrations(engine_name: str | None = None) -> list[tuple[int, str]]:
+def migrations(engine_name: str | None = None, directory: str | None = None) -> list[tuple[int, str]]:
     """
     The known migrations as C{(version, sql)}, lowest first: the shared
     files, each replaced by its C{.ENGINE.sql} variant for C{engine_name}
     where there is one.
+
+    @param directory: where the files are (this package's directory).
+    @raise DuplicateMigration: two files claim one version.
     """
-    here = os.path.dirname(os.path.abspath(__file__))
-    shared: dict[int, str] = {}
-    variants: dict[int, str] = {}
+    here = directory or os.path.dirname(os.path.abspath(__file__))
+    shared: dict[int, tuple[str, str]] = {}
+    variants: dict[int, tuple[str, str]] = {}
     for name in sorted(os.listdir(here)):
         match = _MIGRATION.match(name)
         if not match:
@@ -47,10 +57,14 @@ def migrations(engine_name: str | None = None) -> list[tuple[int, str]]:
         engine = match.group("engine")
         if engine is not None and engine != engine_name:
             continue
+        table = shared if engine is None else variants
+        version = int(match.group(1))
+        if version in table:
+            raise DuplicateMigration(f"two migrations are numbered {version:04d}: {table[version][0]} and {name}")
         with open(os.path.join(here, name), encoding="utf-8") as f:
-            (shared if engine is None else variants)[int(match.group(1))] = f.read()
+            table[version] = (name, f.read())
     shared.update(variants)
-    return sorted(shared.items())
+    return sorted((version, sql) for version, (_name, sql) in shared.items())
 
 
 def _statements(sql: str) -> list[str]:
