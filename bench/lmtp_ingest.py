@@ -12,6 +12,12 @@ hold exactly the delivered messages at the end.
 
 The goal (issue 6) is 600 messages/s on a 2-core machine.  With
 C{BENCH_PROFILE=FILE} the server's reactor thread is profiled into FILE.
+
+With C{--peer}, Cyrus (L{bench.peer.CyrusPeer}) gets the same messages over
+its LMTP socket in the same run, the two interleaved run by run (jmapd,
+Cyrus, jmapd, Cyrus...), and the table gives Cyrus's rate as a ratio of
+jmapd's (issue 8's goal: jmapd at least 3x Cyrus).  Cyrus must hold
+exactly the delivered messages too (counted through its JMAP).
 """
 
 from __future__ import annotations
@@ -28,18 +34,22 @@ from typing import Any
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: The jmapd account's address the messages go to.
+RECIPIENT = "alice@example.com"
 
-def body(number: int, size: int) -> bytes:
+
+def body(number: int, size: int, run: int = 0) -> bytes:
     """
     A plain-text message of about C{size} octets, with its own subject and
-    Message-ID.
+    a Message-ID unique to the run (Cyrus drops a second delivery of one
+    Message-ID to one user, which would flatter it).
     """
     head = (
         f"From: Sender {number} <sender{number % 50}@example.org>\r\n"
         f"To: Alice <alice@example.com>\r\n"
         f"Subject: Benchmark message {number}\r\n"
         f"Date: Mon, 02 Oct 2023 10:00:00 +0000\r\n"
-        f"Message-ID: <bench.{number}.{os.getpid()}@example.org>\r\n"
+        f"Message-ID: <bench.{number}.{run}.{os.getpid()}@example.org>\r\n"
         f"Content-Type: text/plain; charset=utf-8\r\n\r\n"
     )
     line = "The quick brown fox jumps over the lazy dog, again and again.\r\n"
@@ -47,7 +57,7 @@ def body(number: int, size: int) -> bytes:
     return text.encode("ascii")
 
 
-def serve(data: str, port: int, workers: int | None = None) -> None:
+def serve(data: str, port: int, workers: int | None = None, blob_store: str | None = None) -> None:
     """
     The child process: jmapd with LMTP on C{port}, until killed.
     """
@@ -60,6 +70,8 @@ def serve(data: str, port: int, workers: int | None = None) -> None:
     from jmapd.storage import accounts
 
     overrides: dict[str, Any] = {} if workers is None else {"worker_pool_size": workers}
+    if blob_store is not None:
+        overrides["blob_store"] = blob_store
     config = default_config(
         db_path=data, jmap_port=0, jmap_bind_addr="127.0.0.1", lmtp_port=port, **overrides
     )
@@ -91,18 +103,31 @@ def _read_reply(f: Any) -> bytes:
             return line
 
 
-def client(port: int, messages: list[bytes], errors: list[str]) -> None:
+def _connect(address: int | str) -> socket.socket:
+    """
+    A connection to LMTP on a port of 127.0.0.1 or a UNIX socket path.
+    """
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(address)
+        return sock
+    sock = socket.create_connection(("127.0.0.1", address))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def client(address: int | str, messages: list[bytes], errors: list[str], recipient: str = RECIPIENT) -> None:
     """
     Deliver C{messages} on one connection, pipelining each transaction.
     """
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rcpt = b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<%s>\r\nDATA\r\n" % recipient.encode("ascii")
+    with _connect(address) as sock:
         f = sock.makefile("rb")
         _read_reply(f)
         sock.sendall(b"LHLO bench.example.org\r\n")
         _read_reply(f)
         for data in messages:
-            sock.sendall(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n")
+            sock.sendall(rcpt)
             for _ in range(3):
                 reply = _read_reply(f)
                 if reply[:1] not in (b"2", b"3"):
@@ -160,45 +185,152 @@ def count_emails(data: str) -> int:
         database.close()
 
 
-def run(messages: int, connections: int, size: int, workers: int | None = None) -> float:
+def deliver(
+    address: int | str, bodies: list[bytes], connections: int, recipient: str = RECIPIENT
+) -> float:
+    """
+    Deliver C{bodies} over C{connections} concurrent connections and return
+    the seconds from the first connection to the last 250.
+
+    @raise RuntimeError: a delivery was refused.
+    """
+    shares = [bodies[i::connections] for i in range(connections)]
+    errors: list[str] = []
+    threads = [threading.Thread(target=client, args=(address, share, errors, recipient)) for share in shares]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} deliveries failed, first: {errors[0]}")
+    return elapsed
+
+
+def report(target: str, messages: int, size: int, connections: int, elapsed: float, cpu: float | None) -> float:
+    rate = messages / elapsed
+    print(
+        f"{target}: {messages} messages of {size} octets over {connections} LMTP connections:"
+        f" {elapsed:.2f} s, {rate:.0f} messages/s"
+        + ("" if cpu is None else f", server CPU {cpu * 1000 / messages:.2f} ms per message"),
+        flush=True,
+    )
+    return rate
+
+
+def run(
+    messages: int,
+    connections: int,
+    size: int,
+    workers: int | None = None,
+    round: int = 0,
+    blob_store: str | None = None,
+) -> float:
+    """
+    One run against a fresh jmapd; its rate in messages per second.
+    """
     with tempfile.TemporaryDirectory(dir=TOP) as directory:
         data = os.path.join(directory, "data")
         port = free_port()
         child = subprocess.Popen(
             [sys.executable, "-m", "bench.lmtp_ingest", "--serve", data, "--port", str(port)]
-            + ([] if workers is None else ["--workers", str(workers)]),
+            + ([] if workers is None else ["--workers", str(workers)])
+            + ([] if blob_store is None else ["--blob-store", blob_store]),
             cwd=TOP,
         )
         try:
             wait_for(port)
-            bodies = [body(n, size) for n in range(messages)]
-            shares = [bodies[i::connections] for i in range(connections)]
-            errors: list[str] = []
-            threads = [threading.Thread(target=client, args=(port, share, errors)) for share in shares]
+            bodies = [body(n, size, round) for n in range(messages)]
             cpu_before = server_cpu(child.pid)
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.perf_counter() - started
+            elapsed = deliver(port, bodies, connections)
             cpu_after = server_cpu(child.pid)
             cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         finally:
             child.terminate()
             child.wait(60)
-        if errors:
-            raise RuntimeError(f"{len(errors)} deliveries failed, first: {errors[0]}")
         stored = count_emails(data)
         if stored != messages:
             raise RuntimeError(f"{messages} messages acknowledged but {stored} stored")
-        rate = messages / elapsed
-        print(
-            f"{messages} messages of {size} octets over {connections} LMTP connections:"
-            f" {elapsed:.2f} s, {rate:.0f} messages/s"
-            + ("" if cpu is None else f", server CPU {cpu * 1000 / messages:.2f} ms per message")
+        return report("jmapd", messages, size, connections, elapsed, cpu)
+
+
+def cyrus_total(peer: Any) -> int:
+    """
+    How many Emails the peer's user has, through Cyrus's JMAP.
+    """
+    import base64
+    import json
+    import urllib.parse
+    import urllib.request
+
+    spec = peer.spec
+    auth = "Basic " + base64.b64encode(f"{spec.user}:{spec.password}".encode()).decode()
+
+    def fetch(url: str, data: Any = None) -> Any:
+        request = urllib.request.Request(
+            url,
+            data=None if data is None else json.dumps(data).encode(),
+            headers={"Authorization": auth, "Content-Type": "application/json"},
         )
-        return rate
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    session = fetch(spec.url)
+    account = session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+    # Cyrus gives apiUrl relative to the session resource.
+    answer = fetch(urllib.parse.urljoin(spec.url, session["apiUrl"]), {
+        "using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"],
+        "methodCalls": [["Email/query", {"accountId": account, "calculateTotal": True, "limit": 1}, "q"]],
+    })
+    return int(answer["methodResponses"][0][1]["total"])
+
+
+def run_cyrus(peer: Any, messages: int, connections: int, size: int, round: int) -> float:
+    """
+    One run against Cyrus's lmtpd (its UNIX socket, as postfix would use);
+    the messages must all be in the user's account afterwards.
+    """
+    before = cyrus_total(peer)
+    bodies = [body(n, size, round) for n in range(messages)]
+    elapsed = deliver(os.path.join(peer.workdir, "socket", "lmtp"), bodies, connections, peer.spec.user)
+    stored = cyrus_total(peer) - before
+    if stored != messages:
+        raise RuntimeError(f"Cyrus: {messages} messages acknowledged but {stored} stored")
+    return report("cyrus", messages, size, connections, elapsed, None)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def compare(
+    messages: int, connections: int, size: int, runs: int, workers: int | None, blob_store: str | None = None
+) -> dict[str, float]:
+    """
+    jmapd and Cyrus interleaved, C{runs} each; print and return the median
+    rates.
+    """
+    from bench.peer import CyrusPeer
+
+    peer = CyrusPeer.start()
+    rates: dict[str, list[float]] = {"jmapd": [], "cyrus": []}
+    try:
+        for round in range(runs):
+            rates["jmapd"].append(run(messages, connections, size, workers, round, blob_store))
+            rates["cyrus"].append(run_cyrus(peer, messages, connections, size, round))
+    finally:
+        peer.stop()
+    medians = {name: median(values) for name, values in rates.items()}
+    print()
+    print("| target | runs (messages/s) | median | vs jmapd |")
+    print("|---|---|---:|---:|")
+    for name, values in rates.items():
+        listed = ", ".join(f"{value:.0f}" for value in values)
+        print(f"| {name} | {listed} | {medians[name]:.0f} | {medians[name] / medians['jmapd']:.2f} |")
+    return medians
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,14 +340,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=3000, help="octets per message (default 3000)")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--workers", type=int, help="worker-pool-size of the server (default: its default)")
+    parser.add_argument(
+        "--blob-store", choices=["files", "database"], help="blob-store of the server (default: its default)"
+    )
+    parser.add_argument("--peer", action="store_true", help="also deliver to Cyrus, interleaved, and compare")
     parser.add_argument("--serve", metavar="DATA", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port, args.workers)
+        serve(args.serve, args.port, args.workers, args.blob_store)
         return 0
-    for _ in range(args.runs):
-        run(args.messages, args.connections, args.size, args.workers)
+    if args.peer:
+        compare(args.messages, args.connections, args.size, args.runs, args.workers, args.blob_store)
+        return 0
+    for round in range(args.runs):
+        run(args.messages, args.connections, args.size, args.workers, round, args.blob_store)
     return 0
 
 

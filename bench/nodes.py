@@ -28,13 +28,11 @@ the machine is shared, so absolute numbers from another run mean little.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -318,15 +316,7 @@ def update_docs(marked: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    started = time.monotonic()
-    try:
-        status = asyncio.run(run(args))
-    except TargetError as error:
-        _say(f"bench.nodes: {error}")
-        return 2
-    _say(f"done in {time.monotonic() - started:.0f} s; results in {args.out}/")
-    return status
+    return suite.run_main("bench.nodes", parser(), run, argv)
 
 
 if __name__ == "__main__":

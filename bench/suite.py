@@ -358,13 +358,21 @@ def replace_marked(text: str, begin: str, end: str, section: str) -> str:
     return text + "\n" + section + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run_main(name: str, arguments: argparse.ArgumentParser, runner: Any, argv: Sequence[str] | None) -> int:
+    """
+    Parse C{argv}, run C{await runner(args)}, and say how long it took;
+    a target that cannot be used ends the run with status 2.
+    """
+    args = arguments.parse_args(argv)
     started = time.monotonic()
     try:
-        status = asyncio.run(run(args))
+        status: int = asyncio.run(runner(args))
     except TargetError as error:
-        _say(f"bench: {error}")
+        _say(f"{name}: {error}")
         return 2
     _say(f"done in {time.monotonic() - started:.0f} s; results in {args.out}/")
     return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main("bench", parser(), run, argv)

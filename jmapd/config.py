@@ -1237,8 +1237,8 @@ class Config:
             choice("files", "database"),
             "files",
             "Where raw messages and uploads are kept: files (under db-path, which"
-            " several nodes must then share) or database (in the PostgreSQL"
-            " database of db-url, which must be set).",
+            " several nodes must then share) or database (in the metadata database:"
+            " PostgreSQL of db-url, or SQLite under db-path).",
         )
     )
     rate_limit_authenticated: RateLimit = field(
@@ -1454,12 +1454,6 @@ def _build(
                 f" {given} is set but {missing} is not"
             )
         tls = parsed[cert] is not None and parsed[key] is not None
-
-    if parsed.get("blob-store") == "database" and "db-url" in parsed and parsed["db-url"] is None:
-        problems.append(
-            "blob-store: 'database' keeps blobs in the PostgreSQL database of db-url,"
-            " but db-url is not set; set db-url, or use blob-store 'files'"
-        )
 
     url_defaulted = parsed.get("jmap-url", "") is None
     if url_defaulted and "jmap-bind-addr" in parsed and "jmap-port" in parsed:

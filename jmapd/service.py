@@ -295,7 +295,7 @@ def make_environment(
         config=config,
         registry=registry if registry is not None else build_registry(config),
         database=database,
-        blobs=open_blob_store(config),
+        blobs=open_blob_store(config, database),
         clock=clock if clock is not None else reactor,
         workers=workers,
         trace=config.log_level == "trace",

@@ -4,20 +4,37 @@ Content-addressed blobs in the database (C{blob-store: database}).
 
 With the default store, blobs are files under db-path, which several
 nodes can only share through a shared file system.  This store keeps them
-in PostgreSQL beside the metadata (tables C{blob_data} and C{blob_chunks},
-migration 0010), so that nodes share nothing but the database.  It has the
+in the metadata database itself (tables C{blob_data} and C{blob_chunks},
+migration 0010): in PostgreSQL, so that nodes share nothing but the
+database, or in the SQLite database file under db-path.  It has the
 interface of L{jmapd.blobs.store.FileBlobStore} and the same blob ids, so
 the rest of jmapd does not know which store it has.
 
-Every C{put} returns once its own transaction has committed: an
-acknowledged blob survives a crash, as a fsynced file does.  The store's
-transactions run on connections of their own (a L{Database} separate from
-the one for metadata): callers store and read blobs while they hold a
-metadata transaction open, and a blob must be durable whether or not that
-transaction commits.  Content is cut into rows of at most L{CHUNK_SIZE}
-bytes, so a large blob is never one value in memory: L{open} returns a
-file object that fetches one row at a time.  These are blocking calls for
-worker threads.
+On PostgreSQL, every C{put} returns once its own transaction has
+committed: an acknowledged blob survives a crash, as a fsynced file does.
+The store's transactions run on connections of their own (a L{Database}
+separate from the one for metadata), so that a blob stored this way is
+durable whether or not the caller's metadata transaction commits.
+
+On SQLite the database has one writer at a time, and jmapd stores and
+removes blobs while it holds a metadata write transaction (an upload, an
+Email/import, expiry): a transaction of the store's own would wait for
+that one, which waits for it.  There the store shares the metadata's
+L{Database} instead (C{open_blob_store(config, database)}), and its work
+joins the transaction the calling thread has open, in a savepoint, or
+runs in one of its own when there is none: a blob stored in a
+transaction is durable when that transaction commits, and gone if it
+rolls back, as are the rows that refer to it.
+
+A caller that wants the blob durable exactly when its own rows are, on
+either engine, stores it with L{DatabaseBlobStore.write_in} inside its
+own write transaction: mail delivery does, so that one commit (on
+SQLite, one flush of its log) makes a group of messages and their bytes
+durable together.
+
+Content is cut into rows of at most L{CHUNK_SIZE} bytes, so a large blob
+is never one value in memory: L{open} returns a file object that fetches
+one row at a time.  These are blocking calls for worker threads.
 """
 
 from __future__ import annotations
@@ -34,7 +51,7 @@ from attrs import frozen
 
 from jmapd.blobs.store import FileBlobStore, blob_id_for_digest, blob_id_of, is_blob_id
 from jmapd.storage import blob_directory
-from jmapd.storage.database import Database
+from jmapd.storage.database import Database, Transaction
 from jmapd.storage.engines import engine_from_config
 
 #: The largest row of C{blob_chunks}: what one read holds in memory.
@@ -75,25 +92,52 @@ class DatabaseBlobStore:
     C{blob_chunks} (its content, in order).
 
     @param database: a L{jmapd.storage.database.Database} used for blobs
-        only (see the module docstring), migrated to schema 0010 or later.
+        only (see the module docstring), migrated to schema 0010 or later;
+        or, with C{shared}, the SQLite metadata's own.
     @param chunk_size: the largest row (tests make it small).
+    @param shared: C{database} is the metadata's (SQLite): work joins the
+        transaction the calling thread has open on it, if any.
     """
 
-    def __init__(self, database: Database, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(self, database: Database, chunk_size: int = CHUNK_SIZE, shared: bool = False) -> None:
         self.database = database
         self.chunk_size = chunk_size
+        self.shared = shared
 
     def close(self) -> None:
         """
-        Close the store's connections (when the service stops).
+        Close the store's connections (when the service stops); a shared
+        database is closed by its owner.
         """
-        self.database.close()
+        if not self.shared:
+            self.database.close()
+
+    def _open_transaction(self) -> Transaction | None:
+        """
+        The transaction the calling thread has open on a shared database,
+        or C{None}.
+        """
+        if not self.shared:
+            return None
+        # One connection per thread (SQLite): the one the thread's
+        # metadata transaction, if any, is running on.
+        conn = self.database._connection()
+        if not conn.in_transaction:
+            return None
+        return Transaction(self.database.engine, conn)
 
     def _read(self, fn: Any, *args: Any) -> Any:
-        return self.database.run_sync(fn, *args, write=False)
+        txn = self._open_transaction()
+        if txn is None:
+            return self.database.run_sync(fn, *args, write=False)
+        return fn(txn, *args)
 
     def _write(self, fn: Any, *args: Any) -> Any:
-        return self.database.run_sync(fn, *args, write=True)
+        txn = self._open_transaction()
+        if txn is None:
+            return self.database.run_sync(fn, *args, write=True)
+        with txn.savepoint():
+            return fn(txn, *args)
 
     def exists(self, blob_id: str) -> bool:
         if not is_blob_id(blob_id):
@@ -153,16 +197,31 @@ class DatabaseBlobStore:
 
         def store(txn: Any) -> None:
             for blob_id in sorted(unique):
-                data = unique[blob_id].data
-                pieces = list(_pieces(data, self.chunk_size))
-                if not self._claim(txn, blob_id, len(data), len(pieces)):
-                    continue
-                txn.executemany(
-                    "INSERT INTO blob_chunks (blob_id, seq, data) VALUES (?, ?, ?)",
-                    [(blob_id, seq, piece) for seq, piece in enumerate(pieces)],
-                )
+                self._store(txn, blob_id, unique[blob_id].data)
 
         self._write(store)
+
+    def write_in(self, txn: Any, data: bytes) -> str:
+        """
+        Store C{data} in the caller's write transaction C{txn} (on the
+        database this store keeps its blobs in) and return its blob id.
+
+        The blob is then durable when C{txn} commits, together with the
+        rows that refer to it, and gone if C{txn} (or the savepoint it is
+        written in) rolls back: it costs no commit of its own.
+        """
+        blob_id = blob_id_of(data)
+        self._store(txn, blob_id, data)
+        return blob_id
+
+    def _store(self, txn: Any, blob_id: str, data: bytes) -> None:
+        pieces = list(_pieces(data, self.chunk_size))
+        if not self._claim(txn, blob_id, len(data), len(pieces)):
+            return
+        txn.executemany(
+            "INSERT INTO blob_chunks (blob_id, seq, data) VALUES (?, ?, ?)",
+            [(blob_id, seq, piece) for seq, piece in enumerate(pieces)],
+        )
 
     @staticmethod
     def _claim(txn: Any, blob_id: str, size: int, chunks: int) -> bool:
@@ -274,14 +333,16 @@ class DatabaseBlobStore:
         """
         Remove the blob; removing one that is not stored is not an error.
         """
-        if not is_blob_id(blob_id):
-            return
+        if is_blob_id(blob_id):
+            self._write(self.delete_in, blob_id)
 
-        def delete(txn: Any) -> None:
-            txn.execute("DELETE FROM blob_data WHERE blob_id = ?", (blob_id,))
-            txn.execute("DELETE FROM blob_chunks WHERE blob_id = ?", (blob_id,))
-
-        self._write(delete)
+    def delete_in(self, txn: Any, blob_id: str) -> None:
+        """
+        Remove the blob in the caller's write transaction C{txn} (see
+        L{write_in}); removing one that is not stored is not an error.
+        """
+        txn.execute("DELETE FROM blob_data WHERE blob_id = ?", (blob_id,))
+        txn.execute("DELETE FROM blob_chunks WHERE blob_id = ?", (blob_id,))
 
 
 class _ChunkReader(io.RawIOBase):
@@ -314,16 +375,21 @@ class _ChunkReader(io.RawIOBase):
         return count
 
 
-def open_blob_store(config: Any) -> Any:
+def open_blob_store(config: Any, database: Database | None = None) -> Any:
     """
     The blob store the configuration names (C{blob-store}): files under
-    db-path, or, for C{database}, this store on connections of its own to
-    the PostgreSQL database of C{db-url} (as many as the metadata's:
+    db-path, or, for C{database}, this store in the metadata database:
+    on SQLite, sharing C{database}, the metadata's (see the module
+    docstring); on PostgreSQL of C{db-url}, or on SQLite when C{database}
+    is not given (a caller that never holds a transaction while it stores
+    blobs), on connections of its own (as many as the metadata's:
     C{db-pool-size}), migrated.
     """
     if config.blob_store == "database":
-        database = Database(engine_from_config(config))
-        database.migrate()
-        return DatabaseBlobStore(database)
+        if database is not None and database.engine.name == "sqlite":
+            return DatabaseBlobStore(database, shared=True)
+        own = Database(engine_from_config(config))
+        own.migrate()
+        return DatabaseBlobStore(own)
     os.makedirs(blob_directory(config), exist_ok=True)
     return FileBlobStore(blob_directory(config))

@@ -38,6 +38,13 @@ MTA tries again later.
 
 The disk cost per group of messages is then two flushes (the blobs' and
 the commit's), instead of two fsyncs per message and a commit per batch.
+
+With a store that can write a blob inside a transaction (C{write_in}: the
+database store, L{jmapd.blobs.database.DatabaseBlobStore}), there is no
+sync step and no blob file: I{prepare} only parses, and each recipient's
+copy is written by the filing transaction, in the savepoint that files
+it.  The commit then makes the bytes and the rows durable at once, one
+flush per group (on SQLite, of its log).
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from jmapd.blobs.store import Written
+from jmapd.blobs.store import Written, blob_id_of
 from jmapd.ingest import recipients
 from jmapd.mail import vacation
 from jmapd.mime.parse import parse_message
@@ -106,11 +113,14 @@ def temporary_failure(text: str = "4.3.0 Temporary local failure, try again late
 class _Prepared:
     """
     One recipient's copy, written and parsed, ready to be filed.
+
+    @ivar written: its blob file, or C{None} when the filing transaction
+        writes the blob (a store with C{write_in}).
     """
 
     address: str
     raw: bytes
-    written: Written
+    written: Written | None
     parsed: dict[str, Any]
     message: emails.PreparedMessage
 
@@ -207,6 +217,8 @@ class Deliverer:
         self._max_batch = max_batch
         self._run_sync = env.workers.run if run_sync is None else run_sync
         self._run_filing = run_filing
+        # The database store writes each blob in the filing transaction.
+        self._write_in: Callable[[Any, bytes], str] | None = getattr(env.blobs, "write_in", None)
         # Prepared (their blobs written), then durable (blobs synced), then
         # filed: one sync and one filing transaction run at a time, each
         # taking everything that waits for it.
@@ -241,11 +253,12 @@ class Deliverer:
             trace_fields(envelope, address, self._host, queue_id, now) for address, _ in envelope.recipients
         ]
         self._preparing += 1
-        d = env.workers.run(_prepare, env.blobs, envelope, heads, message)
+        store = None if self._write_in is not None else env.blobs
+        d = env.workers.run(_prepare, store, envelope, heads, message)
 
         def prepared(copies: list[_Prepared | Reply]) -> Deferred[list[Reply]]:
             item = _Message(envelope, copies)
-            if any(isinstance(copy_, _Prepared) for copy_ in copies):
+            if store is not None and any(isinstance(copy_, _Prepared) for copy_ in copies):
                 self._written.append(item)
             else:
                 self._durable.append(item)
@@ -286,7 +299,12 @@ class Deliverer:
 
     def _sync(self, batch: list[_Message]) -> None:
         self._syncing = True
-        written = [copy_.written for item in batch for copy_ in item.copies if isinstance(copy_, _Prepared)]
+        written = [
+            copy_.written
+            for item in batch
+            for copy_ in item.copies
+            if isinstance(copy_, _Prepared) and copy_.written is not None
+        ]
         d = self._run_sync(self._env.blobs.sync, written)
 
         def synced(_: Any) -> None:
@@ -412,6 +430,8 @@ class Deliverer:
         if account is None:
             vacation_on = storage_vacation.get_vacation(txn, account_id).is_active(received_at)
             account = accounts[account_id] = _Account(inbox_of(txn, account_id), vacation_on)
+        if self._write_in is not None:
+            self._write_in(txn, prepared.raw)
         created = filing.ingest(
             account_id, prepared.message, len(prepared.raw), [account.inbox], [], received_at, now
         )
@@ -440,20 +460,24 @@ class Deliverer:
                 d.callback(None)
 
 
-def _prepare(store: Any, envelope: Envelope, heads: list[bytes], message: bytes) -> list[_Prepared | Reply]:
+def _prepare(
+    store: Any | None, envelope: Envelope, heads: list[bytes], message: bytes
+) -> list[_Prepared | Reply]:
     """
-    Write and parse each recipient's copy (in a worker thread), and make
-    from the parse what the filing transaction writes (the stored columns,
-    the search document), so that the transaction, which runs one at a
-    time, does no more than write.
+    Write (to C{store}, unless it is C{None}: the filing transaction
+    writes the blob) and parse each recipient's copy (in a worker thread),
+    and make from the parse what the filing transaction writes (the stored
+    columns, the search document), so that the transaction, which runs one
+    at a time, does no more than write.
     """
     copies: list[_Prepared | Reply] = []
     for (address, _), head in zip(envelope.recipients, heads, strict=True):
         raw = head + message
         try:
-            written = store.write(raw)
+            written = None if store is None else store.write(raw)
+            blob_id = blob_id_of(raw) if written is None else written.blob_id
             parsed = parse_message(raw)
-            ready = emails.prepare_message(written.blob_id, raw, parsed)
+            ready = emails.prepare_message(blob_id, raw, parsed)
         except Exception:
             log.failure("cannot store the message for {address}", address=address)
             copies.append(temporary_failure())

@@ -271,7 +271,7 @@ def claim_due(txn: Any, now: float, lease: float, limit: int, skip: Sequence[str
         (now, now, limit + len(skip)),
     )
     skipped = set(skip)
-    claimed = []
+    claimed: list[QueuedMessage] = []
     for message in (_queued(row) for row in rows if row[0] not in skipped):
         if len(claimed) == limit:
             break

@@ -2,8 +2,7 @@
 Tests for L{jmapd.blobs.database.DatabaseBlobStore}: the behaviours
 tests/blobs/test_store.py pins down for files, on the database store.
 
-The store runs on either engine (the server uses it on PostgreSQL only,
-see the blob-store key), so these run on SQLite and, as the
+The store runs on either engine, so these run on SQLite and, as the
 C{...OnPostgreSQL} variant, on PostgreSQL.
 """
 
@@ -16,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from jmapd.blobs.database import DatabaseBlobStore, PendingBlob, open_blob_store
 from jmapd.blobs.store import FileBlobStore, blob_id_of, is_blob_id
 from jmapd.config import default_config
-from jmapd.storage import blob_directory
+from jmapd.storage import blob_directory, open_database
 from jmapd.storage.database import Database
 from tests import pg
 from tests.ingest.support import LMTPTestCase, message
@@ -175,6 +174,32 @@ class DatabaseBlobStoreTests(SynchronousTestCase):
         self.assertEqual(self.store.put_many([b"a", b"b", b"a"]), [blob_id_of(b"a"), blob_id_of(b"b"), blob_id_of(b"a")])
         self.assertEqual(len(self.rows("SELECT blob_id FROM blob_data")), 4)
 
+    def test_writeIn(self):
+        """
+        write_in stores a blob in the caller's transaction: readable in
+        it, stored when it commits, and gone, bytes and all, when it rolls
+        back; storing the same bytes again there is not an error.
+        """
+
+        def write(txn, data, fail):
+            blob_id = self.store.write_in(txn, data)
+            self.assertEqual(self.store.write_in(txn, data), blob_id)
+            self.assertEqual(txn.fetchvalue("SELECT size FROM blob_data WHERE blob_id = ?", (blob_id,)), len(data))
+            if fail:
+                raise Boom()
+            return blob_id
+
+        data = os.urandom(CHUNK * 2 + 1)
+        self.assertRaises(Boom, self.database.run_sync, write, data, True, write=True)
+        self.assertEqual(self.rows("SELECT blob_id FROM blob_data"), [])
+        self.assertEqual(self.chunk_rows(), [])
+        blob_id = self.database.run_sync(write, data, False, write=True)
+        self.assertEqual(blob_id, blob_id_of(data))
+        self.assertEqual(self.store.read(blob_id), data)
+        self.assertEqual([row[2] for row in self.chunk_rows()], [CHUNK, CHUNK, 1])
+        self.database.run_sync(self.store.delete_in, blob_id, write=True)
+        self.assertFalse(self.store.exists(blob_id))
+
     def test_failure_stores_nothing(self):
         """
         When the stream fails half-way, its transaction is rolled back:
@@ -260,11 +285,61 @@ class OpenBlobStoreTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(blob_directory(config)))
 
 
-class DatabaseStoreServerTests(pg.OnPostgreSQL, LMTPTestCase):
+class SharedStoreTests(SynchronousTestCase):
     """
-    A server on PostgreSQL with blob-store database, end to end: every
-    path that stores or reads a blob uses the database, and nothing is
-    written under db-path's blobs directory.
+    On SQLite, the store shares the metadata's Database: what it does
+    while the calling thread has a transaction open joins that
+    transaction (a transaction of its own would wait for the database's
+    one writer, which is that transaction).
+    """
+
+    def setUp(self):
+        config = default_config(db_path=os.path.abspath(self.mktemp()), blob_store="database")
+        self.database = open_database(config)
+        self.addCleanup(self.database.close)
+        self.store = open_blob_store(config, self.database)
+
+    def test_shared(self):
+        """
+        open_blob_store given the SQLite metadata Database returns a store
+        on that Database, which closing the store leaves open.
+        """
+        self.assertIsInstance(self.store, DatabaseBlobStore)
+        self.assertIs(self.store.database, self.database)
+        self.store.close()
+        self.assertEqual(self.database.run_sync(lambda txn: txn.fetchvalue("SELECT 1")), 1)
+
+    def test_joinsOpenTransaction(self):
+        """
+        A blob put, read and deleted inside a write transaction is part of
+        it: gone when it rolls back, stored when it commits; with no
+        transaction open, put commits one of its own.
+        """
+
+        def upload(txn, data, fail):
+            blob_id = self.store.put(data)
+            self.assertEqual(self.store.read(blob_id), data)
+            self.store.delete(self.store.put(b"temporary"))
+            self.assertFalse(self.store.exists(blob_id_of(b"temporary")))
+            if fail:
+                raise Boom()
+            return blob_id
+
+        self.assertRaises(Boom, self.database.run_sync, upload, b"rolled back", True, write=True)
+        self.assertFalse(self.store.exists(blob_id_of(b"rolled back")))
+        blob_id = self.database.run_sync(upload, b"kept", False, write=True)
+        self.assertEqual(self.store.read(blob_id), b"kept")
+        alone = self.store.put(b"alone")
+        other = Database(self.database.engine)
+        self.addCleanup(other.close)
+        self.assertEqual(DatabaseBlobStore(other).read(alone), b"alone")
+
+
+class DatabaseStoreServerTests(LMTPTestCase):
+    """
+    A server with blob-store database (on SQLite, and on PostgreSQL in the
+    variant), end to end: every path that stores or reads a blob uses the
+    database, and nothing is written under db-path's blobs directory.
     """
 
     def test_uploadImportDeliverDownload(self):
@@ -342,4 +417,4 @@ class DatabaseStoreServerTests(pg.OnPostgreSQL, LMTPTestCase):
         return ensureDeferred(run())
 
 
-pg.add_postgresql_variants(globals(), DatabaseBlobStoreTests)
+pg.add_postgresql_variants(globals(), DatabaseBlobStoreTests, DatabaseStoreServerTests)

@@ -15,11 +15,13 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from jmapd.blobs.database import DatabaseBlobStore
 from jmapd.blobs.store import FileBlobStore
 from jmapd.config import default_config
 from jmapd.environment import Environment
@@ -405,3 +407,86 @@ class InboxTests(DeliveryTestCase):
         created = self.env.database.run_sync(inbox_of, alice, write=True)
         mailbox = self.env.database.run_sync(mailboxes.get_mailbox, alice, created)
         self.assertEqual((mailbox.name, mailbox.role, mailbox.parent_id), ("Inbox", "inbox", None))
+
+
+class InTransactionTests(DeliveryTestCase):
+    """
+    With the database blob store (on SQLite), each copy's bytes are
+    written by the filing transaction itself: there is no sync step, and
+    the bytes are durable exactly when the Email is.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.env = attrs.evolve(self.env, blobs=DatabaseBlobStore(self.env.database, shared=True))
+        self.deliverer = Deliverer(self.env, self.resolver, "mx.example.com")
+
+    def test_filedWithItsBytes(self) -> None:
+        """
+        A message is prepared and then filed, with no sync in between; the
+        blob of the Email is a row of blob_data written by the filing
+        transaction (none before it runs), holding the message as
+        delivered, and nothing is written under the blobs directory.
+        """
+        alice = self.add_account("alice")
+        answers = self.deliver(alice, "alice", "one")
+        self.threads.next("prepare")
+        self.assertEqual(self.threads.names(), ["file"])
+        self.assertEqual(self.count("SELECT count(*) FROM blob_data"), 0)
+        self.threads.next("file")
+        self.assertEqual(answers[0][0].code, 250)
+        (row,) = self.env.database.run_sync(emails.get_rows, alice, None, ["blob_id"])
+        stored = self.env.blobs.read(row["blob_id"])
+        self.assertTrue(stored.startswith(b"Return-Path: <bob@example.org>\r\n"))
+        self.assertTrue(stored.endswith(message(subject="one")))
+        self.assertEqual(self.count("SELECT count(*) FROM blob_data"), 1)
+        files = [name for _, _, names in os.walk(os.path.join(self.env.config.db_path, "blobs")) for name in names]
+        self.assertEqual(files, [])
+
+    def test_commitFails(self) -> None:
+        """
+        When the commit of a group fails, each recipient gets 451 and
+        neither the Emails nor their bytes are stored.
+        """
+        alice = self.add_account("alice")
+        engine = self.env.database.engine
+        real_commit = engine.commit
+
+        def commit(conn: Any) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        self.patch(engine, "commit", commit)
+        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two")]
+        self.threads.next("prepare")
+        self.threads.next("prepare")
+        self.threads.drain()
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 2)
+        self.assertEqual([answer[0][0].code for answer in answers], [451, 451])
+        self.patch(engine, "commit", real_commit)
+        self.assertEqual(self.count("SELECT count(*) FROM emails"), 0)
+        self.assertEqual(self.count("SELECT count(*) FROM blob_data"), 0)
+        self.assertEqual(self.count("SELECT count(*) FROM blob_chunks"), 0)
+
+    def test_failedRecipientUndone(self) -> None:
+        """
+        When filing one message of a group fails, its bytes are undone
+        with its Email, and the others of the group keep theirs.
+        """
+        alice = self.add_account("alice")
+        real_ingest = emails.IngestBatch.ingest
+
+        def ingest(batch: emails.IngestBatch, account_id: str, prepared: Any, *args: Any) -> Any:
+            created = real_ingest(batch, account_id, prepared, *args)
+            if prepared.record.subject == "two":
+                raise RuntimeError("filing failed half-way")
+            return created
+
+        self.patch(emails.IngestBatch, "ingest", ingest)
+        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two", "three")]
+        self.threads.drain()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual([answer[0][0].code for answer in answers], [250, 451, 250])
+        rows = self.env.database.run_sync(emails.get_rows, alice, None, ["blob_id"])
+        stored = self.env.database.run_sync(lambda txn: txn.fetchall("SELECT blob_id FROM blob_data"))
+        self.assertEqual(sorted(row[0] for row in stored), sorted(row["blob_id"] for row in rows))
+        self.assertEqual(len(rows), 2)

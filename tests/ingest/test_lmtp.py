@@ -447,6 +447,42 @@ class RobustnessTests(LMTPTestCase):
 
         return ensureDeferred(run())
 
+    def test_restartAfterReplyBlobsInDatabase(self) -> Any:
+        """
+        With blob-store database on SQLite, a message acknowledged with
+        250 is in the database, its bytes included, after the service
+        stops and a new one starts on the same data directory; no blob
+        file was written.
+        """
+
+        async def run() -> None:
+            data = os.path.abspath(self.mktemp())
+            server, _, port = await self.start_lmtp(data=data, blob_store="database")
+            alice = server.add_account("alice", ("alice@example.com",))
+
+            def deliver(port: int, subject: str) -> Any:
+                client = self.connect(port)
+                client.ehlo()
+                refused = client.sendmail("bob@example.org", ["alice@example.com"], message(subject=subject))
+                client.quit()
+                return refused
+
+            self.assertEqual(await self.in_thread(deliver, port, "before"), {})
+            await server.service.stopService()
+            again, _, port = await self.start_lmtp(data=data, blob_store="database")
+            self.assertEqual(await self.in_thread(deliver, port, "after"), {})
+            stored = self.stored(again, alice)
+            self.assertEqual(len(stored), 2)
+            self.assertTrue(stored[0].endswith(message(subject="before")))
+            self.assertTrue(stored[1].endswith(message(subject="after")))
+            blob_ids = again.env.database.run_sync(
+                lambda txn: {row[0] for row in txn.fetchall("SELECT blob_id FROM blob_data")}
+            )
+            self.assertEqual(len(blob_ids), 2)
+            self.assertFalse(os.path.exists(os.path.join(data, "blobs")))
+
+        return ensureDeferred(run())
+
     def test_commandsAfterStop(self) -> Any:
         """
         Once the service is stopping, a new MAIL gets 421 and nothing more

@@ -11,6 +11,7 @@ from jmapd.config import default_config
 from jmapd.mail import identity
 from jmapd.protocol.engine import CORE, Registry
 from jmapd.submission import SUBMISSION
+from tests import pg
 from tests.submission.support import MAIL, SubmissionStoreTestCase, submission_registry
 from tests.support import ServerTestCase
 
@@ -294,3 +295,6 @@ class DisabledServerTests(ServerTestCase):
             self.assertEqual([r[1]["type"] for r in result["methodResponses"]], ["unknownMethod", "unknownMethod"])
 
         return ensureDeferred(go())
+
+
+pg.add_postgresql_variants(globals(), IdentityGetTests, IdentitySetTests)

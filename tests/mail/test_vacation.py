@@ -24,6 +24,7 @@ from jmapd.protocol.engine import CORE
 from jmapd.service import build_registry
 from jmapd.storage import accounts, open_database
 from jmapd.storage import vacation as storage
+from tests import pg
 from tests.ingest.support import LMTPTestCase
 from tests.support import ServerTestCase
 
@@ -416,3 +417,6 @@ class DeliveryReplyTests(LMTPTestCase):
             self.assertIn(b"Auto-Submitted: auto-replied", bytes(raw))
 
         return ensureDeferred(run())
+
+
+pg.add_postgresql_variants(globals(), VacationResponseMethodTests, AutoReplyTests, DeliveryReplyTests)

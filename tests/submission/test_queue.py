@@ -19,8 +19,8 @@ from jmapd.storage import submissions as storage
 from jmapd.submission import SendingDisabled, sending_enabled
 from jmapd.submission.queue import backoff, delivery_status
 from jmapd.submission.relay import Reply, queue_message
-from tests.submission.support import RecordingRelay, start_sending_server
 from tests import pg
+from tests.submission.support import RecordingRelay, start_sending_server
 from tests.support import ServerTestCase
 
 REPLY = (
