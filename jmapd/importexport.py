@@ -563,14 +563,22 @@ class _Ready:
 
 class _Written:
     """
-    The blob of a message is already written (see L{jmapd.ingest.delivery}).
+    The blob store for a message whose bytes are already written (see
+    L{jmapd.ingest.delivery}): C{put} writes only if they went missing
+    since (L{jmapd.storage.emails.ingest} puts them back then).
     """
 
-    def __init__(self, blob_id: str) -> None:
+    def __init__(self, store: Any, blob_id: str) -> None:
+        self._store = store
         self._blob_id = blob_id
 
     def put(self, data: bytes) -> str:
+        if not self._store.exists(self._blob_id):
+            return str(self._store.put(data))
         return self._blob_id
+
+    def exists(self, blob_id: str) -> bool:
+        return bool(self._store.exists(blob_id))
 
 
 def _received_from_headers(parsed: dict[str, Any]) -> int | None:
@@ -719,7 +727,7 @@ class Importer:
                 continue
             keywords = sorted(k.lower() for k in item.keywords)
             created = emails.ingest(
-                txn, _Written(entry.blob_id), account_id, entry.raw, [mailbox_id], keywords, entry.received_at, now,
+                txn, _Written(self._blobs, entry.blob_id), account_id, entry.raw, [mailbox_id], keywords, entry.received_at, now,
                 parsed=entry.parsed,
             )
             imports.record_imported(txn, account_id, entry.blob_id, created.id)

@@ -435,6 +435,11 @@ class Deliverer:
         created = filing.ingest(
             account_id, prepared.message, len(prepared.raw), [account.inbox], [], received_at, now
         )
+        if self._write_in is None and not self._env.blobs.exists(created.blob_id):
+            # Housekeeping deleted the same bytes (an expired upload of
+            # them) after we synced them and before our row (see
+            # blobs.add_blob): not durable, so not filed; the MTA retries.
+            raise BlobVanished(created.blob_id)
         if account.vacation:
             try:
                 with txn.savepoint():
@@ -458,6 +463,13 @@ class Deliverer:
             waiting, self._idle = self._idle, []
             for d in waiting:
                 d.callback(None)
+
+
+class BlobVanished(Exception):
+    """
+    The bytes of a message being filed were deleted as an unreferenced
+    blob before the filing transaction referenced them.
+    """
 
 
 def _prepare(

@@ -33,6 +33,10 @@ def add_blob(
     """
     # Two uploads of the same bytes at once must not both insert the row.
     txn.lock_account(account_id)
+    # Ordered against the deletion of the bytes of an unreferenced blob
+    # (expire_blobs): once this returns, the bytes are deleted only if this
+    # transaction rolls back; the caller checks they are still there.
+    txn.engine.lock_blob(txn, blob_id)
     row = txn.fetchone(
         "SELECT expires_at FROM blobs WHERE account_id = ? AND blob_id = ?", (account_id, blob_id)
     )
@@ -98,7 +102,10 @@ def granted(txn: Any, account_id: str, blob_id: str, principal_id: str) -> bool:
 def expire_blobs(txn: Any, now: float) -> list[str]:
     """
     Drop every expired upload row; return the blob ids no row refers to any
-    more, whose files may now be deleted.
+    more, whose bytes the caller deletes in this transaction (holding each
+    blob's lock, so that an L{add_blob} of the same bytes in another
+    transaction either comes first and keeps them, or comes after and
+    finds them gone).
     """
     expired = [
         row[0]
@@ -114,8 +121,12 @@ def expire_blobs(txn: Any, now: float) -> list[str]:
         (now,),
     )
     txn.execute("DELETE FROM blobs WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
-    return [
-        blob_id
-        for blob_id in expired
-        if txn.fetchone("SELECT 1 FROM blobs WHERE blob_id = ?", (blob_id,)) is None
-    ]
+    orphans = []
+    for blob_id in expired:
+        # Wait for a transaction that is making the blob referenced again
+        # (add_blob) and see its row; one that comes later waits for this
+        # transaction and then finds the bytes gone (see add_blob).
+        txn.engine.lock_blob(txn, blob_id)
+        if txn.fetchone("SELECT 1 FROM blobs WHERE blob_id = ?", (blob_id,)) is None:
+            orphans.append(blob_id)
+    return orphans

@@ -539,6 +539,10 @@ def ingest(
     prepared = prepare_message(blob_id, raw, parsed)
     counts = _Counts(txn, account_id)
     created, docid = _store(txn, account_id, prepared, len(raw), mailbox_ids, keywords, received_at, now, counts)
+    if not store.exists(blob_id):
+        # Housekeeping deleted the same bytes (an expired upload of them)
+        # between our put and our row (see blobs.add_blob): put them back.
+        store.put(raw)
     if prepared.document is not None:
         search.index_document(txn, account_id, created.id, docid, prepared.document)
     changelog.touch_state(txn, account_id, EMAIL_DELIVERY)

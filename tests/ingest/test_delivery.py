@@ -25,7 +25,7 @@ from jmapd.blobs.database import DatabaseBlobStore
 from jmapd.blobs.store import FileBlobStore
 from jmapd.config import default_config
 from jmapd.environment import Environment
-from jmapd.ingest.delivery import Deliverer, Envelope, Reply, inbox_of
+from jmapd.ingest.delivery import BlobVanished, Deliverer, Envelope, Reply, inbox_of
 from jmapd.ingest.recipients import RecipientResolver
 from jmapd.storage import accounts, emails, mailboxes, open_database
 from jmapd.util.tticache import TTICache
@@ -269,6 +269,25 @@ class GroupCommitTests(DeliveryTestCase):
         self.assertEqual(self.threads.names(), [])
         self.assertEqual(self.subjects(alice), [])
         self.assertFalse(self.deliverer.busy)
+
+    def test_bytesDeletedBeforeFiling(self) -> None:
+        """
+        When the synced bytes of a message are gone by the time its
+        filing transaction references them (housekeeping deleted the same
+        bytes as an expired upload), the recipient gets 451, so the MTA
+        tries again, and nothing is filed.
+        """
+        alice = self.add_account("alice")
+        first = self.deliver(alice, "alice", "one")
+        self.threads.next("prepare")
+        self.threads.next("sync")
+        for directory, _, names in os.walk(self.env.blobs.root):
+            for name in names:
+                os.remove(os.path.join(directory, name))
+        self.threads.next("file")
+        self.assertEqual(len(self.flushLoggedErrors(BlobVanished)), 1)
+        self.assertEqual(first, [[Reply(451, "4.3.0 Temporary local failure, try again later")]])
+        self.assertEqual(self.subjects(alice), [])
 
     def test_countsOncePerGroup(self) -> None:
         """

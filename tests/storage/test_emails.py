@@ -65,6 +65,25 @@ class IngestTests(MailTestCase):
             self.rows("SELECT msgid FROM email_message_ids WHERE email_id = ?", created.id), [("multi@example.com",)]
         )
 
+    def test_bytes_deleted_meanwhile_put_back(self):
+        """
+        When housekeeping deletes the same bytes (an expired upload of
+        them) between ingest's put and its row, ingest puts them back: the
+        new Email's blob is readable.
+        """
+        store = self.env.blobs
+        put = store.put
+
+        def put_then_lose(data):
+            blob_id = put(data)
+            store.delete(blob_id)
+            self.patch(store, "put", put)
+            return blob_id
+
+        self.patch(store, "put", put_then_lose)
+        created = self.deliver(message("Vanishing", "v@x"))
+        self.assertEqual(store.read(created.blob_id)[:5], message("Vanishing", "v@x")[:5])
+
     def test_ids_never_reused(self):
         """
         The same message delivered twice gets two different Email ids in

@@ -201,6 +201,16 @@ class PostgreSQLEngine:
         txn.execute("SELECT 1 FROM accounts WHERE id = ? FOR NO KEY UPDATE", (account_id,))
         self._writing.txn = txn
 
+    def lock_blob(self, txn: Any, blob_id: str) -> None:
+        """
+        Hold, until the end of the transaction, the lock that orders
+        "this blob is now referenced" against "this unreferenced blob's
+        bytes are deleted" (L{jmapd.storage.blobs}): a transaction-scoped
+        advisory lock on the blob id's hash (a rare collision only makes
+        two blobs wait for each other).
+        """
+        txn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (blob_id,))
+
     def lock_schema(self, cursor: Any) -> None:
         """
         Serialise migrations between nodes that start at once (the lock

@@ -83,6 +83,12 @@ class SQLiteEngine:
         the only writer of the whole database.
         """
 
+    def lock_blob(self, txn: Any, blob_id: str) -> None:
+        """
+        Nothing to do: a write transaction is the only writer of the whole
+        database, so referencing a blob and deleting it cannot interleave.
+        """
+
     def lock_schema(self, cursor: Any) -> None:
         """
         Nothing to do: the migration's write transaction holds the
