@@ -390,7 +390,18 @@ class MailboxType(DataType):
         def visible_of(ids: list[str]) -> set[str]:
             return {m.id for m in visible_mailboxes(ctx, account_id)} & set(ids)
 
+        since = int(response["oldState"])
         response = hide_changes(ctx, arguments, response, storage.TYPE_NAME, visible_of)
+        # A Mailbox the user may see but not read shows zero counts, so a
+        # change of its counts alone (mail arriving in it) is none of
+        # theirs: reporting it would tell them when.
+        unreadable = {
+            m.id for m in visible_mailboxes(ctx, account_id) if not my_rights(ctx, account_id, m)["mayReadItems"]
+        }
+        hidden = [i for i in response["updated"] if i in unreadable]
+        if hidden:
+            changed = changelog.props_changed_since(ctx.txn, account_id, storage.TYPE_NAME, hidden, since)
+            response["updated"] = [i for i in response["updated"] if i not in unreadable or i in changed]
         if counts_only and (response["created"] or response["destroyed"]):
             response["updatedProperties"] = None
         return response

@@ -217,6 +217,22 @@ def changes_since(
     )
 
 
+def props_changed_since(txn: Any, account_id: str, type_name: str, object_ids: list[str], since: int) -> set[str]:
+    """
+    Of these objects, those whose properties (not only their counters)
+    changed after modseq C{since}.
+    """
+    if not object_ids:
+        return set()
+    marks = ", ".join("?" * len(object_ids))
+    rows = txn.fetchall(
+        f"SELECT object_id FROM changelog WHERE account_id = ? AND type = ? AND object_id IN ({marks})"
+        " AND props_modseq > ?",
+        (account_id, type_name, *object_ids, since),
+    )
+    return {row[0] for row in rows}
+
+
 def compact(txn: Any, account_id: str, max_entries: int) -> int:
     """
     Drop the oldest tombstones beyond C{max_entries} and raise the floor of

@@ -557,6 +557,38 @@ class MatrixCompletenessTests(SynchronousTestCase):
 # -- what /changes and /queryChanges tell a grantee ---------------------------------
 
 
+class DropBoxTests(SharedAccountCase):
+    def test_counts_of_unreadable_mailbox_not_reported(self) -> None:
+        """
+        A Mailbox bob may add to but not read shows him zero counts, and
+        Mailbox/changes does not report it updated when only its counts
+        changed (that would tell him when mail arrives); a change of its
+        own properties is reported.
+        """
+        self.share(self.inbox, {self.bob: ["mayAddItems"]})
+        since = self.state("Mailbox")
+        self.email(self.inbox, "arrives")
+        response = self.changes("Mailbox", since)
+        self.assertEqual((response["created"], response["updated"], response["destroyed"]), ([], [], []))
+        self.ok("alice", "Mailbox/set", {"update": {self.inbox: {"sortOrder": 7}}})
+        response = self.changes("Mailbox", since)
+        self.assertEqual(response["updated"], [self.inbox])
+        [mailbox] = self.ok("bob", "Mailbox/get", {"ids": [self.inbox]})["list"]
+        self.assertEqual((mailbox["totalEmails"], mailbox["unreadEmails"]), (0, 0))
+
+    def test_counts_of_readable_mailbox_reported(self) -> None:
+        """
+        With mayReadItems, a change of the counts alone is reported as an
+        update, with updatedProperties naming the counts.
+        """
+        self.share(self.inbox, {self.bob: ["mayReadItems"]})
+        since = self.state("Mailbox")
+        self.email(self.inbox, "arrives")
+        response = self.changes("Mailbox", since)
+        self.assertEqual(response["updated"], [self.inbox])
+        self.assertIn("totalEmails", response["updatedProperties"])
+
+
 class SightTests(SharedAccountCase):
     """
     Email/changes, Thread/changes, Mailbox/changes and the /queryChanges
@@ -1138,4 +1170,4 @@ class DownloadTests(ServerTestCase):
 # The matrix runs on SQLite only (a fresh PostgreSQL database per test would
 # make it minutes); what the engines do differently (search, the sight log,
 # group changes) runs on both through these.
-pg.add_postgresql_variants(globals(), SightTests, GroupTests, PrincipalChangesTests, CacheEquivalenceTests)
+pg.add_postgresql_variants(globals(), DropBoxTests, SightTests, GroupTests, PrincipalChangesTests, CacheEquivalenceTests)
