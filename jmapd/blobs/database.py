@@ -119,12 +119,7 @@ class DatabaseBlobStore:
         """
         if not self.shared:
             return None
-        # One connection per thread (SQLite): the one the thread's
-        # metadata transaction, if any, is running on.
-        conn = self.database._connection()
-        if not conn.in_transaction:
-            return None
-        return Transaction(self.database.engine, conn)
+        return self.database.current_transaction()
 
     def _read(self, fn: Any, *args: Any) -> Any:
         txn = self._open_transaction()

@@ -232,6 +232,8 @@ class Database:
             while True:
                 txn = Transaction(self.engine, conn)
                 self.engine.begin(conn, write)
+                outer = getattr(self._local, "txn", None)
+                self._local.txn = txn
                 try:
                     result = fn(txn, *args)
                     self.engine.commit(conn)
@@ -247,9 +249,20 @@ class Database:
                         attempt += 1
                         continue
                     raise
+                finally:
+                    self._local.txn = outer
                 return result, txn.after_commit_callbacks
         finally:
             self._release(conn)
+
+    def current_transaction(self) -> Transaction | None:
+        """
+        The transaction the calling thread is running (inside
+        L{run_sync} or L{run_interaction}), or C{None}: for code called
+        from within one, such as a blob store that keeps its bytes in this
+        database and must write them in the caller's transaction.
+        """
+        return getattr(self._local, "txn", None)
 
     def run_interaction(self, fn: Callable[..., T], *args: Any, write: bool = False) -> Deferred[T]:
         """

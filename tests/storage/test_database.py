@@ -184,6 +184,23 @@ class TransactionTests(SynchronousTestCase):
     def values(self):
         return self.database.run_sync(lambda txn: [row[0] for row in txn.fetchall("SELECT x FROM t ORDER BY x")])
 
+    def test_current_transaction(self):
+        """
+        Inside a transaction, current_transaction is that transaction (so
+        code it calls can write in it); before and after, and after one
+        that failed, there is none.
+        """
+        self.assertIsNone(self.database.current_transaction())
+        seen = self.database.run_sync(lambda txn: self.database.current_transaction() is txn)
+        self.assertTrue(seen)
+        self.assertIsNone(self.database.current_transaction())
+
+        def fail(txn):
+            raise Boom()
+
+        self.assertRaises(Boom, self.database.run_sync, fail)
+        self.assertIsNone(self.database.current_transaction())
+
     def test_commit(self):
         """
         run_sync commits when the function returns and gives its result.
