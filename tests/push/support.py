@@ -285,3 +285,17 @@ def start_receiver(test: ServerTestCase) -> tuple[Receiver, str]:
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     test.addCleanup(port.stopListening)
     return receiver, f"http://127.0.0.1:{port.getHost().port}/push"
+
+
+async def settle(condition: Any, attempts: int = 500) -> None:
+    """
+    Let the reactor run until C{condition()} holds (work in flight in the
+    worker pool finishing); fail if it never does.
+    """
+    from twisted.internet.task import deferLater
+
+    for _ in range(attempts):
+        if condition():
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("the condition never held")

@@ -23,7 +23,7 @@ from jmapd.push.follow import Follower
 from jmapd.push.notifier import LocalNotifier
 from jmapd.storage import mailboxes, principals
 from tests import pg
-from tests.push.support import PushTestCase, open_event_stream, open_websocket, start_receiver
+from tests.push.support import PushTestCase, open_event_stream, open_websocket, settle, start_receiver
 
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
@@ -300,10 +300,14 @@ class EventSourceTests(_GranteePushTests, PushTestCase):
 
 class WebSocketTests(_GranteePushTests, PushTestCase):
     async def open_channel(self, user: str) -> _Channel:
+        before = set(self.hub.websocket.connections)
         client = await open_websocket(self, auth=user)
         client.send({"@type": "WebSocketPushEnable", "dataTypes": None})
-        # Push is on once its snapshot was read: wait for a change of the
-        # user's own account to come through.
+        # Push is on once its snapshot was read (nothing acknowledges the
+        # message: a change committed before the server read it would be
+        # in the snapshot, not pushed); then a change of the user's own
+        # account comes through.
+        await settle(lambda: any(c.pushed_accounts for c in self.hub.websocket.connections - before))
         own = await self.touch_own(user)
         owner = self.server.env.database.run_sync(principals.individual_by_name, user)
         channel = _WebSocketChannel(client)

@@ -14,7 +14,7 @@ from jmapd.protocol.engine import CORE
 from jmapd.push import WEBSOCKET, websocket_url
 from jmapd.push.notifier import decode_position
 from jmapd.web.websocket import WebSocketUpgradeResource
-from tests.push.support import PushTestCase, open_event_stream, open_websocket
+from tests.push.support import PushTestCase, open_event_stream, open_websocket, settle
 from tests.support import basic
 
 ERROR = "urn:ietf:params:jmap:error:"
@@ -418,18 +418,3 @@ class PushTests(PushTestCase):
             await ws.when_lost()
 
         return ensureDeferred(run())
-
-
-async def settle(condition, attempts: int = 500) -> None:
-    """
-    Let the reactor run until C{condition()} holds (work in flight in the
-    worker pool finishing); fail if it never does.
-    """
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    for _ in range(attempts):
-        if condition():
-            return
-        await deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError("the condition never held")
