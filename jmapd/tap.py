@@ -60,8 +60,8 @@ class _LogLevelService(Service):
     Apply log-level to twistd's observers while the server runs.
     """
 
-    def __init__(self, log_level: str) -> None:
-        self._filter = LevelFilter(log_level)
+    def __init__(self, log_level: str, node: str | None = None) -> None:
+        self._filter = LevelFilter(log_level, node=node)
 
     def startService(self) -> None:
         super().startService()
@@ -118,6 +118,6 @@ def makeService(options: Options) -> MultiService:
     except (SchemaTooNew, StartupError, OSError) as e:
         raise SystemExit(f"jmapd: {e}") from None
     top = _TwistdService(jmap)
-    _LogLevelService(options.config.log_level).setServiceParent(top)
+    _LogLevelService(options.config.log_level, options.config.node_id).setServiceParent(top)
     jmap.setServiceParent(top)
     return top

@@ -40,6 +40,25 @@ class LevelFilterTests(SynchronousTestCase):
             self.log.emit(level, "an event")
         return [event["log_level"] for event in self.events]
 
+    def test_node_label(self) -> None:
+        """
+        With a node name, every line's system starts with it (twistd's
+        text lines then say which node wrote them) and events carry it as
+        jmapd_node; the events other observers get are unchanged.
+        """
+        from twisted.logger import formatEventAsClassicLogText
+
+        untouched: list[dict[str, Any]] = []
+        level_filter = LevelFilter("info", self.publisher, node="node-b")
+        level_filter.install()
+        self.addCleanup(level_filter.uninstall)
+        self.publisher.addObserver(untouched.append)
+        self.log.info("delivered {n}", n=3)
+        [event] = self.events
+        self.assertEqual(event["jmapd_node"], "node-b")
+        self.assertIn("[node-b jmapd.test#info] delivered 3", formatEventAsClassicLogText(event))
+        self.assertNotIn("jmapd_node", untouched[0])
+
     def test_warn(self) -> None:
         """
         At C{warn}, debug and info events are dropped; warn and more severe
