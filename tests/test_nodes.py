@@ -28,10 +28,11 @@ from jmapd.auth.passwords import hash_password
 from jmapd.config import default_config
 from jmapd.ingest import recipients
 from jmapd.ingest.service import LMTPService
+from jmapd.push.hub import hub_for
 from jmapd.service import makeService
 from jmapd.storage import accounts, mailboxes
 from tests import pg
-from tests.push.support import open_event_stream, open_websocket
+from tests.push.support import open_event_stream, open_websocket, push_on, start_receiver
 from tests.support import Server, basic
 
 CORE = "urn:ietf:params:jmap:core"
@@ -140,11 +141,42 @@ class PushAcrossNodesTests(NodesTestCase):
             ws = await open_websocket(self.pushing(b))  # type: ignore[arg-type]
             ws.send({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]})
             ws.send({"@type": "Request", "using": [CORE], "methodCalls": [["Core/echo", {}, "e"]]})
-            await ws.next()  # push is on once the echo is answered
+            await ws.next()
+            await push_on(hub_for(b.env))
             name, result, _ = await self.call(a, "Email/set", {"create": {"e": _email(self.inbox)}})
             change = await ws.next()
             self.assertEqual(change["@type"], "StateChange")
             self.assertEqual(change["changed"], {self.alice: {"Email": result["newState"]}})
+
+        return ensureDeferred(run())
+
+    def test_pushSubscriptionOnOtherNode(self) -> Any:
+        """
+        A PushSubscription verified through node B is pushed the changes
+        committed on node A: B's commit tells A's delivery (with the
+        NOTIFY), instead of A learning of it at its next reload.
+        """
+
+        async def run() -> None:
+            a, b = await self.start_nodes(push_allow_insecure=True, push_throttle=0.0)
+            receiver, url = start_receiver(self)
+            heard: DeferredQueue[str] = DeferredQueue()
+            a.service.notifier.subscription_listeners.append(heard.put)
+            response = await b.api(
+                [["PushSubscription/set", {"create": {"s": {"deviceClientId": "d", "url": url}}}, "c"]]
+            )
+            subscription_id = response["methodResponses"][0][1]["created"]["s"]["id"]
+            verification = await receiver.next_json()
+            await b.api([["PushSubscription/set", {"update": {subscription_id: {
+                "verificationCode": verification["verificationCode"]}}}, "c"]])
+            self.assertEqual(await heard.get(), self.alice)
+            name, result, _ = await self.call(a, "Email/set", {"create": {"e": _email(self.inbox)}})
+            self.assertEqual(name, "Email/set", result)
+            while True:
+                pushed = await receiver.next_json()
+                self.assertEqual(pushed["@type"], "StateChange")
+                if pushed["changed"].get(self.alice, {}).get("Email") == result["newState"]:
+                    break
 
         return ensureDeferred(run())
 

@@ -35,6 +35,10 @@ log = Logger()
 #: moved, imported or changed by the user): RFC 8621 section 1.5.
 EMAIL_DELIVERY = "EmailDelivery"
 
+#: The transaction attribute naming the accounts whose PushSubscriptions
+#: the transaction changed (see L{subscriptions_changed}).
+SUBSCRIPTIONS_CHANGED = "push_subscriptions_changed"
+
 #: C{callback(account_id, {type: modseq})}.
 Listener = Callable[[str, Mapping[str, int]], None]
 
@@ -280,3 +284,16 @@ class ThrottledChannel:
             self._timer.cancel()
         self._timer = None
         self._pending = None
+
+
+def subscriptions_changed(txn: Any, account_id: str) -> None:
+    """
+    Inside a transaction that verifies, changes or destroys PushSubscriptions
+    of C{account_id}: when it commits, the PushSubscription deliveries of
+    the other nodes read them again (a notifier across nodes announces it
+    with the commit; PushSubscriptions have no state of their own).
+    """
+    # A writer of the account (on PostgreSQL, what makes the commit
+    # announce itself).
+    txn.lock_account(account_id)
+    txn.__dict__.setdefault(SUBSCRIPTIONS_CHANGED, set()).add(account_id)

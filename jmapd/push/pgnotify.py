@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -89,7 +89,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from jmapd.push.hub import sharing_first
-from jmapd.push.notifier import INotifier, Listener, LocalNotifier, missed_states
+from jmapd.push.notifier import SUBSCRIPTIONS_CHANGED, INotifier, Listener, LocalNotifier, missed_states
 from jmapd.storage import changelog
 
 log = Logger()
@@ -116,16 +116,24 @@ class Notification:
     @ivar changed: C{{accountId: {type: modseq}}}.
     @ivar accounts: accounts that changed whose states were too large to
         send: read them.
+    @ivar subscriptions: accounts whose PushSubscriptions changed.
     """
 
     node: str
     sender: str
     changed: dict[str, dict[str, int]]
     accounts: tuple[str, ...] = ()
+    #: Accounts whose PushSubscriptions changed (verified, updated,
+    #: destroyed): every node's PushSubscription delivery reads them again.
+    subscriptions: tuple[str, ...] = ()
 
 
 def encode_notifications(
-    node: str, sender: str, changed: Mapping[str, Mapping[str, int]], limit: int = PAYLOAD_LIMIT
+    node: str,
+    sender: str,
+    changed: Mapping[str, Mapping[str, int]],
+    limit: int = PAYLOAD_LIMIT,
+    subscriptions: Sequence[str] = (),
 ) -> list[bytes]:
     """
     The payloads announcing C{changed}, each at most C{limit} bytes: the
@@ -158,15 +166,25 @@ def encode_notifications(
         entries.append(entry)
         size += len(entry) + 1
     flush_entries()
-    head = orjson.dumps({"node": node, "sender": sender, "accounts": []})
+    payloads.extend(_id_lists(node, sender, "accounts", too_large, limit))
+    payloads.extend(_id_lists(node, sender, "subscriptions", subscriptions, limit))
+    return payloads
+
+
+def _id_lists(node: str, sender: str, key: str, ids: Sequence[str], limit: int) -> list[bytes]:
+    """
+    Payloads C{{"node", "sender", key: [ids...]}}, each within C{limit}.
+    """
+    head = orjson.dumps({"node": node, "sender": sender, key: []})
+    payloads: list[bytes] = []
     batch: list[str] = []
-    for account_id in too_large:
+    for account_id in ids:
         if batch and len(head) + len(orjson.dumps(batch + [account_id])) - 2 > limit:
-            payloads.append(orjson.dumps({"node": node, "sender": sender, "accounts": batch}))
+            payloads.append(orjson.dumps({"node": node, "sender": sender, key: batch}))
             batch = []
         batch.append(account_id)
     if batch:
-        payloads.append(orjson.dumps({"node": node, "sender": sender, "accounts": batch}))
+        payloads.append(orjson.dumps({"node": node, "sender": sender, key: batch}))
     return payloads
 
 
@@ -181,7 +199,8 @@ def decode_notification(payload: bytes | str) -> Notification | None:
             for account_id, states in data.get("changed", {}).items()
         }
         accounts = tuple(str(account_id) for account_id in data.get("accounts", ()))
-        return Notification(str(data.get("node", "")), str(data["sender"]), changed, accounts)
+        subscriptions = tuple(str(account_id) for account_id in data.get("subscriptions", ()))
+        return Notification(str(data.get("node", "")), str(data["sender"]), changed, accounts, subscriptions)
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None
 
@@ -191,12 +210,15 @@ def announce(txn: Any, node: str, sender: str) -> None:
     Send the NOTIFYs for what C{txn} changed, inside C{txn} (the engine's
     C{before_commit} hook, in the committing thread).
     """
-    changed = txn.__dict__.get("changed_states")
-    if not changed:
+    changed = txn.__dict__.get("changed_states") or {}
+    subscriptions = sorted(txn.__dict__.get(SUBSCRIPTIONS_CHANGED) or ())
+    if not changed and not subscriptions:
         return
     # In the order the hub publishes local commits in, so that the other
     # nodes' push channels see a commit's changes in the same order.
-    for payload in encode_notifications(node, sender, sharing_first(changed)):
+    for payload in encode_notifications(
+        node, sender, sharing_first(changed), subscriptions=subscriptions
+    ):
         txn.execute("SELECT pg_notify(?, ?)", (CHANNEL, payload.decode("utf-8")))
 
 
@@ -277,6 +299,9 @@ class PostgresNotifier(Service):
         self._timer: Any = None
         self._pending: set[Deferred[Any]] = set()
         self.observers: list[Callable[[str], None]] = []
+        #: Called with an account id when another node changed the
+        #: account's PushSubscriptions.
+        self.subscription_listeners: list[Callable[[str], None]] = []
         node, sender = self.node_id, self.sender
         database.engine.before_commit = lambda txn: announce(txn, node, sender)
 
@@ -499,6 +524,9 @@ class PostgresNotifier(Service):
             return  # publish() fanned it out already.
         if notification.changed:
             self._remote(notification.changed)
+        for account_id in notification.subscriptions:
+            for listener in list(self.subscription_listeners):
+                listener(account_id)
         wanted = tuple(a for a in notification.accounts if self._accounts.listening(a))
         if wanted and self.running:
             d = self._track(self._database.run_interaction(_read_states, wanted))

@@ -49,7 +49,7 @@ from jmapd.protocol.engine import CORE, Context, Principal, Registry
 from jmapd.protocol.errors import MethodError, invalid_arguments, invalid_properties, set_error
 from jmapd.protocol.standard import DataType, register_standard_methods
 from jmapd.push.follow import Follower
-from jmapd.push.notifier import LocalNotifier, state_change
+from jmapd.push.notifier import LocalNotifier, state_change, subscriptions_changed
 from jmapd.storage.ids import new_id
 
 log = Logger()
@@ -407,6 +407,7 @@ class PushSubscriptionType(DataType):
             ctx.txn.execute(
                 f"UPDATE push_subscriptions SET {assignments} WHERE id = ?", (*sets.values(), object_id)
             )
+            subscriptions_changed(ctx.txn, account_id)
             delivery = _delivery(ctx.env)
             if delivery is not None:
                 ctx.txn.after_commit(lambda: delivery.subscriptions_changed(account_id))
@@ -414,6 +415,7 @@ class PushSubscriptionType(DataType):
 
     def destroy(self, ctx: Context, account_id: str, object_id: str, extra: dict[str, Any]) -> None:
         ctx.txn.execute("DELETE FROM push_subscriptions WHERE id = ? AND account_id = ?", (object_id, account_id))
+        subscriptions_changed(ctx.txn, account_id)
         delivery = _delivery(ctx.env)
         if delivery is not None:
             ctx.txn.after_commit(lambda: delivery.forget(object_id, account_id))
@@ -519,6 +521,11 @@ class PushDelivery:
         """
         self.running = True
         self._notifier.subscribe(None, self.changed)
+        # A notifier across nodes also says when another node changed an
+        # account's subscriptions.
+        others = getattr(self._notifier, "subscription_listeners", None)
+        if others is not None:
+            others.append(self.subscriptions_changed)
         return self.reload()
 
     def reload(self) -> Deferred[None]:
@@ -543,6 +550,9 @@ class PushDelivery:
         """
         self.running = False
         self._notifier.unsubscribe(None, self.changed)
+        others = getattr(self._notifier, "subscription_listeners", None)
+        if others is not None and self.subscriptions_changed in others:
+            others.remove(self.subscriptions_changed)
         self._accounts.clear()
         self._follow_users()
         for endpoint in self._endpoints.values():
@@ -709,6 +719,8 @@ class PushDelivery:
             self._schedule(endpoint)
 
     def _schedule(self, endpoint: _Endpoint) -> None:
+        if not self.running:
+            return
         if endpoint.in_flight is not None or endpoint.timer is not None or not endpoint.pending:
             return
         delay = endpoint.not_before - float(self._clock.seconds())
@@ -738,7 +750,10 @@ class PushDelivery:
 
     def _failed(self, failure: Any, endpoint: _Endpoint) -> None:
         endpoint.in_flight = None
-        if failure.check(CancelledError) and not self.running:
+        if not self.running:
+            # Stopped while the POST was in flight: however it ended
+            # (cancelled, or the connection failing as things shut down),
+            # nothing is retried.
             return
         if self._endpoints.get(endpoint.subscription.id) is not endpoint:
             return

@@ -299,3 +299,12 @@ async def settle(condition: Any, attempts: int = 500) -> None:
             return
         await deferLater(reactor, 0.01, lambda: None)
     raise AssertionError("the condition never held")
+
+
+async def push_on(hub: Any) -> None:
+    """
+    Wait until every open WebSocket of C{hub} that asked for push has it
+    on (its WebSocketPushEnable read the states in a database hop of its
+    own, which a later request on the connection may overtake).
+    """
+    await settle(lambda: all(c.pushed_accounts for c in hub.websocket.connections))

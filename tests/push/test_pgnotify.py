@@ -41,6 +41,23 @@ class PayloadTests(SynchronousTestCase):
             ("node-a", "node-a/x1", changed, ()),
         )
 
+    def test_subscriptionsChanged(self) -> None:
+        """
+        Accounts whose PushSubscriptions changed travel in payloads of
+        their own (a commit may change nothing else), within the limit.
+        """
+        accounts = [f"a{n:04d}" for n in range(40)]
+        payloads = encode_notifications("node-a", "node-a/x1", {}, 120, subscriptions=accounts)
+        self.assertGreater(len(payloads), 1)
+        found: list[str] = []
+        for payload in payloads:
+            self.assertLessEqual(len(payload), 120)
+            notification = decode_notification(payload)
+            assert notification is not None
+            self.assertEqual(notification.changed, {})
+            found.extend(notification.subscriptions)
+        self.assertEqual(found, accounts)
+
     def test_splitByAccount(self) -> None:
         """
         Many accounts are spread over several payloads, each within the
@@ -255,7 +272,7 @@ class NotifierTests(pg.OnPostgreSQL, TestCase):
         async def run() -> None:
             original = pgnotify.encode_notifications
             self.patch(
-                pgnotify, "encode_notifications", lambda node, sender, changed: original(node, sender, changed, 80)
+                pgnotify, "encode_notifications", lambda node, sender, changed, **kwargs: original(node, sender, changed, 80, **kwargs)
             )
             a, b, alice = await self.nodes()
             b.listen(alice)

@@ -14,7 +14,7 @@ from jmapd.protocol.engine import CORE
 from jmapd.push import WEBSOCKET, websocket_url
 from jmapd.push.notifier import decode_position
 from jmapd.web.websocket import WebSocketUpgradeResource
-from tests.push.support import PushTestCase, open_event_stream, open_websocket, settle
+from tests.push.support import PushTestCase, open_event_stream, open_websocket, push_on, settle
 from tests.support import basic
 
 ERROR = "urn:ietf:params:jmap:error:"
@@ -289,7 +289,8 @@ class PushTests(PushTestCase):
             ws = await open_websocket(self)
             ws.send({"@type": "WebSocketPushEnable", "dataTypes": None})
             ws.send(echo())
-            await ws.next()  # the echo: push is on once it is answered
+            await ws.next()
+            await push_on(self.hub)
             states = await self.touch("Mailbox")
             change = await ws.next()
             self.assertEqual(change["@type"], "StateChange")
@@ -309,6 +310,7 @@ class PushTests(PushTestCase):
             ws.send({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]})
             ws.send(echo())
             await ws.next()
+            await push_on(self.hub)
             await self.touch("Mailbox")
             states = await self.touch("Email")
             change = await ws.next()
@@ -327,6 +329,7 @@ class PushTests(PushTestCase):
             ws.send({"@type": "WebSocketPushEnable", "dataTypes": None})
             ws.send(echo("on"))
             await ws.next()
+            await push_on(self.hub)
             ws.send({"@type": "WebSocketPushDisable"})
             ws.send(echo("off"))
             await ws.next()
@@ -349,6 +352,7 @@ class PushTests(PushTestCase):
             ws.send({"@type": "WebSocketPushEnable", "dataTypes": None})
             ws.send(echo())
             await ws.next()
+            await push_on(self.hub)
             await self.touch("Mailbox")
             push_state = (await ws.next())["pushState"]
             await ws.close()
@@ -372,6 +376,7 @@ class PushTests(PushTestCase):
             ws.send({"@type": "WebSocketPushEnable", "dataTypes": None})
             ws.send(echo())
             await ws.next()
+            await push_on(self.hub)
             await self.touch("Mailbox")
             await ws.next()
             await self.touch("Mailbox")
