@@ -247,15 +247,7 @@ def members_of(txn: Any, group_id: str) -> list[str]:
     The ids of the members of a group, directly or through groups in it
     (those groups included).
     """
-    found: list[str] = []
-    frontier = [group_id]
-    while frontier:
-        marks = ", ".join("?" * len(frontier))
-        rows = txn.fetchall(f"SELECT member_id FROM principal_members WHERE group_id IN ({marks})", tuple(frontier))
-        frontier = [r[0] for r in rows if r[0] not in found and r[0] != group_id]
-        frontier = list(dict.fromkeys(frontier))
-        found.extend(frontier)
-    return found
+    return _reachable(txn, group_id, "group_id", "member_id")
 
 
 def groups_of(txn: Any, principal_id: str) -> list[str]:
@@ -263,13 +255,22 @@ def groups_of(txn: Any, principal_id: str) -> list[str]:
     The ids of the groups C{principal_id} is a member of, directly or
     through other groups.
     """
+    return _reachable(txn, principal_id, "member_id", "group_id")
+
+
+def _reachable(txn: Any, start: str, source: str, target: str) -> list[str]:
+    """
+    Every principal reached from C{start} by following C{principal_members}
+    rows from their C{source} column to their C{target} one, nearest
+    first, each once (cycles end where they close).
+    """
     found: list[str] = []
-    frontier = [principal_id]
+    frontier = [start]
     while frontier:
         marks = ", ".join("?" * len(frontier))
-        rows = txn.fetchall(f"SELECT group_id FROM principal_members WHERE member_id IN ({marks})", tuple(frontier))
-        frontier = [r[0] for r in rows if r[0] not in found and r[0] != principal_id]
-        found.extend(dict.fromkeys(frontier))
+        rows = txn.fetchall(f"SELECT {target} FROM principal_members WHERE {source} IN ({marks})", tuple(frontier))
+        frontier = list(dict.fromkeys(r[0] for r in rows if r[0] not in found and r[0] != start))
+        found.extend(frontier)
     return found
 
 
