@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -257,33 +258,24 @@ def run(
 
 def cyrus_total(peer: Any) -> int:
     """
-    How many Emails the peer's user has, through Cyrus's JMAP.
+    How many Emails the peer's user has, through Cyrus's JMAP (the
+    suite's own session discovery and client).
     """
-    import base64
-    import json
-    import urllib.parse
-    import urllib.request
+    import asyncio
 
-    spec = peer.spec
-    auth = "Basic " + base64.b64encode(f"{spec.user}:{spec.password}".encode()).decode()
+    from bench.targets import discover
 
-    def fetch(url: str, data: Any = None) -> Any:
-        request = urllib.request.Request(
-            url,
-            data=None if data is None else json.dumps(data).encode(),
-            headers={"Authorization": auth, "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
+    async def total() -> int:
+        session = await discover(peer.spec)
+        try:
+            [[_, result, _]] = await session.api(
+                [["Email/query", {"accountId": session.account_id, "calculateTotal": True, "limit": 1}, "q"]]
+            )
+            return int(result["total"])
+        finally:
+            session.close()
 
-    session = fetch(spec.url)
-    account = session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
-    # Cyrus gives apiUrl relative to the session resource.
-    answer = fetch(urllib.parse.urljoin(spec.url, session["apiUrl"]), {
-        "using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"],
-        "methodCalls": [["Email/query", {"accountId": account, "calculateTotal": True, "limit": 1}, "q"]],
-    })
-    return int(answer["methodResponses"][0][1]["total"])
+    return asyncio.run(total())
 
 
 def run_cyrus(peer: Any, messages: int, connections: int, size: int, round: int) -> float:
@@ -298,12 +290,6 @@ def run_cyrus(peer: Any, messages: int, connections: int, size: int, round: int)
     if stored != messages:
         raise RuntimeError(f"Cyrus: {messages} messages acknowledged but {stored} stored")
     return report("cyrus", messages, size, connections, elapsed, None)
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def compare(
@@ -323,7 +309,7 @@ def compare(
             rates["cyrus"].append(run_cyrus(peer, messages, connections, size, round))
     finally:
         peer.stop()
-    medians = {name: median(values) for name, values in rates.items()}
+    medians = {name: statistics.median(values) for name, values in rates.items()}
     print()
     print("| target | runs (messages/s) | median | vs jmapd |")
     print("|---|---|---:|---:|")
