@@ -386,18 +386,14 @@ class MailboxType(DataType):
         if account_id == ctx.principal.account_id:
             return response
         counts_only = response.get("updatedProperties") is not None
-
-        def visible_of(ids: list[str]) -> set[str]:
-            return {m.id for m in visible_mailboxes(ctx, account_id)} & set(ids)
-
+        visible = visible_mailboxes(ctx, account_id)
+        visible_ids = {m.id for m in visible}
         since = int(response["oldState"])
-        response = hide_changes(ctx, arguments, response, storage.TYPE_NAME, visible_of)
+        response = hide_changes(ctx, arguments, response, storage.TYPE_NAME, lambda ids: visible_ids & set(ids))
         # A Mailbox the user may see but not read shows zero counts, so a
         # change of its counts alone (mail arriving in it) is none of
         # theirs: reporting it would tell them when.
-        unreadable = {
-            m.id for m in visible_mailboxes(ctx, account_id) if not my_rights(ctx, account_id, m)["mayReadItems"]
-        }
+        unreadable = {m.id for m in visible if not my_rights(ctx, account_id, m)["mayReadItems"]}
         hidden = [i for i in response["updated"] if i in unreadable]
         if hidden:
             changed = changelog.props_changed_since(ctx.txn, account_id, storage.TYPE_NAME, hidden, since)

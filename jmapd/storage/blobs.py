@@ -115,11 +115,7 @@ def expire_blobs(txn: Any, now: float) -> list[str]:
     ]
     if not expired:
         return []
-    txn.execute(
-        "DELETE FROM blob_access WHERE EXISTS (SELECT 1 FROM blobs b WHERE b.account_id = blob_access.account_id"
-        " AND b.blob_id = blob_access.blob_id AND b.expires_at IS NOT NULL AND b.expires_at <= ?)",
-        (now,),
-    )
+    # Their blob_access rows go with them (ON DELETE CASCADE).
     txn.execute("DELETE FROM blobs WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
     orphans = []
     for blob_id in expired:

@@ -18,6 +18,31 @@ from tests.protocol.test_engine import add_principal, make_environment
 BLOB = "G" + "0" * 40
 
 
+class ExpiryTests(SynchronousTestCase):
+    def test_access_goes_with_upload(self) -> None:
+        """
+        When a grantee's upload to a shared account expires, the access it
+        gave the grantee goes with it; a later upload of other bytes keeps
+        its own.
+        """
+        env = make_environment(self)
+        alice = add_principal(env, "alice").account_id
+        bob = add_principal(env, "bob").account_id
+        other = "G" + "1" * 40
+
+        def upload(txn: Any) -> None:
+            blobs.add_blob(txn, alice, BLOB, 4, "text/plain", 0.0, 10.0)
+            blobs.grant_blob(txn, alice, BLOB, bob)
+            blobs.add_blob(txn, alice, other, 4, "text/plain", 0.0, 100.0)
+            blobs.grant_blob(txn, alice, other, bob)
+
+        env.database.run_sync(upload, write=True)
+        self.assertTrue(env.database.run_sync(blobs.granted, alice, BLOB, bob))
+        env.database.run_sync(blobs.expire_blobs, 20.0, write=True)
+        self.assertFalse(env.database.run_sync(blobs.granted, alice, BLOB, bob))
+        self.assertTrue(env.database.run_sync(blobs.granted, alice, other, bob))
+
+
 class ExpiryRaceTests(SynchronousTestCase):
     def test_referenced_while_expiring(self) -> None:
         """
@@ -58,4 +83,4 @@ class ExpiryRaceTests(SynchronousTestCase):
         self.assertIsNotNone(env.database.run_sync(blobs.get_blob, alice, BLOB))
 
 
-pg.add_postgresql_variants(globals(), ExpiryRaceTests)
+pg.add_postgresql_variants(globals(), ExpiryTests, ExpiryRaceTests)
