@@ -33,7 +33,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from jmapd.push.notifier import EMAIL_DELIVERY
+from jmapd.push.notifier import EMAIL_DELIVERY, account_modseqs, missed_states
 from jmapd.storage import changelog
 from jmapd.storage.principals import SHARED_ACCOUNTS
 
@@ -56,6 +56,23 @@ def followed_accounts(env: Any, txn: Any, principal: Any) -> frozenset[str]:
     the Session lists.
     """
     return frozenset(env.registry.accounts(env, txn, principal))
+
+
+def snapshot(
+    env: Any, txn: Any, principal: Any, last: Mapping[str, int] | None
+) -> tuple[tuple[str, ...], dict[str, int], dict[str, dict[str, int]]]:
+    """
+    Where a push channel that opens now starts: the accounts it follows,
+    their modseqs, and, given the position C{last} of an earlier channel
+    (Last-Event-ID, pushState), the states that changed since in the
+    accounts it still follows.
+    """
+    account_ids = tuple(sorted(followed_accounts(env, txn, principal)))
+    position = account_modseqs(txn, account_ids)
+    missed: dict[str, dict[str, int]] = {}
+    if last is not None:
+        missed = missed_states(txn, {a: m for a, m in last.items() if a in position})
+    return account_ids, position, missed
 
 
 def _accounts(txn: Any, env: Any, principal: Any) -> frozenset[str]:

@@ -28,13 +28,11 @@ import orjson
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
-from jmapd.push.follow import Follower, followed_accounts
+from jmapd.push.follow import Follower, snapshot
 from jmapd.push.notifier import (
     ThrottledChannel,
-    account_modseqs,
     decode_position,
     encode_position,
-    missed_states,
     state_change,
 )
 from jmapd.web.auth import run_checked
@@ -239,18 +237,8 @@ class EventSourceResource(AsyncResource):
         # sorted out by modseq in Follower.start.
         stream.follower.hold()
         try:
-            def snapshot(txn: Any, login: Any) -> tuple[tuple[str, ...], dict[str, int], dict[str, dict[str, int]]]:
-                account_ids = tuple(sorted(followed_accounts(env, txn, login.principal)))
-                position = account_modseqs(txn, account_ids)
-                missed = {}
-                if last is not None:
-                    missed = missed_states(
-                        txn, {a: m for a, m in last.items() if a in position}
-                    )
-                return account_ids, position, missed
-
             account_ids, position, missed = await run_checked(
-                self._auth, env.database, request, login, snapshot
+                self._auth, env.database, request, login, lambda txn, login: snapshot(env, txn, login.principal, last)
             )
         except BaseException:
             stream.follower.close()

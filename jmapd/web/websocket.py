@@ -46,13 +46,11 @@ from jmapd.protocol.engine import execute
 from jmapd.protocol.errors import RequestError, limit, not_json, not_request
 from jmapd.protocol.request import Request, parse_request
 from jmapd.protocol.session import session_state
-from jmapd.push.follow import Follower, followed_accounts
+from jmapd.push.follow import Follower, snapshot
 from jmapd.push.notifier import (
     ThrottledChannel,
-    account_modseqs,
     decode_position,
     encode_position,
-    missed_states,
     state_change,
 )
 from jmapd.web.auth import AuthVersionChanged, check_auth_version
@@ -304,16 +302,11 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         # Hold every change before reading the states (see Follower.start).
         follower.hold()
         try:
-            def snapshot(txn: Any, login: Any) -> tuple[tuple[str, ...], dict[str, int], dict[str, dict[str, int]]]:
+            def checked(txn: Any, login: Any) -> tuple[tuple[str, ...], dict[str, int], dict[str, dict[str, int]]]:
                 check_auth_version(txn, login)
-                account_ids = tuple(sorted(followed_accounts(env, txn, login.principal)))
-                position = account_modseqs(txn, account_ids)
-                missed = {}
-                if last is not None:
-                    missed = missed_states(txn, {a: m for a, m in last.items() if a in position})
-                return account_ids, position, missed
+                return snapshot(env, txn, login.principal, last)
 
-            account_ids, position, missed = await env.database.run_interaction(snapshot, self.login)
+            account_ids, position, missed = await env.database.run_interaction(checked, self.login)
         except BaseException:
             follower.close()
             raise
