@@ -123,16 +123,14 @@ class Authenticator:
             failed too often or the account sends too many requests.
         """
         client = client_address(request, self._config.use_forwarded_header)
-        return await self._login(request.getHeader(b"authorization"), client, again)
+        return await self._login(_authorization(request), client, again)
 
     def hold(self, request: Any) -> HeldCredentials:
         """
         The request's credentials, kept for a connection that outlives the
         request (a WebSocket) to verify them again with L{login_again}.
         """
-        header = request.getHeader(b"authorization") or b""
-        raw = header.encode("latin-1") if isinstance(header, str) else header
-        return HeldCredentials(raw, client_address(request, self._config.use_forwarded_header))
+        return HeldCredentials(_authorization(request), client_address(request, self._config.use_forwarded_header))
 
     async def login_again(self, held: HeldCredentials) -> Login:
         """
@@ -143,12 +141,11 @@ class Authenticator:
         self.forget(held.header)
         return await self._login(held.header, held.client, True)
 
-    async def _login(self, header: Any, client: str, again: bool) -> Login:
-        if not header:
+    async def _login(self, raw: bytes, client: str, again: bool) -> Login:
+        if not raw:
             if not self._anonymous.hit(client):
                 raise too_many("too many unauthenticated requests", self._anonymous.retry_after(client))
             raise unauthorized("authentication is required")
-        raw = header.encode("latin-1") if isinstance(header, str) else header
         fingerprint = self._fingerprint(raw)
         cached = self._verified.get(fingerprint)
         if cached is None:
@@ -193,9 +190,17 @@ class Authenticator:
         Forget the request's cached verification (its auth version is
         stale).
         """
-        header = request.getHeader(b"authorization")
+        header = _authorization(request)
         if header:
-            self.forget(header.encode("latin-1") if isinstance(header, str) else header)
+            self.forget(header)
+
+
+def _authorization(request: Any) -> bytes:
+    """
+    The request's Authorization header as octets (empty when absent).
+    """
+    header = request.getHeader(b"authorization") or b""
+    return header.encode("latin-1") if isinstance(header, str) else header
 
 
 def check_auth_version(txn: Any, login: Login) -> None:
