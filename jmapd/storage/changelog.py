@@ -21,6 +21,8 @@ from typing import Any
 
 from attrs import frozen
 
+from jmapd.storage.sql import chunks, marks
+
 CREATED = "created"
 UPDATED = "updated"
 DESTROYED = "destroyed"
@@ -222,15 +224,15 @@ def props_changed_since(txn: Any, account_id: str, type_name: str, object_ids: l
     Of these objects, those whose properties (not only their counters)
     changed after modseq C{since}.
     """
-    if not object_ids:
-        return set()
-    marks = ", ".join("?" * len(object_ids))
-    rows = txn.fetchall(
-        f"SELECT object_id FROM changelog WHERE account_id = ? AND type = ? AND object_id IN ({marks})"
-        " AND props_modseq > ?",
-        (account_id, type_name, *object_ids, since),
-    )
-    return {row[0] for row in rows}
+    found: set[str] = set()
+    for chunk in chunks(object_ids):
+        rows = txn.fetchall(
+            f"SELECT object_id FROM changelog WHERE account_id = ? AND type = ? AND object_id IN ({marks(len(chunk))})"
+            " AND props_modseq > ?",
+            (account_id, type_name, *chunk, since),
+        )
+        found.update(row[0] for row in rows)
+    return found
 
 
 def compact(txn: Any, account_id: str, max_entries: int) -> int:

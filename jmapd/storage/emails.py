@@ -36,6 +36,8 @@ from jmapd.storage import blobs as blob_storage
 from jmapd.storage import changelog, mailboxes, search
 from jmapd.storage.changelog import CREATED, DESTROYED, UPDATED
 from jmapd.storage.ids import new_id
+from jmapd.storage.sql import chunks as _chunks
+from jmapd.storage.sql import marks as _marks
 
 EMAIL = "Email"
 THREAD = "Thread"
@@ -47,18 +49,7 @@ EMAIL_DELIVERY = "EmailDelivery"
 _READ_KEYWORDS = frozenset({"$seen", "$draft"})
 
 #: SQLite allows at least 999 parameters in one statement.
-_CHUNK = 500
-
 _ADDRESS_FIELDS = ("sender", "from", "to", "cc", "bcc", "replyTo")
-
-
-def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
 
 
 def _dumps(value: Any) -> str:

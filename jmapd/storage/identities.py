@@ -22,6 +22,7 @@ from attrs import frozen
 from jmapd.storage import accounts, changelog
 from jmapd.storage.changelog import CREATED, DESTROYED, UPDATED
 from jmapd.storage.ids import new_id
+from jmapd.storage.sql import chunks, marks
 
 IDENTITY = "Identity"
 
@@ -87,10 +88,9 @@ def get_identities(txn: Any, account_id: str, ids: Sequence[str] | None) -> list
         rows = txn.fetchall(f"SELECT {_COLUMNS} FROM identities WHERE account_id = ? ORDER BY id", (account_id,))
         return [_identity(row) for row in rows]
     found: list[Identity] = []
-    for start in range(0, len(ids), 500):
-        chunk = list(ids[start : start + 500])
+    for chunk in chunks(ids):
         rows = txn.fetchall(
-            f"SELECT {_COLUMNS} FROM identities WHERE account_id = ? AND id IN ({', '.join('?' * len(chunk))})",
+            f"SELECT {_COLUMNS} FROM identities WHERE account_id = ? AND id IN ({marks(len(chunk))})",
             (account_id, *chunk),
         )
         found.extend(_identity(row) for row in rows)

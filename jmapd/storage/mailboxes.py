@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from jmapd.storage import accounts, changelog
 from jmapd.storage import principals as _principals  # noqa: F401  (registers its account hook)
 from jmapd.storage.ids import new_id
+from jmapd.storage.sql import chunks, marks
 
 log = Logger()
 
@@ -52,8 +53,6 @@ _COLUMNS = (
 )
 
 # SQLite builds before 3.32 allow 999 parameters per statement.
-_CHUNK = 500
-
 
 @frozen
 class Mailbox:
@@ -99,11 +98,9 @@ def get_mailboxes(txn: Any, account_id: str, ids: Iterable[str] | None = None) -
         return [_row_to_mailbox(row) for row in rows]
     wanted = list(dict.fromkeys(ids))
     found: list[Mailbox] = []
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start : start + _CHUNK]
-        marks = ", ".join("?" * len(chunk))
+    for chunk in chunks(wanted):
         rows = txn.fetchall(
-            f"SELECT {_COLUMNS} FROM mailboxes WHERE account_id = ? AND id IN ({marks})",
+            f"SELECT {_COLUMNS} FROM mailboxes WHERE account_id = ? AND id IN ({marks(len(chunk))})",
             (account_id, *chunk),
         )
         found.extend(_row_to_mailbox(row) for row in rows)
@@ -347,12 +344,10 @@ def get_share_with(txn: Any, account_id: str, mailbox_ids: Iterable[str]) -> dic
     """
     found: dict[str, dict[str, frozenset[str]]] = {}
     wanted = list(dict.fromkeys(mailbox_ids))
-    for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start : start + _CHUNK]
-        marks = ", ".join("?" * len(chunk))
+    for chunk in chunks(wanted):
         for mailbox_id, principal_id, rights in txn.fetchall(
             "SELECT mailbox_id, principal_id, rights FROM mailbox_acl"
-            f" WHERE account_id = ? AND mailbox_id IN ({marks})",
+            f" WHERE account_id = ? AND mailbox_id IN ({marks(len(chunk))})",
             (account_id, *chunk),
         ):
             found.setdefault(mailbox_id, {})[principal_id] = _rights_set(rights)

@@ -27,6 +27,7 @@ from attrs import frozen
 
 from jmapd.storage import accounts, changelog
 from jmapd.storage.ids import new_id
+from jmapd.storage.sql import chunks, marks
 
 INDIVIDUAL = "individual"
 GROUP = "group"
@@ -267,8 +268,9 @@ def _reachable(txn: Any, start: str, source: str, target: str) -> list[str]:
     found: list[str] = []
     frontier = [start]
     while frontier:
-        marks = ", ".join("?" * len(frontier))
-        rows = txn.fetchall(f"SELECT {target} FROM principal_members WHERE {source} IN ({marks})", tuple(frontier))
+        rows = txn.fetchall(
+            f"SELECT {target} FROM principal_members WHERE {source} IN ({marks(len(frontier))})", tuple(frontier)
+        )
         frontier = list(dict.fromkeys(r[0] for r in rows if r[0] not in found and r[0] != start))
         found.extend(frontier)
     return found
@@ -320,11 +322,9 @@ def grantees(txn: Any, account_id: str, mailbox_ids: Iterable[str], right: str |
     """
     wanted = list(dict.fromkeys(mailbox_ids))
     found: set[str] = set()
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        marks = ", ".join("?" * len(chunk))
+    for chunk in chunks(wanted):
         for principal_id, rights in txn.fetchall(
-            f"SELECT principal_id, rights FROM mailbox_acl WHERE account_id = ? AND mailbox_id IN ({marks})",
+            f"SELECT principal_id, rights FROM mailbox_acl WHERE account_id = ? AND mailbox_id IN ({marks(len(chunk))})",
             (account_id, *chunk),
         ):
             if right is None or right in str(rights).split(","):

@@ -51,6 +51,8 @@ from attrs import frozen
 from jmapd.mime.body import decode_part, decode_text
 from jmapd.mime.headers import as_text
 from jmapd.mime.html import html_to_text
+from jmapd.storage.sql import chunks as _chunks
+from jmapd.storage.sql import marks as _marks
 
 # -- the filter tree ---------------------------------------------------------
 
@@ -645,17 +647,6 @@ class FTS5Index:
                 )
         return found
 
-
-_CHUNK = 500
-
-
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
 
 
 _FTS5 = FTS5Index()

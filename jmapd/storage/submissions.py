@@ -25,6 +25,7 @@ from attrs import frozen
 from jmapd.storage import changelog
 from jmapd.storage.changelog import CREATED, DESTROYED, UPDATED
 from jmapd.storage.ids import new_id
+from jmapd.storage.sql import chunks, marks
 
 EMAIL_SUBMISSION = "EmailSubmission"
 
@@ -118,10 +119,9 @@ def get_submissions(txn: Any, account_id: str, ids: Sequence[str] | None) -> lis
         rows = txn.fetchall(f"SELECT {_COLUMNS} FROM email_submissions WHERE account_id = ?", (account_id,))
         return [_submission(row) for row in rows]
     found: list[Submission] = []
-    for start in range(0, len(ids), 500):
-        chunk = list(ids[start : start + 500])
+    for chunk in chunks(ids):
         rows = txn.fetchall(
-            f"SELECT {_COLUMNS} FROM email_submissions WHERE account_id = ? AND id IN ({', '.join('?' * len(chunk))})",
+            f"SELECT {_COLUMNS} FROM email_submissions WHERE account_id = ? AND id IN ({marks(len(chunk))})",
             (account_id, *chunk),
         )
         found.extend(_submission(row) for row in rows)
