@@ -112,6 +112,21 @@ class DeliveryTestCase(SynchronousTestCase):
         self.deliverer.deliver(envelope, message(subject=subject)).addCallback(answers.append)
         return answers
 
+    def fail_filing(self, subject: str) -> None:
+        """
+        Make filing the message with C{subject} fail half-way, after its
+        Email was written in the transaction.
+        """
+        real_ingest = emails.IngestBatch.ingest
+
+        def ingest(batch: emails.IngestBatch, account_id: str, prepared: Any, *args: Any) -> Any:
+            created = real_ingest(batch, account_id, prepared, *args)
+            if prepared.record.subject == subject:
+                raise RuntimeError("filing failed half-way")
+            return created
+
+        self.patch(emails.IngestBatch, "ingest", ingest)
+
     def count(self, sql: str) -> int:
         return int(self.env.database.run_sync(lambda txn: txn.fetchvalue(sql)))
 
@@ -340,15 +355,7 @@ class GroupCommitTests(DeliveryTestCase):
         entry), while the others of the group are filed and counted.
         """
         alice = self.add_account("alice")
-        real_ingest = emails.IngestBatch.ingest
-
-        def ingest(batch: emails.IngestBatch, account_id: str, prepared: Any, *args: Any) -> Any:
-            created = real_ingest(batch, account_id, prepared, *args)
-            if prepared.record.subject == "two":
-                raise RuntimeError("filing failed half-way")
-            return created
-
-        self.patch(emails.IngestBatch, "ingest", ingest)
+        self.fail_filing("two")
         answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two", "three")]
         for _ in answers:
             self.threads.next("prepare")
@@ -492,15 +499,7 @@ class InTransactionTests(DeliveryTestCase):
         with its Email, and the others of the group keep theirs.
         """
         alice = self.add_account("alice")
-        real_ingest = emails.IngestBatch.ingest
-
-        def ingest(batch: emails.IngestBatch, account_id: str, prepared: Any, *args: Any) -> Any:
-            created = real_ingest(batch, account_id, prepared, *args)
-            if prepared.record.subject == "two":
-                raise RuntimeError("filing failed half-way")
-            return created
-
-        self.patch(emails.IngestBatch, "ingest", ingest)
+        self.fail_filing("two")
         answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two", "three")]
         self.threads.drain()
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
