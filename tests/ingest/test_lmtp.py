@@ -418,6 +418,28 @@ class RobustnessTests(LMTPTestCase):
 
         return ensureDeferred(run())
 
+    async def restart_between(self, data: str, **config: Any) -> tuple[Any, str, list[bytes]]:
+        """
+        Deliver "before", stop the service, start a new one on the same
+        data directory (with C{config}) and deliver "after"; the new
+        server, alice's id and her stored messages.
+        """
+        server, _, port = await self.start_lmtp(data=data, **config)
+        alice = server.add_account("alice", ("alice@example.com",))
+
+        def deliver(port: int, subject: str) -> Any:
+            client = self.connect(port)
+            client.ehlo()
+            refused = client.sendmail("bob@example.org", ["alice@example.com"], message(subject=subject))
+            client.quit()
+            return refused
+
+        self.assertEqual(await self.in_thread(deliver, port, "before"), {})
+        await server.service.stopService()
+        again, _, port = await self.start_lmtp(data=data, **config)
+        self.assertEqual(await self.in_thread(deliver, port, "after"), {})
+        return again, alice, self.stored(again, alice)
+
     def test_restartAfterReply(self) -> Any:
         """
         A message acknowledged with 250 is in the store after the service
@@ -425,22 +447,7 @@ class RobustnessTests(LMTPTestCase):
         """
 
         async def run() -> None:
-            data = os.path.abspath(self.mktemp())
-            server, _, port = await self.start_lmtp(data=data)
-            alice = server.add_account("alice", ("alice@example.com",))
-
-            def deliver(port: int, subject: str) -> Any:
-                client = self.connect(port)
-                client.ehlo()
-                refused = client.sendmail("bob@example.org", ["alice@example.com"], message(subject=subject))
-                client.quit()
-                return refused
-
-            self.assertEqual(await self.in_thread(deliver, port, "before"), {})
-            await server.service.stopService()
-            again, _, port = await self.start_lmtp(data=data)
-            self.assertEqual(await self.in_thread(deliver, port, "after"), {})
-            stored = self.stored(again, alice)
+            _, _, stored = await self.restart_between(os.path.abspath(self.mktemp()))
             self.assertEqual(len(stored), 2)
             self.assertIn(b"Subject: before", stored[0])
             self.assertIn(b"Subject: after", stored[1])
@@ -457,21 +464,7 @@ class RobustnessTests(LMTPTestCase):
 
         async def run() -> None:
             data = os.path.abspath(self.mktemp())
-            server, _, port = await self.start_lmtp(data=data, blob_store="database")
-            alice = server.add_account("alice", ("alice@example.com",))
-
-            def deliver(port: int, subject: str) -> Any:
-                client = self.connect(port)
-                client.ehlo()
-                refused = client.sendmail("bob@example.org", ["alice@example.com"], message(subject=subject))
-                client.quit()
-                return refused
-
-            self.assertEqual(await self.in_thread(deliver, port, "before"), {})
-            await server.service.stopService()
-            again, _, port = await self.start_lmtp(data=data, blob_store="database")
-            self.assertEqual(await self.in_thread(deliver, port, "after"), {})
-            stored = self.stored(again, alice)
+            again, _, stored = await self.restart_between(data, blob_store="database")
             self.assertEqual(len(stored), 2)
             self.assertTrue(stored[0].endswith(message(subject="before")))
             self.assertTrue(stored[1].endswith(message(subject="after")))
