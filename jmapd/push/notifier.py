@@ -163,6 +163,7 @@ def account_modseqs(txn: Any, account_ids: Iterable[str]) -> dict[str, int]:
     """
     The current modseq of each account (its whole state), in C{txn}.
     """
+    txn.flush()
     return {
         account_id: int(txn.fetchvalue("SELECT modseq FROM accounts WHERE id = ?", (account_id,), 0))
         for account_id in account_ids
@@ -175,6 +176,7 @@ def missed_states(txn: Any, position: Mapping[str, int]) -> dict[str, dict[str, 
     client that reconnects with that event id or pushState has missed),
     with their current modseqs.
     """
+    txn.flush()
     missed: dict[str, dict[str, int]] = {}
     for account_id, since in position.items():
         rows = txn.fetchall(

@@ -226,6 +226,7 @@ def _modseqs(txn: Any) -> dict[str, int]:
     """
     Every account's modseq now.
     """
+    txn.flush()
     return {str(row[0]): int(row[1]) for row in txn.fetchall("SELECT id, modseq FROM accounts")}
 
 

@@ -140,6 +140,8 @@ def remove_account(txn: Any, name: str) -> str:
     account = get_account_by_name(txn, name)
     if account is None:
         raise AccountNotFound(name)
+    # Changes held for it would otherwise be written after it is gone.
+    txn.flush()
     txn.execute("DELETE FROM accounts WHERE id = ?", (account.id,))
     return account.id
 

@@ -37,22 +37,21 @@ def add_blob(
     # (expire_blobs): once this returns, the bytes are deleted only if this
     # transaction rolls back; the caller checks they are still there.
     txn.engine.lock_blob(txn, blob_id)
-    row = txn.fetchone(
-        "SELECT expires_at FROM blobs WHERE account_id = ? AND blob_id = ?", (account_id, blob_id)
+    # One statement: a new row (every delivery), or a longer lifetime for
+    # an existing one.  No row back: the existing row lives longer.
+    rows = txn.fetchall(
+        "INSERT INTO blobs (account_id, blob_id, size, type, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (account_id, blob_id) DO UPDATE SET expires_at = excluded.expires_at, type = excluded.type"
+        " WHERE blobs.expires_at IS NOT NULL"
+        " AND (excluded.expires_at IS NULL OR excluded.expires_at > blobs.expires_at)"
+        " RETURNING expires_at",
+        (account_id, blob_id, size, type, now, expires_at),
     )
-    if row is None:
-        txn.execute(
-            "INSERT INTO blobs (account_id, blob_id, size, type, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (account_id, blob_id, size, type, now, expires_at),
-        )
-    elif row[0] is not None and (expires_at is None or expires_at > row[0]):
-        txn.execute(
-            "UPDATE blobs SET expires_at = ?, type = ? WHERE account_id = ? AND blob_id = ?",
-            (expires_at, type, account_id, blob_id),
-        )
-    else:
+    if not rows:
         # The existing row lives longer: report what is stored.
-        expires_at = row[0]
+        expires_at = txn.fetchvalue(
+            "SELECT expires_at FROM blobs WHERE account_id = ? AND blob_id = ?", (account_id, blob_id)
+        )
     return BlobRecord(account_id, blob_id, size, type, expires_at)
 
 

@@ -13,6 +13,11 @@ last changed in a property other than server-maintained counters, and
 whether it is gone.  Tombstones of destroyed objects are compacted when an
 account holds more than C{max-changelog-entries} of them; the states before
 the newest compacted tombstone then get C{cannotCalculateChanges}.
+
+The writes are held by the transaction and made together before it
+commits or reads them (L{jmapd.storage.pending}): code that reads the
+changelog, the states or an account's modseq with SQL of its own calls
+L{flush} first.
 """
 
 from __future__ import annotations
@@ -53,18 +58,39 @@ class Changes:
     props_changed: bool
 
 
+def flush(txn: Any) -> None:
+    """
+    Write the changelog writes C{txn} holds (L{jmapd.storage.pending}):
+    call it before reading the changelog, the states or an account's
+    modseq in a transaction that may have changed them.
+    """
+    txn.flush()
+
+
 def _bump(txn: Any, account_id: str) -> int:
-    # The UPDATE locks the account row anyway; saying so lets later
-    # lock_account calls of this transaction skip their query.
+    # The account's lock makes its modseq ours until the transaction ends:
+    # it is read once, then counted (written back before the commit).
     txn.lock_account(account_id)
-    # One statement (RETURNING: SQLite 3.35, PostgreSQL): a delivered
-    # Email takes four modseqs, so this is on the hot path.  fetchall
-    # runs the statement to its end: SQLite refuses to commit while a
-    # writing statement is still open.
-    rows = txn.fetchall("UPDATE accounts SET modseq = modseq + 1 WHERE id = ? RETURNING modseq", (account_id,))
-    if not rows:
-        raise KeyError(account_id)
-    return int(rows[0][0])
+    return int(txn.pending.next_modseq(txn, account_id))
+
+
+# Each kind of change as one upsert, so that the rows of a transaction are
+# written with executemany.  An update or destroy of an object that has no
+# row (it predates the changelog, or its row was compacted) inserts one
+# with created_modseq 0: it counts as updated (or destroyed) for every
+# client.  A creation takes over a tombstone (ids derived from content, or
+# a singleton, may come back after a destroy).
+_UPSERT = (
+    "INSERT INTO changelog (account_id, type, object_id, created_modseq, modseq, props_modseq, destroyed)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, type, object_id) DO UPDATE SET "
+)
+_CREATE = _UPSERT + (
+    "created_modseq = excluded.created_modseq, modseq = excluded.modseq,"
+    " props_modseq = excluded.props_modseq, destroyed = 0"
+)
+_UPDATE = _UPSERT + "modseq = excluded.modseq, props_modseq = excluded.props_modseq"
+_UPDATE_COUNTERS = _UPSERT + "modseq = excluded.modseq"
+_DESTROY = _UPSERT + "modseq = excluded.modseq, props_modseq = excluded.props_modseq, destroyed = 1"
 
 
 def record_change(
@@ -76,51 +102,18 @@ def record_change(
 
     @param props: C{False} when an update touched only counters.
     """
-    modseq = _bump(txn, account_id)
     if kind == CREATED:
-        # An id may come back after a destroy (ids derived from content, or
-        # a singleton): its tombstone becomes the row of the new object.
-        txn.execute(
-            "INSERT INTO changelog (account_id, type, object_id, created_modseq, modseq, props_modseq, destroyed)"
-            " VALUES (?, ?, ?, ?, ?, ?, 0)"
-            " ON CONFLICT (account_id, type, object_id) DO UPDATE SET"
-            " created_modseq = excluded.created_modseq, modseq = excluded.modseq,"
-            " props_modseq = excluded.props_modseq, destroyed = 0",
-            (account_id, type_name, object_id, modseq, modseq, modseq),
-        )
+        sql, created, destroyed = _CREATE, True, 0
     elif kind == UPDATED:
-        if props:
-            txn.execute(
-                "UPDATE changelog SET modseq = ?, props_modseq = ? WHERE account_id = ? AND type = ? AND object_id = ?",
-                (modseq, modseq, account_id, type_name, object_id),
-            )
-        else:
-            txn.execute(
-                "UPDATE changelog SET modseq = ? WHERE account_id = ? AND type = ? AND object_id = ?",
-                (modseq, account_id, type_name, object_id),
-            )
-        if txn.rowcount == 0:
-            # An object that predates the changelog (e.g. compacted): it
-            # counts as updated for every client.
-            txn.execute(
-                "INSERT INTO changelog (account_id, type, object_id, created_modseq, modseq, props_modseq, destroyed)"
-                " VALUES (?, ?, ?, 0, ?, ?, 0)",
-                (account_id, type_name, object_id, modseq, modseq),
-            )
+        sql, created, destroyed = (_UPDATE if props else _UPDATE_COUNTERS), False, 0
     elif kind == DESTROYED:
-        txn.execute(
-            "UPDATE changelog SET modseq = ?, props_modseq = ?, destroyed = 1"
-            " WHERE account_id = ? AND type = ? AND object_id = ?",
-            (modseq, modseq, account_id, type_name, object_id),
-        )
-        if txn.rowcount == 0:
-            txn.execute(
-                "INSERT INTO changelog (account_id, type, object_id, created_modseq, modseq, props_modseq, destroyed)"
-                " VALUES (?, ?, ?, 0, ?, ?, 1)",
-                (account_id, type_name, object_id, modseq, modseq),
-            )
+        sql, created, destroyed = _DESTROY, False, 1
     else:
         raise ValueError(f"unknown change kind {kind!r}")
+    modseq = _bump(txn, account_id)
+    txn.pending.add_row(
+        sql, (account_id, type_name, object_id, modseq if created else 0, modseq, modseq, destroyed)
+    )
     _set_state(txn, account_id, type_name, modseq)
     return modseq
 
@@ -136,11 +129,7 @@ def touch_state(txn: Any, account_id: str, type_name: str) -> int:
 
 
 def _set_state(txn: Any, account_id: str, type_name: str, modseq: int) -> None:
-    txn.execute(
-        "INSERT INTO states (account_id, type, modseq, min_modseq) VALUES (?, ?, ?, 0)"
-        " ON CONFLICT (account_id, type) DO UPDATE SET modseq = excluded.modseq",
-        (account_id, type_name, modseq),
-    )
+    txn.pending.set_state(account_id, type_name, modseq)
     changed = txn.__dict__.setdefault("changed_states", {})
     changed.setdefault(account_id, {})[type_name] = modseq
 
@@ -149,6 +138,7 @@ def get_modseq(txn: Any, account_id: str, type_name: str) -> int:
     """
     The modseq of the last change of C{type_name} in the account (0 if none).
     """
+    txn.flush()
     return int(
         txn.fetchvalue(
             "SELECT modseq FROM states WHERE account_id = ? AND type = ?", (account_id, type_name), 0
@@ -160,6 +150,7 @@ def get_states(txn: Any, account_id: str) -> dict[str, int]:
     """
     Every type's modseq in the account.
     """
+    txn.flush()
     return {
         row[0]: int(row[1])
         for row in txn.fetchall("SELECT type, modseq FROM states WHERE account_id = ?", (account_id,))
@@ -177,6 +168,7 @@ def changes_since(
     @raise CannotCalculateChanges: C{since} is before the compacted part of
         the log, or is not a state this account ever had.
     """
+    txn.flush()
     row = txn.fetchone(
         "SELECT modseq, min_modseq FROM states WHERE account_id = ? AND type = ?", (account_id, type_name)
     )
@@ -224,6 +216,7 @@ def props_changed_since(txn: Any, account_id: str, type_name: str, object_ids: l
     Of these objects, those whose properties (not only their counters)
     changed after modseq C{since}.
     """
+    txn.flush()
     found: set[str] = set()
     for chunk in chunks(object_ids):
         rows = txn.fetchall(
@@ -244,6 +237,7 @@ def compact(txn: Any, account_id: str, max_entries: int) -> int:
     @return: how many tombstones were dropped.
     """
     txn.lock_account(account_id)
+    txn.flush()
     count = int(
         txn.fetchvalue(
             "SELECT count(*) FROM changelog WHERE account_id = ? AND destroyed = 1", (account_id,), 0
@@ -276,6 +270,7 @@ def accounts_over(txn: Any, max_entries: int) -> list[str]:
     """
     The accounts holding more than C{max_entries} tombstones.
     """
+    txn.flush()
     return [
         row[0]
         for row in txn.fetchall(

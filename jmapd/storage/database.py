@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from jmapd.storage.freshness import ChangeCounter, change_counter
 from jmapd.storage.migrations import apply_migrations
+from jmapd.storage.pending import PendingChanges
 
 T = TypeVar("T")
 
@@ -44,7 +45,8 @@ TRANSIENT_ATTEMPTS = 5
 class Transaction:
     """
     One transaction on one connection: a thin cursor wrapper that knows its
-    engine (for the dialect) and collects after-commit callbacks.
+    engine (for the dialect), collects after-commit callbacks and holds the
+    changelog writes until they are needed (L{pending}).
     """
 
     def __init__(self, engine: Any, conn: Any) -> None:
@@ -54,6 +56,17 @@ class Transaction:
         self.after_commit_callbacks: list[Callable[[], Any]] = []
         self._savepoints = 0
         self._locked_accounts: set[str] = set()
+        #: The modseqs, changelog rows and states not written yet
+        #: (L{jmapd.storage.pending}); L{flush} writes them.
+        self.pending = PendingChanges()
+
+    def flush(self) -> None:
+        """
+        Write the held changelog writes (before a commit, and before
+        reading the changelog, the states or an account's modseq).
+        """
+        if not self.pending.empty:
+            self.pending.write(self)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self._cursor.execute(self.engine.convert_sql(sql), params)
@@ -106,19 +119,34 @@ class Transaction:
 
 
 class _Savepoint:
+    """
+    Rolling back puts back, with the rows, what the transaction held at
+    the start: its changelog writes not written yet (whether or not they
+    were written meanwhile) and the account locks (PostgreSQL releases a
+    lock taken inside a savepoint that is rolled back).
+    """
+
     def __init__(self, txn: Transaction, name: str) -> None:
         self._txn = txn
         self._name = name
+        self._pending: Any = None
+        self._locked: set[str] = set()
 
     def __enter__(self) -> None:
-        self._txn.execute(f"SAVEPOINT {self._name}")
+        txn = self._txn
+        self._pending = txn.pending.snapshot()
+        self._locked = set(txn._locked_accounts)
+        txn.execute(f"SAVEPOINT {self._name}")
 
     def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        txn = self._txn
         if kind is None:
-            self._txn.execute(f"RELEASE SAVEPOINT {self._name}")
+            txn.execute(f"RELEASE SAVEPOINT {self._name}")
         else:
-            self._txn.execute(f"ROLLBACK TO SAVEPOINT {self._name}")
-            self._txn.execute(f"RELEASE SAVEPOINT {self._name}")
+            txn.execute(f"ROLLBACK TO SAVEPOINT {self._name}")
+            txn.execute(f"RELEASE SAVEPOINT {self._name}")
+            txn.pending.restore(self._pending)
+            txn._locked_accounts = self._locked
 
 
 class Database:
@@ -236,6 +264,7 @@ class Database:
                 self._local.txn = txn
                 try:
                     result = fn(txn, *args)
+                    txn.flush()
                     self.engine.commit(conn)
                 except BaseException as error:
                     if not self.engine.is_broken(conn):

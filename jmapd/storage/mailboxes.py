@@ -290,6 +290,7 @@ def query_state(txn: Any, account_id: str) -> int:
     delivery makes leave it alone.  Never below the compaction floor, so
     a state cannot go back to one that was given out before.
     """
+    txn.flush()
     row = txn.fetchone(
         "SELECT max(props_modseq) FROM changelog WHERE account_id = ? AND type = ?", (account_id, TYPE_NAME)
     )
@@ -308,6 +309,7 @@ def query_changes_since(txn: Any, account_id: str, since: int) -> tuple[set[str]
     @raise changelog.CannotCalculateChanges: C{since} is before the
         compacted part of the changelog or not a state of this account.
     """
+    txn.flush()
     floor = int(
         txn.fetchvalue("SELECT min_modseq FROM states WHERE account_id = ? AND type = ?", (account_id, TYPE_NAME), 0)
         or 0

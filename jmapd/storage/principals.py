@@ -435,6 +435,7 @@ def prune_sight(txn: Any, account_id: str) -> None:
     Drop what no /changes can ask about any more: rows at or below the
     compaction floor of their type (older states get cannotCalculateChanges).
     """
+    txn.flush()
     txn.execute(
         "DELETE FROM sharing_sight WHERE account_id = ? AND modseq <= (SELECT coalesce(max(min_modseq), 0)"
         " FROM states WHERE states.account_id = sharing_sight.account_id AND states.type = sharing_sight.type)",

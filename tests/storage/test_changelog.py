@@ -202,5 +202,158 @@ class ChangelogTests(SynchronousTestCase):
         self.assertEqual(self.changes("Note", 0).created, [])
 
 
+class HeldWritesTests(SynchronousTestCase):
+    """
+    A transaction holds its changelog writes (L{jmapd.storage.pending})
+    and writes them together, before it commits or reads them back.
+    """
+
+    def setUp(self):
+        self.database = make_database(self, account_hooks=False)
+        self.account = self.database.run_sync(accounts.add_account, "alice", None, write=True).id
+        self.other = self.database.run_sync(accounts.add_account, "bob", None, write=True).id
+
+    def counting(self, txn):
+        """
+        Count the statements C{txn} runs from now on, by their first word
+        and table (C{executemany} counts once).
+        """
+        seen = []
+        execute, executemany = txn.execute, txn.executemany
+
+        def counted_execute(sql, params=()):
+            seen.append(sql.split(" (")[0].split(" SET")[0])
+            return execute(sql, params)
+
+        def counted_executemany(sql, rows):
+            seen.append(sql.split(" (")[0].split(" SET")[0])
+            return executemany(sql, rows)
+
+        txn.execute, txn.executemany = counted_execute, counted_executemany
+        return seen
+
+    def test_written_together(self):
+        """
+        Many changes of two accounts cost one read of each account's
+        modseq and, at the commit, one write each of the modseqs, the
+        changelog rows and the states, instead of three statements per
+        change; what is committed is what one-by-one writes gave.
+        """
+
+        def work(txn):
+            seen = self.counting(txn)
+            for number in range(5):
+                changelog.record_change(txn, self.account, "Note", f"n{number}", CREATED)
+                changelog.record_change(txn, self.other, "Note", f"m{number}", CREATED)
+            changelog.touch_state(txn, self.account, "Query")
+            txn.flush()
+            return seen
+
+        seen = self.database.run_sync(work, write=True)
+        # The engine's account locks (PostgreSQL's) are not part of it.
+        self.assertEqual(
+            sorted(sql for sql in seen if "FOR NO KEY UPDATE" not in sql),
+            sorted(
+                [
+                    "SELECT modseq FROM accounts WHERE id = ?",
+                    "SELECT modseq FROM accounts WHERE id = ?",
+                    "UPDATE accounts",
+                    "INSERT INTO changelog",
+                    "INSERT INTO states",
+                ]
+            ),
+        )
+        states = self.database.run_sync(changelog.get_states, self.account)
+        self.assertEqual(states, {"Note": 5, "Query": 6})
+        self.assertEqual(self.database.run_sync(changelog.get_states, self.other), {"Note": 5})
+        changes = self.database.run_sync(changelog.changes_since, self.account, "Note", 0, 100)
+        self.assertEqual(changes.created, [f"n{number}" for number in range(5)])
+        # The next transaction continues from the written modseq.
+        self.assertEqual(
+            self.database.run_sync(changelog.record_change, self.account, "Note", "later", CREATED, write=True), 7
+        )
+
+    def test_read_back_in_the_transaction(self):
+        """
+        Reading the states or the changes in the transaction that made
+        them sees them.
+        """
+
+        def work(txn):
+            changelog.record_change(txn, self.account, "Note", "n1", CREATED)
+            changelog.record_change(txn, self.account, "Note", "n1", UPDATED)
+            return (
+                changelog.get_modseq(txn, self.account, "Note"),
+                changelog.changes_since(txn, self.account, "Note", 0, 10).created,
+            )
+
+        self.assertEqual(self.database.run_sync(work, write=True), (2, ["n1"]))
+
+    def test_rolled_back_savepoint(self):
+        """
+        The changes recorded in a savepoint that is rolled back are gone,
+        those before it stay, even when the savepoint wrote them out
+        meanwhile (a read in it); its modseqs are given out again.
+        """
+
+        def work(txn):
+            changelog.record_change(txn, self.account, "Note", "kept", CREATED)
+            try:
+                with txn.savepoint():
+                    changelog.record_change(txn, self.account, "Note", "lost", CREATED)
+                    changelog.record_change(txn, self.other, "Note", "lost", CREATED)
+                    self.assertEqual(changelog.get_modseq(txn, self.account, "Note"), 2)
+                    changelog.record_change(txn, self.account, "Tag", "lost", CREATED)
+                    raise ValueError("undo")
+            except ValueError:
+                pass
+            return changelog.record_change(txn, self.account, "Note", "after", CREATED)
+
+        self.assertEqual(self.database.run_sync(work, write=True), 2)
+        self.assertEqual(self.database.run_sync(changelog.get_states, self.account), {"Note": 2})
+        self.assertEqual(self.database.run_sync(changelog.get_states, self.other), {})
+        changes = self.database.run_sync(changelog.changes_since, self.account, "Note", 0, 10)
+        self.assertEqual(changes.created, ["kept", "after"])
+        self.assertEqual(
+            self.database.run_sync(changelog.record_change, self.other, "Note", "first", CREATED, write=True), 1
+        )
+
+    def test_rolled_back_transaction(self):
+        """
+        A transaction that fails leaves no modseq, changelog row or state.
+        """
+
+        def work(txn):
+            changelog.record_change(txn, self.account, "Note", "n1", CREATED)
+            raise ValueError("undo")
+
+        self.assertRaises(ValueError, self.database.run_sync, work, write=True)
+        self.assertEqual(self.database.run_sync(changelog.get_states, self.account), {})
+        self.assertEqual(
+            self.database.run_sync(changelog.record_change, self.account, "Note", "n1", CREATED, write=True), 1
+        )
+
+    def test_removed_account(self):
+        """
+        Removing an account after changing it in the same transaction
+        removes it; nothing held for it is written afterwards.
+        """
+
+        def work(txn):
+            changelog.record_change(txn, self.account, "Note", "n1", CREATED)
+            return accounts.remove_account(txn, "alice")
+
+        self.assertEqual(self.database.run_sync(work, write=True), self.account)
+        self.assertIsNone(self.database.run_sync(accounts.get_account_by_name, "alice"))
+
+    def test_unknown_account(self):
+        """
+        A change in an account that does not exist is a KeyError.
+        """
+        self.assertRaises(
+            KeyError, self.database.run_sync, changelog.record_change, "nobody", "Note", "n", CREATED, write=True
+        )
+
+
 # The same tests on PostgreSQL (see tests/pg.py).
-pg.add_postgresql_variants(globals(), ChangelogTests)
+pg.add_postgresql_variants(globals(), ChangelogTests, HeldWritesTests)
