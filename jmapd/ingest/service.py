@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import ssl
-from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -85,12 +85,10 @@ class LMTPService(Service):
         self.listening: Deferred[Any] | None = None
         self.factory: LMTPFactory | None = None
         self.deliverer: Deliverer | None = None
-        # Delivery's own two threads, beside the worker pool (which parses):
-        # one makes the blobs durable (it mostly waits on the disk), one
-        # runs every filing transaction, always on the same connection, so
+        # Delivery's own thread, beside the worker pool: it prepares, makes
+        # durable and files every group, always on the same connection, so
         # SQLite's page cache stays warm from one transaction to the next
         # (a connection that another one wrote after reads every page again).
-        self.blob_sync = WorkerPoolService(reactor, 1, name="jmapd-blob-sync")
         self.filing = WorkerPoolService(reactor, 1, name="jmapd-delivery")
 
     def privilegedStartService(self) -> None:
@@ -103,7 +101,6 @@ class LMTPService(Service):
 
     def startService(self) -> None:
         Service.startService(self)
-        self.blob_sync.startService()
         self.filing.startService()
         if self.listening is None:
             self._listen()
@@ -130,7 +127,7 @@ class LMTPService(Service):
             env.caches["recipients"] = cache
         hostname = socket.gethostname() or "localhost"
         resolver = RecipientResolver(env.database, cache)
-        self.deliverer = Deliverer(env, resolver, hostname, run_sync=self.blob_sync.run, run_filing=self.filing.run)
+        self.deliverer = Deliverer(env, resolver, hostname, run_filing=self.filing.run)
         self.factory = LMTPFactory(config, resolver, self.deliverer, self._reactor, hostname, tls)
         description = endpoint_string(config.lmtp_bind_addr, self._port_number, None, None)
         self.listening = serverFromString(self._reactor, description).listen(self.factory)
@@ -182,12 +179,11 @@ class LMTPService(Service):
 
     def _stop_threads(self) -> Deferred[Any] | None:
         """
-        Stop delivery's threads (once nothing is being delivered).
+        Stop delivery's thread (once nothing is being delivered).
         """
-        pools = [pool for pool in (self.blob_sync, self.filing) if pool.running]
-        if not pools:
+        if not self.filing.running:
             return None
-        return DeferredList([pool.stopService() for pool in pools])
+        return self.filing.stopService()
 
 
 def lmtp_service(env: Any, reactor: Any) -> LMTPService | None:

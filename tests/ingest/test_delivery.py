@@ -25,7 +25,8 @@ from jmapd.blobs.database import DatabaseBlobStore
 from jmapd.blobs.store import FileBlobStore
 from jmapd.config import default_config
 from jmapd.environment import Environment
-from jmapd.ingest.delivery import BlobVanished, Deliverer, Envelope, Reply, inbox_of
+from jmapd.ingest import delivery
+from jmapd.ingest.delivery import BlobVanished, Deliverer, Envelope, Reply, inbox_of, temporary_failure
 from jmapd.ingest.recipients import RecipientResolver
 from jmapd.storage import accounts, emails, mailboxes, open_database
 from jmapd.util.tticache import TTICache
@@ -57,11 +58,10 @@ class ManualThreads:
 
     def names(self) -> list[str]:
         """
-        What the queued jobs are: C{"prepare"} (write and parse one
-        message), C{"sync"} (make a group of blobs durable) or C{"file"}
-        (a filing transaction), in order.
+        What the queued jobs are, in order: C{"file"} (a group's job:
+        prepare, sync and file its messages) or C{"transaction"}.
         """
-        kinds = {"_prepare": "prepare", "sync": "sync", "_transaction": "file"}
+        kinds = {"_deliver_group": "file", "_transaction": "transaction"}
         return [kinds.get(fn.__name__, fn.__name__) for fn, _, _ in self.jobs]
 
     def next(self, name: str) -> None:
@@ -106,8 +106,14 @@ class DeliveryTestCase(SynchronousTestCase):
         )
         return str(account.id)
 
-    def deliver(self, account_id: str, name: str, subject: str) -> list[list[Reply]]:
-        answers: list[list[Reply]] = []
+    def deliver(
+        self, account_id: str, name: str, subject: str, answers: list[list[Reply]] | None = None
+    ) -> list[list[Reply]]:
+        """
+        Deliver a message to C{name}; its answers arrive in the list
+        returned (or C{answers}).
+        """
+        answers = [] if answers is None else answers
         envelope = Envelope("bob@example.org", ((f"{name}@example.com", account_id),), "mta", "127.0.0.1")
         self.deliverer.deliver(envelope, message(subject=subject)).addCallback(answers.append)
         return answers
@@ -137,83 +143,115 @@ class DeliveryTestCase(SynchronousTestCase):
 
 class GroupCommitTests(DeliveryTestCase):
     """
-    Messages that arrive while a transaction runs are filed together in
-    the next one, and each is answered only after its own commit.
+    Messages that arrive while a group is filed join its transaction,
+    and each is answered only after that commit.
     """
+
+    def arrive_while_filing(self, account_id: str, trigger: str, subject: str) -> list[list[Reply]]:
+        """
+        Make a message with C{subject} arrive while the message with
+        C{trigger} is being filed (as the reactor thread would take one in
+        while the filing thread works); its answers are returned.
+        """
+        answers: list[list[Reply]] = []
+        real_ingest = emails.IngestBatch.ingest
+
+        def ingest(batch: emails.IngestBatch, account_id_: str, prepared: Any, *args: Any) -> Any:
+            if prepared.record.subject == trigger:
+                self.deliver(account_id, "alice", subject, answers)
+            return real_ingest(batch, account_id_, prepared, *args)
+
+        self.patch(emails.IngestBatch, "ingest", ingest)
+        return answers
 
     def test_batches(self) -> None:
         """
-        The first message is synced and filed alone; two that are
-        prepared and synced while its transaction runs share the next
-        transaction.  No reply is sent before the transaction filing its
-        message has run.
+        Messages received while no group is being filed wait for one job
+        and are filed in one transaction; none is answered before it has
+        committed.
         """
         alice = self.add_account("alice")
-        first = self.deliver(alice, "alice", "one")
-        self.threads.next("prepare")
-        self.assertEqual(self.threads.names(), ["sync"])
-        self.threads.next("sync")
+        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two", "three")]
         self.assertEqual(self.threads.names(), ["file"])
-        second = self.deliver(alice, "alice", "two")
-        third = self.deliver(alice, "alice", "three")
-        self.threads.next("prepare")
-        self.threads.next("prepare")
-        self.threads.next("sync")
-        self.threads.next("sync")
-        self.assertEqual(self.threads.names(), ["file"])
-        self.assertEqual((first, second, third), ([], [], []))
+        self.assertEqual(answers, [[], [], []])
         self.assertEqual(self.subjects(alice), [])
         self.threads.next("file")
-        self.assertEqual([reply.code for reply in first[0]], [250])
-        self.assertEqual((second, third), ([], []))
-        self.assertEqual(self.deliverer.batches, 1)
+        self.assertEqual([answer[0][0].code for answer in answers], [250, 250, 250])
+        self.assertEqual((self.deliverer.batches, self.deliverer.messages), (1, 3))
+        self.assertEqual(self.subjects(alice), ["one", "three", "two"])
+        self.assertEqual(self.threads.names(), [])
+        self.assertFalse(self.deliverer.busy)
+
+    def test_takenInBeforeCommit(self) -> None:
+        """
+        A message that arrives while a group is being filed is taken into
+        that group's transaction before it commits (rather than waiting
+        for the commit and having one of its own), and is answered with
+        the group.
+        """
+        alice = self.add_account("alice")
+        late = self.arrive_while_filing(alice, "one", "two")
+        first = self.deliver(alice, "alice", "one")
+        self.threads.next("file")
+        self.assertEqual([first[0][0].code, late[0][0].code], [250, 250])
+        self.assertEqual((self.deliverer.batches, self.deliverer.messages), (1, 2))
+        self.assertEqual(self.threads.names(), [])
+        self.assertEqual(self.subjects(alice), ["one", "two"])
+
+    def test_maxBatch(self) -> None:
+        """
+        A group holds at most C{max_batch} messages, those that arrive
+        while it is filed included; the rest wait for the next one.
+        """
+        self.deliverer = Deliverer(self.env, self.resolver, "mx.example.com", max_batch=2)
+        alice = self.add_account("alice")
+        late = self.arrive_while_filing(alice, "one", "three")
+        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two")]
+        self.threads.next("file")
+        self.assertEqual([answer[0][0].code for answer in answers], [250, 250])
+        self.assertEqual(late, [])
         self.assertEqual(self.threads.names(), ["file"])
         self.threads.next("file")
-        self.assertEqual([second[0][0].code, third[0][0].code], [250, 250])
+        self.assertEqual(late[0][0].code, 250)
         self.assertEqual((self.deliverer.batches, self.deliverer.messages), (2, 3))
-        self.assertEqual(self.subjects(alice), ["one", "three", "two"])
-        self.assertFalse(self.deliverer.busy)
 
     def test_groupSynced(self) -> None:
         """
-        Messages prepared while a sync runs are made durable by the next
-        sync, all at once, and only then filed.
+        The blobs of every message of a group, those taken in while it
+        was filed included, are made durable by one sync, before the
+        transaction commits.
         """
         alice = self.add_account("alice")
-        synced: list[list[str]] = []
+        events: list[Any] = []
         real_sync = self.env.blobs.sync
+        engine = self.env.database.engine
+        real_commit = engine.commit
 
         def sync(written: Any) -> None:
             written = list(written)
-            synced.append(sorted(w.blob_id for w in written))
+            events.append(("sync", len(written)))
             real_sync(written)
 
+        def commit(conn: Any) -> None:
+            events.append("commit")
+            real_commit(conn)
+
         self.patch(self.env.blobs, "sync", sync)
-        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two", "three")]
-        self.threads.next("prepare")
-        self.threads.next("prepare")
-        self.threads.next("prepare")
-        self.assertEqual(self.threads.names(), ["sync"])
-        self.threads.next("sync")
-        # "one" is filed while "two" and "three" are synced.
-        self.assertEqual(self.threads.names(), ["sync", "file"])
-        self.threads.next("sync")
-        self.assertEqual([len(group) for group in synced], [1, 2])
-        self.assertEqual(self.threads.names(), ["file"])
-        self.threads.drain()
-        self.assertEqual([answer[0][0].code for answer in answers], [250, 250, 250])
-        self.assertEqual(self.deliverer.batches, 2)
+        self.patch(engine, "commit", commit)
+        late = self.arrive_while_filing(alice, "one", "three")
+        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two")]
+        self.threads.next("file")
+        self.assertEqual([answer[0][0].code for answer in answers + [late]], [250, 250, 250])
+        self.assertEqual(events, [("sync", 3), "commit"])
 
     def test_failedTransaction(self) -> None:
         """
-        When the filing transaction fails, every recipient of every message
-        in it gets 451 4.3.0 (the MTA will try again), and the queue goes
-        on with the next messages.
+        When the filing job fails, every recipient of every message in it
+        gets 451 4.3.0 (the MTA will try again), and the queue goes on
+        with the next messages.
         """
         alice = self.add_account("alice")
         first = self.deliver(alice, "alice", "one")
-        self.threads.next("prepare")
-        self.threads.next("sync")
         self.threads.fail()
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(first, [[Reply(451, "4.3.0 Temporary local failure, try again later")]])
@@ -224,7 +262,7 @@ class GroupCommitTests(DeliveryTestCase):
 
     def test_commitFails(self) -> None:
         """
-        When the commit of a batch fails, none of its messages is
+        When the commit of a group fails, none of its messages is
         acknowledged with 250 (each recipient gets 451) and none of them
         left a row: no Email, no blob record, no change.
         """
@@ -239,19 +277,11 @@ class GroupCommitTests(DeliveryTestCase):
 
         self.patch(engine, "commit", commit)
         first = self.deliver(alice, "alice", "one")
-        self.threads.next("prepare")
-        self.threads.next("sync")
-        second = self.deliver(alice, "alice", "two")
-        third = self.deliver(bob, "bob", "three")
-        self.threads.next("prepare")
-        self.threads.next("prepare")
-        self.threads.next("sync")
-        self.threads.next("sync")
-        self.assertEqual(self.threads.names(), ["file"])
         self.threads.next("file")
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
         self.assertEqual(first[0][0].code, 451)
-        self.assertEqual(self.threads.names(), ["file"])
+        second = self.deliver(alice, "alice", "two")
+        third = self.deliver(bob, "bob", "three")
         self.threads.next("file")
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
         self.assertEqual([second[0][0].code, third[0][0].code], [451, 451])
@@ -276,32 +306,37 @@ class GroupCommitTests(DeliveryTestCase):
             raise OSError(errno.EIO, "Input/output error")
 
         self.patch(self.env.blobs, "sync", sync)
-        first = self.deliver(alice, "alice", "one")
-        self.threads.next("prepare")
-        self.threads.next("sync")
+        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two")]
+        self.threads.next("file")
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
-        self.assertEqual(first, [[Reply(451, "4.3.0 Temporary local failure, try again later")]])
+        self.assertEqual(answers, [[[temporary_failure()]], [[temporary_failure()]]])
         self.assertEqual(self.threads.names(), [])
         self.assertEqual(self.subjects(alice), [])
+        self.assertEqual(self.count("SELECT count(*) FROM blobs"), 0)
         self.assertFalse(self.deliverer.busy)
 
     def test_bytesDeletedBeforeFiling(self) -> None:
         """
-        When the synced bytes of a message are gone by the time its
+        When the written bytes of a message are gone by the time its
         filing transaction references them (housekeeping deleted the same
         bytes as an expired upload), the recipient gets 451, so the MTA
         tries again, and nothing is filed.
         """
         alice = self.add_account("alice")
+        real_prepare = delivery._prepare
+
+        def prepare(*args: Any) -> Any:
+            copies = real_prepare(*args)
+            for directory, _, names in os.walk(self.env.blobs.root):
+                for name in names:
+                    os.remove(os.path.join(directory, name))
+            return copies
+
+        self.patch(delivery, "_prepare", prepare)
         first = self.deliver(alice, "alice", "one")
-        self.threads.next("prepare")
-        self.threads.next("sync")
-        for directory, _, names in os.walk(self.env.blobs.root):
-            for name in names:
-                os.remove(os.path.join(directory, name))
         self.threads.next("file")
         self.assertEqual(len(self.flushLoggedErrors(BlobVanished)), 1)
-        self.assertEqual(first, [[Reply(451, "4.3.0 Temporary local failure, try again later")]])
+        self.assertEqual(first, [[temporary_failure()]])
         self.assertEqual(self.subjects(alice), [])
 
     def test_countsOncePerGroup(self) -> None:
@@ -328,16 +363,11 @@ class GroupCommitTests(DeliveryTestCase):
             self.deliver(alice, "alice", "three"),
             self.deliver(bob, "bob", "four"),
         ]
-        for _ in answers:
-            self.threads.next("prepare")
-        self.threads.next("sync")
-        self.threads.next("sync")
         self.threads.drain()
         self.assertEqual([answer[0][0].code for answer in answers], [250, 250, 250, 250])
-        # "one" alone, then "two", "three" and "four" in one transaction.
-        self.assertEqual(self.deliverer.batches, 2)
+        self.assertEqual(self.deliverer.batches, 1)
         after = modseqs()
-        self.assertEqual((after[0] - before[0], after[1] - before[1]), (3 * 2 + 2 * 2, 2 + 2))
+        self.assertEqual((after[0] - before[0], after[1] - before[1]), (3 * 2 + 2, 2 + 2))
 
         def inbox_counts(account_id: str) -> tuple[int, int, int, int]:
             def read(txn: Any) -> tuple[int, int, int, int]:
@@ -357,15 +387,10 @@ class GroupCommitTests(DeliveryTestCase):
         alice = self.add_account("alice")
         self.fail_filing("two")
         answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two", "three")]
-        for _ in answers:
-            self.threads.next("prepare")
-        self.threads.next("sync")
-        self.threads.next("sync")
-        self.threads.next("file")
-        self.assertEqual(self.threads.names(), ["file"])
         self.threads.next("file")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual([answer[0][0].code for answer in answers], [250, 451, 250])
+        self.assertEqual(self.deliverer.batches, 1)
         self.assertEqual(self.subjects(alice), ["one", "three"])
         self.assertEqual(self.count("SELECT count(*) FROM email_fts"), 2)
         self.assertEqual(self.count("SELECT count(*) FROM email_search"), 2)
@@ -376,15 +401,12 @@ class GroupCommitTests(DeliveryTestCase):
 
     def test_idle(self) -> None:
         """
-        L{Deliverer.idle} fires once nothing is being prepared, synced or
-        filed.
+        L{Deliverer.idle} fires once nothing is waiting or being filed.
         """
         alice = self.add_account("alice")
         self.deliver(alice, "alice", "one")
         idle: list[None] = []
         self.deliverer.idle().addCallback(idle.append)
-        self.threads.next("prepare")
-        self.threads.next("sync")
         self.assertEqual(idle, [])
         self.threads.next("file")
         self.assertEqual(idle, [None])
@@ -449,14 +471,18 @@ class InTransactionTests(DeliveryTestCase):
 
     def test_filedWithItsBytes(self) -> None:
         """
-        A message is prepared and then filed, with no sync in between; the
-        blob of the Email is a row of blob_data written by the filing
+        The blob of the Email is a row of blob_data written by the filing
         transaction (none before it runs), holding the message as
-        delivered, and nothing is written under the blobs directory.
+        delivered, with no sync of any file, and nothing is written under
+        the blobs directory.
         """
         alice = self.add_account("alice")
+
+        def sync(written: Any) -> None:
+            raise AssertionError("a sync with the database store")
+
+        self.patch(self.env.blobs, "sync", sync)
         answers = self.deliver(alice, "alice", "one")
-        self.threads.next("prepare")
         self.assertEqual(self.threads.names(), ["file"])
         self.assertEqual(self.count("SELECT count(*) FROM blob_data"), 0)
         self.threads.next("file")
@@ -483,10 +509,8 @@ class InTransactionTests(DeliveryTestCase):
 
         self.patch(engine, "commit", commit)
         answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two")]
-        self.threads.next("prepare")
-        self.threads.next("prepare")
         self.threads.drain()
-        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 2)
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
         self.assertEqual([answer[0][0].code for answer in answers], [451, 451])
         self.patch(engine, "commit", real_commit)
         self.assertEqual(self.count("SELECT count(*) FROM emails"), 0)
