@@ -261,7 +261,10 @@ class EngineTests(PostgreSQLTestCase):
             thread.start()
         for thread in threads:
             thread.join(60)
-        self.assertEqual(len(attempts), 3)
+        # At least one was run again.  Both may be: when the two detect
+        # the deadlock at the same moment, PostgreSQL can abort both (seen
+        # on a loaded machine), and their new attempts may meet again.
+        self.assertGreaterEqual(len(attempts), 3)
         self.assertEqual(
             [database.run_sync(changelog.get_modseq, account, "Note") for account in (a, b)], [7, 7]
         )
