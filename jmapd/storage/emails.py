@@ -35,7 +35,7 @@ from jmapd.mime.parse import parse_message
 from jmapd.storage import blobs as blob_storage
 from jmapd.storage import changelog, mailboxes, search
 from jmapd.storage.changelog import CREATED, DESTROYED, UPDATED
-from jmapd.storage.ids import new_id
+from jmapd.storage.ids import ordered_id
 from jmapd.storage.sql import chunks as _chunks
 from jmapd.storage.sql import marks as _marks
 
@@ -697,7 +697,7 @@ def _insert(
     keywords = sorted(set(keywords))
     message_ids = prepared.message_ids
     thread_id, new_thread = _choose_thread(txn, account_id, counts, message_ids, prepared.thread_subject)
-    email_id = new_id("M")
+    email_id = ordered_id("M")
     unread = is_unread(keywords)
     docid = search.allocate_docid(txn, int(received_at), account_id)
     message_id, in_reply_to, refs, addresses, headers, structure = prepared.serialised
@@ -774,7 +774,7 @@ def _choose_thread(
         ):
             linked[thread_id] = int(created_seq)
     if not linked:
-        thread_id = new_id("T")
+        thread_id = ordered_id("T")
         created_seq = changelog.record_change(txn, account_id, THREAD, thread_id, CREATED)
         txn.execute(
             "INSERT INTO threads (account_id, id, created_seq, emails) VALUES (?, ?, ?, 1)",
@@ -804,7 +804,7 @@ def _merge_thread(txn: Any, account_id: str, counts: _Counts, source: str, targe
     for old_id, unread in rows:
         member_of = sorted(mailboxes_of[old_id])
         counts.remove_email(member_of, source, bool(unread))
-        fresh = new_id("M")
+        fresh = ordered_id("M")
         txn.execute(
             "UPDATE emails SET id = ?, thread_id = ? WHERE account_id = ? AND id = ?",
             (fresh, target, account_id, old_id),
