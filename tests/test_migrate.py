@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd import migrate
 from jmapd.admin import main
+from jmapd.blobs.store import FileBlobStore
 from jmapd.storage import DATABASE_FILE, blob_directory, search
 from tests import pg
 from tests.support import ServerTestCase
@@ -221,7 +222,7 @@ class MigrateTests(ServerTestCase):
             self.assertIn("search: indexed 1 Emails the SQLite database had not indexed yet", err)
             fts = [line.split() for line in out.splitlines() if line.startswith("email_fts ")]
             self.assertEqual(fts, [["email_fts", "2", "3"]])
-            copied = os.path.join(target_path, "blobs", facts["blob_id"][1:3], facts["blob_id"][3:5], facts["blob_id"])
+            copied = FileBlobStore(os.path.join(target_path, "blobs")).path(facts["blob_id"])
             with open(copied, "rb") as f:
                 self.assertEqual(f.read(), RAW)
 
