@@ -107,81 +107,15 @@ class Written:
     directories: tuple[str, ...]
 
 
-#: The file in a store's root that says how its files are laid out.
-LAYOUT_FILE = "layout"
-
-
-def _levels_found(root: str) -> int:
-    """
-    The fan-out levels of the files a store holds, seen from the files
-    themselves: 2 when a fan-out directory (two characters) holds fan-out
-    directories, 1 when it holds blob files, or when there is none.
-    """
-    for name in sorted(os.listdir(root)):
-        directory = os.path.join(root, name)
-        if len(name) != 2 or not os.path.isdir(directory):
-            continue
-        for entry in os.listdir(directory):
-            if is_blob_id(entry):
-                return 1
-            if len(entry) == 2 and os.path.isdir(os.path.join(directory, entry)):
-                return 2
-    return 1
-
-
-def _layout(root: str) -> int:
-    """
-    The fan-out levels of the store at C{root}, from its C{layout} file;
-    a store without one gets it now, from the files it holds
-    (L{_levels_found}): 1 (C{root/xx/<blob id>}) for a new store, 2
-    (C{root/xx/yy/<blob id>}) for one made before the file existed.
-
-    One level of 1,024 directories holds millions of blobs; the two levels
-    of a million directories made nearly every new blob of a store smaller
-    than that create a directory of its own (about 0.6 ms of CPU on ext4,
-    and the first file in a new directory costs more than the next ones).
-
-    @raise ValueError: the file says something else.
-    """
-    marker = os.path.join(root, LAYOUT_FILE)
-    try:
-        with open(marker, encoding="ascii") as f:
-            text = f.read().strip()
-    except FileNotFoundError:
-        levels = _levels_found(root)
-        # Written whole or not at all (a link is made once), then durable.
-        pending = f"{marker}.{os.getpid()}.{threading.get_ident()}"
-        with open(pending, "w", encoding="ascii") as f:
-            f.write(f"{levels}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(pending, marker)
-        except FileExistsError:
-            # Another process made the store at the same time: its word.
-            return _layout(root)
-        finally:
-            os.unlink(pending)
-        _fsync(root)
-        return levels
-    if text not in ("1", "2"):
-        raise ValueError(f"{marker}: unknown blob file layout {text!r} (expected 1 or 2)")
-    return int(text)
-
-
 class FileBlobStore:
     """
-    Blobs as files C{root/xx/<blob id>} (or C{root/xx/yy/<blob id>} in a
-    store made by an earlier version: L{_layout}).
+    Blobs as files C{root/xx/yy/<blob id>}.
     """
 
     def __init__(self, root: str) -> None:
         self.root = root
         self._tmp = os.path.join(root, "tmp")
         os.makedirs(self._tmp, exist_ok=True)
-        #: How many levels of fan-out directories the files are under
-        #: (L{_layout}).
-        self.levels = _layout(root)
         # The fan-out directories whose entries, and their parents', are
         # known to be durable: a blob added to one needs only it fsynced,
         # and no call asks the file system whether it exists.
@@ -192,8 +126,6 @@ class FileBlobStore:
     def path(self, blob_id: str) -> str:
         if not is_blob_id(blob_id):
             raise ValueError(f"not a blob id: {blob_id!r}")
-        if self.levels == 1:
-            return os.path.join(self.root, blob_id[1:3], blob_id)
         return os.path.join(self.root, blob_id[1:3], blob_id[3:5], blob_id)
 
     def exists(self, blob_id: str) -> bool:

@@ -92,7 +92,7 @@ class FileBlobStoreTests(SynchronousTestCase):
         blob_id = self.store.put(b"durable")
         path = self.store.path(blob_id)
         directory = os.path.dirname(path)
-        self.assertEqual(synced, [path, directory, self.store.root])
+        self.assertEqual(synced, [path, directory, os.path.dirname(directory), self.store.root])
         # Known durable now: another blob there needs only the directory.
         self.assertEqual(self.store._directories_for(directory), (directory,))
 
@@ -205,62 +205,6 @@ class FileBlobStoreTests(SynchronousTestCase):
         self.assertFalse(self.store.exists(blob_id))
         self.store.delete(blob_id)
         self.assertRaises(FileNotFoundError, self.store.read, blob_id)
-
-    def test_layout_new_store(self):
-        """
-        A new store keeps its files one directory down (C{xx/<blob id>}),
-        and says so in its layout file, which the next opening reads.
-        """
-        blob_id = self.store.put(b"flat")
-        self.assertEqual(
-            self.store.path(blob_id), os.path.join(self.store.root, blob_id[1:3], blob_id)
-        )
-        self.assertTrue(os.path.isfile(self.store.path(blob_id)))
-        with open(os.path.join(self.store.root, store_module.LAYOUT_FILE)) as f:
-            self.assertEqual(f.read(), "1\n")
-        again = FileBlobStore(self.store.root)
-        self.assertEqual((again.levels, again.read(blob_id)), (1, b"flat"))
-
-    def test_layout_earlier_store(self):
-        """
-        A store made by an earlier version (blobs two directories down, no
-        layout file) keeps that layout: its blobs are found, new ones go
-        beside them, and the layout file now says so.
-        """
-        root = self.mktemp()
-        old_id = blob_id_of(b"old")
-        old_path = os.path.join(root, old_id[1:3], old_id[3:5], old_id)
-        os.makedirs(os.path.dirname(old_path))
-        os.makedirs(os.path.join(root, "tmp"))
-        with open(old_path, "wb") as f:
-            f.write(b"old")
-        store = FileBlobStore(root)
-        self.assertEqual((store.levels, store.read(old_id)), (2, b"old"))
-        new_id = store.put(b"new")
-        self.assertTrue(os.path.isfile(os.path.join(root, new_id[1:3], new_id[3:5], new_id)))
-        with open(os.path.join(root, store_module.LAYOUT_FILE)) as f:
-            self.assertEqual(f.read(), "2\n")
-
-    def test_layout_found_again(self):
-        """
-        A store restored without its layout file is read in the layout
-        of the files it holds, whichever that is.
-        """
-        blob_id = self.store.put(b"flat")
-        os.unlink(os.path.join(self.store.root, store_module.LAYOUT_FILE))
-        again = FileBlobStore(self.store.root)
-        self.assertEqual((again.levels, again.read(blob_id)), (1, b"flat"))
-
-    def test_layout_unknown(self):
-        """
-        A layout file that says anything but 1 or 2 stops the store from
-        opening, naming the file, rather than misplacing blobs.
-        """
-        with open(os.path.join(self.store.root, store_module.LAYOUT_FILE), "w") as f:
-            f.write("3\n")
-        error = self.assertRaises(ValueError, FileBlobStore, self.store.root)
-        self.assertIn(store_module.LAYOUT_FILE, str(error))
-        self.assertIn("'3'", str(error))
 
     def test_not_a_blob_id(self):
         """

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.blobs.database import DatabaseBlobStore
-from jmapd.blobs.store import LAYOUT_FILE, FileBlobStore
+from jmapd.blobs.store import FileBlobStore
 from jmapd.config import default_config
 from jmapd.environment import Environment
 from jmapd.ingest import delivery
@@ -492,12 +492,7 @@ class InTransactionTests(DeliveryTestCase):
         self.assertTrue(stored.startswith(b"Return-Path: <bob@example.org>\r\n"))
         self.assertTrue(stored.endswith(message(subject="one")))
         self.assertEqual(self.count("SELECT count(*) FROM blob_data"), 1)
-        files = [
-            name
-            for _, _, names in os.walk(os.path.join(self.env.config.db_path, "blobs"))
-            for name in names
-            if name != LAYOUT_FILE
-        ]
+        files = [name for _, _, names in os.walk(os.path.join(self.env.config.db_path, "blobs")) for name in names]
         self.assertEqual(files, [])
 
     def test_commitFails(self) -> None:
