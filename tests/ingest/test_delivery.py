@@ -155,9 +155,12 @@ class GroupCommitTests(DeliveryTestCase):
         """
         answers: list[list[Reply]] = []
         real_ingest = emails.IngestBatch.ingest
+        arrived: list[bool] = []
 
         def ingest(batch: emails.IngestBatch, account_id_: str, prepared: Any, *args: Any) -> Any:
-            if prepared.record.subject == trigger:
+            # Once: a transaction run again does not make more mail arrive.
+            if prepared.record.subject == trigger and not arrived:
+                arrived.append(True)
                 self.deliver(account_id, "alice", subject, answers)
             return real_ingest(batch, account_id_, prepared, *args)
 
@@ -294,6 +297,39 @@ class GroupCommitTests(DeliveryTestCase):
         self.threads.drain()
         self.assertEqual(fourth[0][0].code, 250)
         self.assertEqual(self.subjects(alice), ["four"])
+
+    def test_retriedAfterConcurrentLoss(self) -> None:
+        """
+        When the filing transaction loses to a concurrent one (PostgreSQL:
+        a deadlock) and is run again, every message of the group, those
+        taken in during the lost attempt included, is filed once and
+        answered 250.
+        """
+        alice = self.add_account("alice")
+        engine = self.env.database.engine
+        real_commit = engine.commit
+        lost: list[bool] = []
+
+        class Lost(Exception):
+            pass
+
+        def commit(conn: Any) -> None:
+            if not lost:
+                lost.append(True)
+                raise Lost("lost to a concurrent transaction")
+            real_commit(conn)
+
+        self.patch(engine, "commit", commit)
+        self.patch(engine, "is_transient", lambda error: isinstance(error, Lost))
+        late = self.arrive_while_filing(alice, "one", "three")
+        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two")]
+        self.threads.next("file")
+        self.assertEqual(lost, [True])
+        self.assertEqual([answer[0][0].code for answer in answers + [late]], [250, 250, 250])
+        self.assertEqual((self.deliverer.batches, self.deliverer.messages), (1, 3))
+        self.assertEqual(self.subjects(alice), ["one", "three", "two"])
+        self.assertEqual(self.count("SELECT count(*) FROM email_fts"), 3)
+        self.assertEqual(self.count("SELECT sum(total_emails) FROM mailboxes"), 3)
 
     def test_syncFails(self) -> None:
         """
