@@ -35,6 +35,10 @@ from typing import Any
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: The file under the data directory where the server writes, when it
+#: stops, how many filing transactions and messages it counted.
+GROUPS_FILE = "bench-groups"
+
 #: The jmapd account's address the messages go to.
 RECIPIENT = "alice@example.com"
 
@@ -85,6 +89,16 @@ def serve(data: str, port: int, workers: int | None = None, blob_store: str | No
     service.env.database.run_sync(accounts.add_account, "alice", None, ["alice@example.com"], write=True)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    lmtp_child = service.getServiceNamed("lmtp")
+
+    def write_groups() -> None:
+        # How many filing transactions the deliveries took (for report()).
+        deliverer = lmtp_child.deliverer
+        if deliverer is not None:
+            with open(os.path.join(data, GROUPS_FILE), "w") as f:
+                f.write(f"{deliverer.batches} {deliverer.messages}\n")
+
+    reactor.addSystemEventTrigger("before", "shutdown", write_groups)
     profile = os.environ.get("BENCH_PROFILE")
     if profile:
         import cProfile
@@ -209,15 +223,41 @@ def deliver(
     return elapsed
 
 
-def report(target: str, messages: int, size: int, connections: int, elapsed: float, cpu: float | None) -> float:
+def report(
+    target: str,
+    messages: int,
+    size: int,
+    connections: int,
+    elapsed: float,
+    cpu: float | None,
+    groups: tuple[int, int] | None = None,
+) -> float:
+    """
+    Print one run's line: its rate, the server's CPU per message and, for
+    jmapd, how many filing transactions (commits) the messages took.
+    """
     rate = messages / elapsed
     print(
         f"{target}: {messages} messages of {size} octets over {connections} LMTP connections:"
         f" {elapsed:.2f} s, {rate:.0f} messages/s"
-        + ("" if cpu is None else f", server CPU {cpu * 1000 / messages:.2f} ms per message"),
+        + ("" if cpu is None else f", server CPU {cpu * 1000 / messages:.2f} ms per message")
+        + ("" if not groups or not groups[0] else f", {groups[0]} commits ({groups[1] / groups[0]:.1f} messages each)"),
         flush=True,
     )
     return rate
+
+
+def read_groups(data: str) -> tuple[int, int] | None:
+    """
+    The filing transactions and messages the server counted (L{serve}
+    writes them when it stops), or C{None}.
+    """
+    try:
+        with open(os.path.join(data, GROUPS_FILE)) as f:
+            batches, filed = f.read().split()
+    except (OSError, ValueError):
+        return None
+    return int(batches), int(filed)
 
 
 def run(
@@ -253,7 +293,7 @@ def run(
         stored = count_emails(data)
         if stored != messages:
             raise RuntimeError(f"{messages} messages acknowledged but {stored} stored")
-        return report("jmapd", messages, size, connections, elapsed, cpu)
+        return report("jmapd", messages, size, connections, elapsed, cpu, read_groups(data))
 
 
 def cyrus_total(peer: Any) -> int:
