@@ -8,15 +8,18 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet import endpoints
-from twisted.internet.protocol import Factory
+from OpenSSL import SSL
+from twisted.internet import endpoints, ssl
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from jmapd.config import default_config
 from jmapd.endpoints import endpoint_string, jmap_endpoint
@@ -189,3 +192,121 @@ class RoundTripTests(SynchronousTestCase):
         [(port, _factory, context_factory, _backlog, interface)] = reactor.sslServers
         self.assertEqual((port, interface), (8443, "::1"))
         self.assertIsNotNone(context_factory.getContext())
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_chain(directory: str) -> tuple[bytes, str, str]:
+    """
+    Write a certificate for C{localhost} signed by an intermediate CA
+    signed by a root CA, as certbot does: the server's certificate then
+    the intermediate in one file (C{fullchain.pem}), and its key.
+
+    @return: (the root's PEM, the chain file's path, the key's path).
+    """
+    os.makedirs(directory, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(subject: str, key: Any, issuer: str, issuer_key: Any, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(subject))
+            .issuer_name(_name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+            )
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    root_key, middle_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = issue("Test Root", root_key, "Test Root", root_key, True)
+    middle = issue("Test Intermediate", middle_key, "Test Root", root_key, True)
+    leaf = issue("localhost", leaf_key, "Test Intermediate", middle_key, False)
+    chain_path = os.path.join(directory, "fullchain.pem")
+    key_path = os.path.join(directory, "key.pem")
+    with open(chain_path, "wb") as f:
+        f.write(leaf.public_bytes(serialization.Encoding.PEM) + middle.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(
+            leaf_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return root.public_bytes(serialization.Encoding.PEM), chain_path, key_path
+
+
+class _Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class _Client(Protocol):
+    """
+    Says C{ping}, closes on the answer; L{done} fires with what came back
+    once the connection is closed, or fails with why it was lost before.
+    """
+
+    def __init__(self) -> None:
+        self.done: Deferred[bytes] = Deferred()
+        self.answer = b""
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"ping")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.answer += data
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        if self.answer:
+            self.done.callback(self.answer)
+        else:
+            self.done.errback(reason)
+
+
+class ChainTests(TestCase):
+    """
+    Over a real TLS connection on 127.0.0.1: a certificate file with the
+    whole chain is served whole.
+    """
+
+    async def handshake(self, description: str, root_pem: bytes) -> bytes:
+        from twisted.internet import reactor
+
+        port = await endpoints.serverFromString(reactor, description).listen(Factory.forProtocol(_Echo))
+        self.addCleanup(port.stopListening)
+        options = ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(root_pem))
+        client = endpoints.wrapClientTLS(
+            options, endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        )
+        protocol = await client.connect(Factory.forProtocol(_Client))
+        return await protocol.done
+
+    async def test_fullChain(self) -> None:
+        """
+        A client that trusts only the root CA verifies the server whose
+        jmap-cert-path holds its certificate and the intermediate (it
+        would fail with the server's certificate alone).
+        """
+        root_pem, chain_path, key_path = make_chain(os.path.abspath(self.mktemp()))
+        description = endpoint_string("127.0.0.1", 0, chain_path, key_path)
+        self.assertIn(":extraCertChain=", description)
+        self.assertEqual(await self.handshake(description, root_pem), b"ping")
+
+    async def test_leafAloneFails(self) -> None:
+        """
+        The check above can fail: without the intermediate (the string as
+        it was before, certKey only), that client refuses the server.
+        """
+        root_pem, chain_path, key_path = make_chain(os.path.abspath(self.mktemp()))
+        description = endpoint_string("127.0.0.1", 0, chain_path, key_path).split(":extraCertChain=")[0]
+        with self.assertRaises(SSL.Error):
+            await self.handshake(description, root_pem)

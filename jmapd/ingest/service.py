@@ -12,6 +12,7 @@ cut off retries it, and nothing was acknowledged that is not stored.
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any
 
@@ -59,7 +60,16 @@ def tls_context(config: Any) -> Any:
             cert_pem = f.read()
         with open(key, "rb") as f:
             key_pem = f.read()
-        return ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem).options()
+        certificate = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+        # A chain file (the server's certificate, then the intermediates)
+        # is sent whole: loadPEM keeps only the first.
+        chain = [
+            ssl.Certificate.loadPEM(pem).original
+            for pem in re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", cert_pem, re.DOTALL)[1:]
+        ]
+        return ssl.CertificateOptions(
+            privateKey=certificate.privateKey.original, certificate=certificate.original, extraCertChain=chain
+        )
     except Exception as error:
         text = " ".join((str(error) or type(error).__name__).split())
         raise LMTPStartupError(f"cannot use the certificate and key (lmtp-cert-path, lmtp-key-path): {text}") from None

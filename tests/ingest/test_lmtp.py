@@ -20,7 +20,7 @@ from jmapd.ingest.lmtp import is_trusted
 from jmapd.ingest.service import LMTPService, LMTPStartupError, lmtp_service, tls_context
 from jmapd.storage import accounts, emails, mailboxes
 from tests.ingest.support import LMTPTestCase, message
-from tests.test_endpoints import make_certificate
+from tests.test_endpoints import make_certificate, make_chain
 
 
 class DeliveryTests(LMTPTestCase):
@@ -571,6 +571,33 @@ class TLSTests(LMTPTestCase):
             self.assertEqual(refused, {})
             (stored,) = self.stored(server, alice)
             self.assertIn(b"with LMTPS id ", stored)
+
+        return ensureDeferred(run())
+
+    def test_startTLSChain(self) -> Any:
+        """
+        A certificate file with the chain (the server's certificate, then
+        the intermediate) is sent whole over STARTTLS: a client trusting
+        only the root CA verifies the server, host name included.
+        """
+
+        async def run() -> None:
+            root_pem, chain, key = make_chain(os.path.abspath(self.mktemp()))
+            server, _, port = await self.start_lmtp(lmtp_cert_path=chain, lmtp_key_path=key)
+            alice = server.add_account("alice", ("alice@example.com",))
+
+            def deliver() -> Any:
+                client = smtplib.LMTP("localhost", port)
+                client.ehlo()
+                context = ssl.create_default_context(cadata=root_pem.decode("ascii"))
+                client.starttls(context=context)
+                client.ehlo()
+                refused = client.sendmail("bob@example.org", ["alice@example.com"], message())
+                client.quit()
+                return refused
+
+            self.assertEqual(await self.in_thread(deliver), {})
+            self.assertEqual(len(self.stored(server, alice)), 1)
 
         return ensureDeferred(run())
 
