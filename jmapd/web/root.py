@@ -7,6 +7,7 @@ The resource tree:
     /jmap/upload/{accountId}/    upload
     /jmap/download/{accountId}/{blobId}/{name}
     /jmap/eventsource/, /jmap/ws (when push is enabled)
+    /health                      for load balancers (no credentials)
 
 wrapped in the CORS resource, and a Site that sets TCP_NODELAY on every
 connection (see DESIGN.md: a keep-alive response larger than one packet
@@ -23,6 +24,7 @@ from twisted.web.server import Request, Site
 from jmapd.web.api import APIResource
 from jmapd.web.blobs import DownloadResource, UploadResource
 from jmapd.web.cors import CORSPolicy, CORSResource
+from jmapd.web.health import HealthResource
 from jmapd.web.resource import HTTPProblem, write_problem
 from jmapd.web.session import SessionResource
 
@@ -81,6 +83,7 @@ def build_root(env: Any, authenticator: Any, extra: dict[bytes, Resource] | None
     well_known = _Directory()
     well_known.putChild(b"jmap", SessionResource(env, authenticator))
     root.putChild(b".well-known", well_known)
+    root.putChild(b"health", HealthResource(env))
     children: dict[bytes, Resource] = {
         b"upload": UploadResource(env, authenticator),
         b"download": DownloadResource(env, authenticator),
