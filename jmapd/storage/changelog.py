@@ -17,7 +17,7 @@ the newest compacted tombstone then get C{cannotCalculateChanges}.
 The writes are held by the transaction and made together before it
 commits or reads them (L{jmapd.storage.pending}): code that reads the
 changelog, the states or an account's modseq with SQL of its own calls
-L{flush} first.
+L{jmapd.storage.database.Transaction.flush} first.
 """
 
 from __future__ import annotations
@@ -56,15 +56,6 @@ class Changes:
     updated: list[str]
     destroyed: list[str]
     props_changed: bool
-
-
-def flush(txn: Any) -> None:
-    """
-    Write the changelog writes C{txn} holds (L{jmapd.storage.pending}):
-    call it before reading the changelog, the states or an account's
-    modseq in a transaction that may have changed them.
-    """
-    txn.flush()
 
 
 def _bump(txn: Any, account_id: str) -> int:

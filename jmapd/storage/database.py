@@ -31,7 +31,7 @@ from twisted.logger import Logger
 
 from jmapd.storage.freshness import ChangeCounter, change_counter
 from jmapd.storage.migrations import apply_migrations
-from jmapd.storage.pending import PendingChanges
+from jmapd.storage.pending import PendingChanges, Snapshot
 
 T = TypeVar("T")
 
@@ -129,7 +129,7 @@ class _Savepoint:
     def __init__(self, txn: Transaction, name: str) -> None:
         self._txn = txn
         self._name = name
-        self._pending: Any = None
+        self._pending: Snapshot | None = None
         self._locked: set[str] = set()
 
     def __enter__(self) -> None:
@@ -145,6 +145,7 @@ class _Savepoint:
         else:
             txn.execute(f"ROLLBACK TO SAVEPOINT {self._name}")
             txn.execute(f"RELEASE SAVEPOINT {self._name}")
+            assert self._pending is not None, "a savepoint left without being entered"
             txn.pending.restore(self._pending)
             txn._locked_accounts = self._locked
 

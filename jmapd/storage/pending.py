@@ -16,7 +16,7 @@ the account is locked.  A transaction instead keeps them here:
    accounts' modseqs too), just before the transaction commits, or
    before anything in the transaction reads the changelog, the states or
    an account's modseq (the readers in L{jmapd.storage.changelog} and
-   elsewhere call L{jmapd.storage.changelog.flush} first).
+   elsewhere call L{jmapd.storage.database.Transaction.flush} first).
 
 A savepoint takes a L{PendingChanges.snapshot} when it starts and puts it
 back when it is rolled back: the database then holds what it held at the
@@ -31,6 +31,9 @@ from __future__ import annotations
 from typing import Any
 
 from attrs import define, field
+
+#: What L{PendingChanges.snapshot} returns: copies of its four fields.
+Snapshot = tuple[dict[str, int], dict[str, int], list[tuple[str, tuple[Any, ...]]], dict[tuple[str, str], int]]
 
 
 @define
@@ -107,12 +110,9 @@ class PendingChanges:
             modseq == self.stored.get(account_id) for account_id, modseq in self.modseqs.items()
         )
 
-    def snapshot(self) -> tuple[dict[str, int], dict[str, int], list[tuple[str, tuple[Any, ...]]], dict[tuple[str, str], int]]:
+    def snapshot(self) -> Snapshot:
         return dict(self.modseqs), dict(self.stored), list(self.rows), dict(self.states)
 
-    def restore(
-        self,
-        snapshot: tuple[dict[str, int], dict[str, int], list[tuple[str, tuple[Any, ...]]], dict[tuple[str, str], int]],
-    ) -> None:
+    def restore(self, snapshot: Snapshot) -> None:
         modseqs, stored, rows, states = snapshot
         self.modseqs, self.stored, self.rows, self.states = dict(modseqs), dict(stored), list(rows), dict(states)
