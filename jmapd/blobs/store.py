@@ -169,12 +169,8 @@ class FileBlobStore:
             )
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
             try:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                finally:
-                    os.close(fd)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
                 os.replace(tmp, final)
             except BaseException:
                 if os.path.exists(tmp):
@@ -240,10 +236,8 @@ class FileBlobStore:
         if directory in self._durable:
             return (directory,)
         os.makedirs(directory, exist_ok=True)
-        chain = [directory]
-        while chain[-1] != self.root:
-            chain.append(os.path.dirname(chain[-1]))
-        return tuple(chain)
+        parent = os.path.dirname(directory)
+        return (directory, parent, os.path.dirname(parent))
 
     def put_file(self, source: BinaryIO) -> str:
         """

@@ -92,7 +92,9 @@ class FileBlobStoreTests(SynchronousTestCase):
         blob_id = self.store.put(b"durable")
         path = self.store.path(blob_id)
         directory = os.path.dirname(path)
-        self.assertEqual(synced, [path, directory, os.path.dirname(directory), self.store.root])
+        self.assertEqual(
+            synced, [path, directory, os.path.dirname(directory), os.path.dirname(os.path.dirname(directory))]
+        )
         # Known durable now: another blob there needs only the directory.
         self.assertEqual(self.store._directories_for(directory), (directory,))
 
