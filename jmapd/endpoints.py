@@ -20,6 +20,7 @@ certificates).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet.endpoints import quoteStringArgument
@@ -42,6 +43,14 @@ def jmap_endpoint(config: Any) -> str:
     )
 
 
+def pem_certificates(pem: bytes) -> list[bytes]:
+    """
+    Each PEM certificate in C{pem}, in order (the server's first, then its
+    chain).
+    """
+    return re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.DOTALL)
+
+
 def _certificates_in(path: str) -> int:
     """
     How many PEM certificates the file at C{path} holds (0 when it cannot
@@ -50,7 +59,7 @@ def _certificates_in(path: str) -> int:
     """
     try:
         with open(path, "rb") as f:
-            return f.read().count(b"-----BEGIN CERTIFICATE-----")
+            return len(pem_certificates(f.read()))
     except OSError:
         return 0
 

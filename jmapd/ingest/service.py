@@ -12,7 +12,6 @@ cut off retries it, and nothing was acknowledged that is not stored.
 
 from __future__ import annotations
 
-import re
 import socket
 from typing import Any
 
@@ -23,7 +22,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-from jmapd.endpoints import endpoint_string
+from jmapd.endpoints import endpoint_string, pem_certificates
 from jmapd.ingest.delivery import Deliverer
 from jmapd.ingest.lmtp import LMTPFactory
 from jmapd.ingest.recipients import RecipientResolver
@@ -63,10 +62,7 @@ def tls_context(config: Any) -> Any:
         certificate = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
         # A chain file (the server's certificate, then the intermediates)
         # is sent whole: loadPEM keeps only the first.
-        chain = [
-            ssl.Certificate.loadPEM(pem).original
-            for pem in re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", cert_pem, re.DOTALL)[1:]
-        ]
+        chain = [ssl.Certificate.loadPEM(pem).original for pem in pem_certificates(cert_pem)[1:]]
         return ssl.CertificateOptions(
             privateKey=certificate.privateKey.original, certificate=certificate.original, extraCertChain=chain
         )
