@@ -133,6 +133,17 @@ class DeliveryTestCase(SynchronousTestCase):
 
         self.patch(emails.IngestBatch, "ingest", ingest)
 
+    def fail_commits(self) -> Any:
+        """
+        Make every commit fail as a disk error would, until the returned
+        patcher is restored.
+        """
+
+        def commit(conn: Any) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        return self.patch(self.env.database.engine, "commit", commit)
+
     def count(self, sql: str) -> int:
         return int(self.env.database.run_sync(lambda txn: txn.fetchvalue(sql)))
 
@@ -272,13 +283,7 @@ class GroupCommitTests(DeliveryTestCase):
         alice = self.add_account("alice")
         bob = self.add_account("bob")
         changes_before = self.count("SELECT count(*) FROM changelog")
-        engine = self.env.database.engine
-        real_commit = engine.commit
-
-        def commit(conn: Any) -> None:
-            raise sqlite3.OperationalError("disk I/O error")
-
-        self.patch(engine, "commit", commit)
+        failing = self.fail_commits()
         first = self.deliver(alice, "alice", "one")
         self.threads.next("file")
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
@@ -289,7 +294,7 @@ class GroupCommitTests(DeliveryTestCase):
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
         self.assertEqual([second[0][0].code, third[0][0].code], [451, 451])
         self.assertEqual((self.deliverer.batches, self.deliverer.messages), (0, 0))
-        self.patch(engine, "commit", real_commit)
+        failing.restore()
         self.assertEqual(self.count("SELECT count(*) FROM emails"), 0)
         self.assertEqual(self.count("SELECT count(*) FROM blobs"), 0)
         self.assertEqual(self.count("SELECT count(*) FROM changelog"), changes_before)
@@ -537,18 +542,12 @@ class InTransactionTests(DeliveryTestCase):
         neither the Emails nor their bytes are stored.
         """
         alice = self.add_account("alice")
-        engine = self.env.database.engine
-        real_commit = engine.commit
-
-        def commit(conn: Any) -> None:
-            raise sqlite3.OperationalError("disk I/O error")
-
-        self.patch(engine, "commit", commit)
+        failing = self.fail_commits()
         answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two")]
         self.threads.drain()
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
         self.assertEqual([answer[0][0].code for answer in answers], [451, 451])
-        self.patch(engine, "commit", real_commit)
+        failing.restore()
         self.assertEqual(self.count("SELECT count(*) FROM emails"), 0)
         self.assertEqual(self.count("SELECT count(*) FROM blob_data"), 0)
         self.assertEqual(self.count("SELECT count(*) FROM blob_chunks"), 0)
