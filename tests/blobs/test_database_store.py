@@ -13,11 +13,12 @@ from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.blobs.database import DatabaseBlobStore, PendingBlob, open_blob_store
-from jmapd.blobs.store import FileBlobStore, blob_id_of, is_blob_id
+from jmapd.blobs.store import FileBlobStore, blob_id_of
 from jmapd.config import default_config
 from jmapd.storage import blob_directory, open_database
 from jmapd.storage.database import Database
 from tests import pg
+from tests.blobs.test_store import ContentAddressedTests
 from tests.ingest.support import LMTPTestCase, message
 from tests.web.test_blobs import download, uploaded
 
@@ -29,7 +30,7 @@ class Boom(Exception):
     pass
 
 
-class DatabaseBlobStoreTests(SynchronousTestCase):
+class DatabaseBlobStoreTests(ContentAddressedTests, SynchronousTestCase):
     def setUp(self):
         self.engine = pg.make_engine(self)
         self.database = Database(self.engine)
@@ -48,18 +49,6 @@ class DatabaseBlobStoreTests(SynchronousTestCase):
             (row[0], row[1], len(row[2]))
             for row in self.rows("SELECT blob_id, seq, data FROM blob_chunks ORDER BY blob_id, seq")
         ]
-
-    def test_content_addressed(self):
-        """
-        A blob's id is the file store's id for the same bytes, and reading
-        it back gives the same bytes.
-        """
-        blob_id = self.store.put(b"hello")
-        self.assertEqual(blob_id, blob_id_of(b"hello"))
-        self.assertTrue(is_blob_id(blob_id))
-        self.assertEqual(self.store.read(blob_id), b"hello")
-        self.assertEqual(self.store.size(blob_id), 5)
-        self.assertTrue(self.store.exists(blob_id))
 
     def test_same_content_same_id(self):
         """

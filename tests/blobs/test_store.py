@@ -22,14 +22,16 @@ class Boom(Exception):
     pass
 
 
-class FileBlobStoreTests(SynchronousTestCase):
-    def setUp(self):
-        self.store = FileBlobStore(self.mktemp())
+class ContentAddressedTests:
+    """
+    What every blob store does (mixed into each store's tests, whose
+    C{setUp} makes C{self.store}).
+    """
 
     def test_content_addressed(self):
         """
-        A blob's id is derived from the SHA-256 of its bytes, and reading it
-        back gives the same bytes.
+        A blob's id is derived from the SHA-256 of its bytes (the same id
+        in every store), and reading it back gives the same bytes.
         """
         blob_id = self.store.put(b"hello")
         self.assertEqual(blob_id, blob_id_of(b"hello"))
@@ -37,6 +39,11 @@ class FileBlobStoreTests(SynchronousTestCase):
         self.assertEqual(self.store.read(blob_id), b"hello")
         self.assertEqual(self.store.size(blob_id), 5)
         self.assertTrue(self.store.exists(blob_id))
+
+
+class FileBlobStoreTests(ContentAddressedTests, SynchronousTestCase):
+    def setUp(self):
+        self.store = FileBlobStore(self.mktemp())
 
     def test_same_content_same_id(self):
         """
