@@ -401,7 +401,9 @@ def _group_list(context: _Context) -> None:
 def _blob_store(context: _Context) -> Any:
     from jmapd.blobs.database import open_blob_store
 
-    return open_blob_store(context.config)
+    # On SQLite it shares the metadata database (delivered messages are
+    # staged there before they are moved to their files).
+    return open_blob_store(context.config, context.database)
 
 
 def _import(context: _Context) -> None:

@@ -1237,8 +1237,10 @@ class Config:
             choice("files", "database"),
             "files",
             "Where raw messages and uploads are kept: files (under db-path, which"
-            " several nodes must then share) or database (in the metadata database:"
-            " PostgreSQL of db-url, or SQLite under db-path).",
+            " several nodes must then share; delivered messages are first staged in"
+            " the metadata database and moved to their files about a second later)"
+            " or database (in the metadata database: PostgreSQL of db-url, or SQLite"
+            " under db-path).",
         )
     )
     rate_limit_authenticated: RateLimit = field(

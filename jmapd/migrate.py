@@ -16,7 +16,10 @@ translated, and Emails SQLite had not indexed yet are indexed on the way.
 
 Blobs go first, each checked against its content-addressed id: into the
 PostgreSQL database for C{blob-store: database}, or, for C{files}, into
-the configured db-path unless they are already there.  The tables then
+the configured db-path unless they are already there.  Blobs the SQLite
+database itself holds (delivered messages not yet moved to their files,
+L{jmapd.blobs.writeback}, or all of them with C{blob-store: database})
+are copied the same way.  The tables then
 go in one PostgreSQL transaction, read from one SQLite snapshot, so a
 failed migration leaves the target as empty as it found it and can be
 run again.  At the end the rows of each table, and the blobs, are counted
@@ -358,6 +361,9 @@ def migrate_from_sqlite(
         target.run_sync(_refuse_non_empty, where)
         store = open_blob_store(config)
         blob_ids, copied = _copy_blobs(config, store, source_blob_dir, progress, note)
+        staged_ids, staged_copied = _copy_staged_blobs(source, store, note)
+        blob_ids += staged_ids
+        copied += staged_copied
         indexed = target.run_sync(_copy_tables, source, store, progress, note, where, write=True)
         counts = _verify(source, target, store, blob_ids, indexed)
         accounts = target.run_sync(lambda txn: _count(txn, "accounts"))
@@ -423,6 +429,27 @@ def _copy_blobs(
             f" such as {corrupt[0]}; nothing else was copied"
         )
     note(f"blobs: {copied} copied, {len(files) - copied} already there")
+    return blob_ids, copied
+
+
+def _copy_staged_blobs(source: Database, store: Any, note: Callable[[str], None]) -> tuple[list[str], int]:
+    """
+    Put every blob the old installation keeps in its database into
+    C{store}: delivered messages staged for their files
+    (L{jmapd.blobs.writeback}), or every blob of C{blob-store: database};
+    return their ids and how many were copied.
+    """
+    staged = DatabaseBlobStore(source)
+    blob_ids = source.run_sync(
+        lambda txn: [row[0] for row in txn.fetchall("SELECT blob_id FROM blob_data ORDER BY blob_id")]
+    )
+    copied = 0
+    for blob_id in blob_ids:
+        if not store.exists(blob_id):
+            store.put(staged.read(blob_id))
+            copied += 1
+    if blob_ids:
+        note(f"blobs in the SQLite database: {copied} copied, {len(blob_ids) - copied} already there")
     return blob_ids, copied
 
 

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from jmapd import push
 from jmapd.auth.checkers import make_portal
 from jmapd.blobs.database import open_blob_store
+from jmapd.blobs.writeback import MOVE_INTERVAL
 from jmapd.config import derived_url
 from jmapd.endpoints import jmap_endpoint
 from jmapd.environment import Environment
@@ -187,7 +188,7 @@ class JMAPService(MultiService):
     worker pool (and the database behind it), on PostgreSQL the notifier
     that hears other nodes' commits (L{jmapd.push.pgnotify}), the outgoing
     mail queue,
-    housekeeping, the web listener, the LMTP listener, push.  So nothing
+    housekeeping, moving staged blobs to their files, the web listener, the LMTP listener, push.  So nothing
     accepts work before the pool is ready, and every listener has stopped
     and finished what it acknowledged before the pool drains.
     """
@@ -215,6 +216,11 @@ class JMAPService(MultiService):
         maintenance = TimerService(MAINTENANCE_INTERVAL, self.maintain)
         maintenance.clock = reactor
         maintenance.setServiceParent(self)
+        if hasattr(env.blobs, "move"):
+            # Staged blobs go to their files (jmapd.blobs.writeback).
+            moving = TimerService(MOVE_INTERVAL, lambda: self.move_blobs())
+            moving.clock = reactor
+            moving.setServiceParent(self)
         self.web = WebService(reactor, env, self.notifier)
         self.web.setServiceParent(self)
         self.lmtp = lmtp_service(env, reactor)
@@ -241,6 +247,23 @@ class JMAPService(MultiService):
             close_blobs = getattr(self.env.blobs, "close", None)
             if close_blobs is not None:
                 close_blobs()
+
+    def move_blobs(self) -> Deferred[Any] | None:
+        """
+        Move staged blobs to their files (L{jmapd.blobs.writeback}) in the
+        worker pool.
+        """
+        if not self.env.workers.running:
+            return None
+
+        def done(moved: int) -> None:
+            if moved:
+                log.debug("moved {count} staged blobs to their files", count=moved)
+
+        d = self.env.workers.run(self.env.blobs.move)
+        d.addCallback(done)
+        d.addErrback(lambda f: log.failure("moving staged blobs to their files failed; they stay staged", f))
+        return d
 
     def maintain(self) -> Deferred[Any] | None:
         """

@@ -239,6 +239,30 @@ class MigrateTests(ServerTestCase):
 
         return ensureDeferred(run())
 
+    def test_stagedBlobsCopied(self) -> Any:
+        """
+        A delivered message still staged in the SQLite database (not yet
+        moved to its file: jmapd.blobs.writeback) is copied too; with
+        blob-store files it becomes a file under the new db-path.
+        """
+
+        async def run() -> None:
+            url = pg.database_url(self)
+            source, facts = await self.build()
+            self.patch(source.service, "move_blobs", lambda: None)
+            staged = b"Subject: staged\r\n\r\nNot moved yet.\r\n"
+            blob_id = source.env.database.run_sync(lambda txn: source.env.blobs.write_in(txn, staged), write=True)
+            self.assertFalse(source.env.blobs.files.exists(blob_id))
+            target_path = os.path.abspath(self.mktemp())
+            config = write_config(self, db_path=target_path, db_url=url)
+            status, out, err = admin(config, "migrate", "--from-sqlite", source.env.config.db_path)
+            self.assertEqual(status, 0, err)
+            self.assertIn("blobs in the SQLite database: 1 copied", out + err)
+            with open(FileBlobStore(os.path.join(target_path, "blobs")).path(blob_id), "rb") as f:
+                self.assertEqual(f.read(), staged)
+
+        return ensureDeferred(run())
+
     def test_countsChecked(self) -> Any:
         """
         The counts are read back from both databases: rows that did not

@@ -372,19 +372,25 @@ class _ChunkReader(io.RawIOBase):
 
 def open_blob_store(config: Any, database: Database | None = None) -> Any:
     """
-    The blob store the configuration names (C{blob-store}): files under
-    db-path, or, for C{database}, this store in the metadata database:
-    on SQLite, sharing C{database}, the metadata's (see the module
-    docstring); on PostgreSQL of C{db-url}, or on SQLite when C{database}
-    is not given (a caller that never holds a transaction while it stores
-    blobs), on connections of its own (as many as the metadata's:
-    C{db-pool-size}), migrated.
+    The blob store the configuration names (C{blob-store}): for
+    C{database}, this store in the metadata database: on SQLite, sharing
+    C{database}, the metadata's (see the module docstring); on PostgreSQL
+    of C{db-url}, or on SQLite when C{database} is not given (a caller
+    that never holds a transaction while it stores blobs), on connections
+    of its own (as many as the metadata's: C{db-pool-size}), migrated.
+    For C{files}, files under db-path with delivered messages staged in
+    that same database store first
+    (L{jmapd.blobs.writeback.WriteBackBlobStore}).
     """
-    if config.blob_store == "database":
-        if database is not None and database.engine.name == "sqlite":
-            return DatabaseBlobStore(database, shared=True)
+    from jmapd.blobs.writeback import WriteBackBlobStore
+
+    if database is not None and database.engine.name == "sqlite":
+        in_database = DatabaseBlobStore(database, shared=True)
+    else:
         own = Database(engine_from_config(config))
         own.migrate()
-        return DatabaseBlobStore(own)
+        in_database = DatabaseBlobStore(own)
+    if config.blob_store == "database":
+        return in_database
     os.makedirs(blob_directory(config), exist_ok=True)
-    return FileBlobStore(blob_directory(config))
+    return WriteBackBlobStore(FileBlobStore(blob_directory(config)), in_database)

@@ -10,22 +10,20 @@ for the group, in order:
 
  1. I{prepares} each message: for each recipient the trace fields
     (Return-Path, Delivered-To, Received) are put in front of it, the
-    result is written to the blob store without waiting for the disk
-    (L{jmapd.blobs.store.FileBlobStore.write}) and parsed, and the parse is
-    turned into the stored columns and the search document
-    (L{jmapd.storage.emails.prepare_message});
+    result is parsed, and the parse is turned into the stored columns and
+    the search document (L{jmapd.storage.emails.prepare_message});
  2. I{files} them in one write transaction: each recipient's copy becomes
-    an Email in the account's Inbox and the vacation response is
-    considered; then the messages that arrived meanwhile are prepared
-    and filed in the same transaction, until none waits (or the group
-    holds C{max_batch});
- 3. I{syncs} the group's blob files at once
-    (L{jmapd.blobs.store.FileBlobStore.sync}: one flush of the file
-    system), writes the Mailbox counts and EmailDelivery state of each
-    account once for the group (L{jmapd.storage.emails.IngestBatch}), and
-    commits (SQLite fsyncs its WAL).
-
-A blob is durable before the transaction that refers to it commits.
+    an Email in the account's Inbox, its bytes are written by the same
+    transaction (the store's C{write_in}: the database store keeps them
+    there, the file store stages them there until they are moved to
+    their files, L{jmapd.blobs.writeback}), and the vacation response is
+    considered; then the messages that arrived meanwhile are prepared and
+    filed in the same transaction, until none waits (or the group holds
+    C{max_batch});
+ 3. writes the Mailbox counts and EmailDelivery state of each account once
+    for the group (L{jmapd.storage.emails.IngestBatch}), and commits: one
+    flush (on SQLite, of its log) makes the group's bytes and rows durable
+    together.
 
 Only when its transaction has committed does the Deferred of each message
 fire with one L{Reply} per recipient, and only then does LMTP send its
@@ -35,15 +33,12 @@ error and the others are filed.  If the sync or the transaction as a
 whole fails, every recipient of the group gets a temporary error, and the
 MTA tries again later.
 
-The disk cost per group of messages is then two flushes (the blobs' and
-the commit's), instead of two fsyncs per message and a commit per batch.
-
-With a store that can write a blob inside a transaction (C{write_in}: the
-database store, L{jmapd.blobs.database.DatabaseBlobStore}), there is no
-sync step and no blob file: I{prepare} only parses, and each recipient's
-copy is written by the filing transaction, in the savepoint that files
-it.  The commit then makes the bytes and the rows durable at once, one
-flush per group (on SQLite, of its log).
+The disk cost per group of messages is then one flush, instead of two
+fsyncs per message (its file and its directory) and a commit per batch.
+Until 2026-11-26 the file store wrote the files during delivery and
+flushed them before the commit, a second flush per group; staging the
+bytes in the transaction measured 243 to 307 messages per second on the
+delivery benchmark (docs/delivery.md).
 
 Why one thread does all of it, rather than parsing in the worker pool and
 syncing in a thread of its own beside the filing (as the first versions
@@ -70,7 +65,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from jmapd.blobs.store import Written, blob_id_of
+from jmapd.blobs.store import blob_id_of
 from jmapd.ingest import recipients
 from jmapd.mail import vacation
 from jmapd.mime.parse import parse_message
@@ -121,15 +116,11 @@ def temporary_failure(text: str = "4.3.0 Temporary local failure, try again late
 @frozen
 class _Prepared:
     """
-    One recipient's copy, written and parsed, ready to be filed.
-
-    @ivar written: its blob file, or C{None} when the filing transaction
-        writes the blob (a store with C{write_in}).
+    One recipient's copy, parsed, ready to be filed.
     """
 
     address: str
     raw: bytes
-    written: Written | None
     parsed: dict[str, Any]
     message: emails.PreparedMessage
 
@@ -231,8 +222,8 @@ class Deliverer:
         self._host = host
         self._max_batch = max_batch
         self._run_filing = env.workers.run if run_filing is None else run_filing
-        # The database store writes each blob in the filing transaction.
-        self._write_in: Callable[[Any, bytes], str] | None = getattr(env.blobs, "write_in", None)
+        # Each copy's bytes are written in the filing transaction.
+        self._write_in: Callable[[Any, bytes], str] = env.blobs.write_in
         # Received, waiting for the group being filed to be done.
         self._waiting: deque[_Message] = deque()
         self._filing = False
@@ -324,12 +315,10 @@ class Deliverer:
 
     def _prepare_all(self, items: Sequence[_Message]) -> None:
         """
-        Prepare each message: its blobs are written (unless the filing
-        transaction writes them), not yet durable.
+        Prepare each message (see L{_prepare}).
         """
-        store = None if self._write_in is not None else self._env.blobs
         for item in items:
-            item.copies = _prepare(store, item.envelope, item.heads, item.message)
+            item.copies = _prepare(item.envelope, item.heads, item.message)
 
     def _absorb(self, count: int) -> list[_Message]:
         """
@@ -377,18 +366,6 @@ class Deliverer:
                 break
             self._prepare_all(more)
             batch.extend(more)
-        if self._write_in is None:
-            # The blobs the transaction refers to are durable before it
-            # commits, with one sync for them all; if they cannot be,
-            # nothing is filed.
-            self._env.blobs.sync(
-                [
-                    copy_.written
-                    for item in batch
-                    for copy_ in item.copies
-                    if isinstance(copy_, _Prepared) and copy_.written is not None
-                ]
-            )
         filing.flush()
         changed_states = txn.__dict__.get("changed_states")
         if changed_states:
@@ -462,16 +439,14 @@ class Deliverer:
         if account is None:
             vacation_on = storage_vacation.get_vacation(txn, account_id).is_active(received_at)
             account = accounts[account_id] = _Account(inbox_of(txn, account_id), vacation_on)
-        if self._write_in is not None:
-            self._write_in(txn, prepared.raw)
         created = filing.ingest(
             account_id, prepared.message, len(prepared.raw), [account.inbox], [], received_at, now
         )
-        if self._write_in is None and not self._env.blobs.exists(created.blob_id):
-            # Housekeeping deleted the same bytes (an expired upload of
-            # them) after we synced them and before our row (see
-            # blobs.add_blob): not durable, so not filed; the MTA retries.
-            raise BlobVanished(created.blob_id)
+        # After ingest, whose add_blob holds the blob's lock until the
+        # commit: the same bytes stored before and unreferenced since
+        # cannot be deleted as such (expire_blobs) between this write,
+        # which finds them and writes nothing, and the commit.
+        self._write_in(txn, prepared.raw)
         if account.vacation:
             try:
                 with txn.savepoint():
@@ -497,34 +472,22 @@ class Deliverer:
                 d.callback(None)
 
 
-class BlobVanished(Exception):
+def _prepare(envelope: Envelope, heads: list[bytes], message: bytes) -> list[_Prepared | Reply]:
     """
-    The bytes of a message being filed were deleted as an unreferenced
-    blob before the filing transaction referenced them.
-    """
-
-
-def _prepare(
-    store: Any | None, envelope: Envelope, heads: list[bytes], message: bytes
-) -> list[_Prepared | Reply]:
-    """
-    Write (to C{store}, unless it is C{None}: the filing transaction
-    writes the blob) and parse each recipient's copy (in a worker thread),
-    and make from the parse what the filing transaction writes (the stored
-    columns, the search document), so that the transaction, which runs one
-    at a time, does no more than write.
+    Parse each recipient's copy, and make from the parse what the filing
+    transaction writes (the stored columns, the search document), so that
+    the transaction does no more than write.
     """
     copies: list[_Prepared | Reply] = []
     for (address, _), head in zip(envelope.recipients, heads, strict=True):
         raw = head + message
         try:
-            written = None if store is None else store.write(raw)
-            blob_id = blob_id_of(raw) if written is None else written.blob_id
+            blob_id = blob_id_of(raw)
             parsed = parse_message(raw)
             ready = emails.prepare_message(blob_id, raw, parsed)
         except Exception:
-            log.failure("cannot store the message for {address}", address=address)
+            log.failure("cannot prepare the message for {address}", address=address)
             copies.append(temporary_failure())
             continue
-        copies.append(_Prepared(address, raw, written, parsed, ready))
+        copies.append(_Prepared(address, raw, parsed, ready))
     return copies

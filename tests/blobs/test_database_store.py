@@ -13,7 +13,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.blobs.database import DatabaseBlobStore, PendingBlob, open_blob_store
-from jmapd.blobs.store import FileBlobStore, blob_id_of
+from jmapd.blobs.store import blob_id_of
 from jmapd.config import default_config
 from jmapd.storage import blob_directory, open_database
 from jmapd.storage.database import Database
@@ -245,17 +245,6 @@ class OpenBlobStoreTests(SynchronousTestCase):
     """
     open_blob_store gives the store blob-store names.
     """
-
-    def test_files(self):
-        """
-        By default, blobs are files under db-path, whose directory is
-        created.
-        """
-        config = default_config(db_path=os.path.abspath(self.mktemp()))
-        store = open_blob_store(config)
-        self.assertIsInstance(store, FileBlobStore)
-        self.assertEqual(store.root, blob_directory(config))
-        self.assertTrue(os.path.isdir(blob_directory(config)))
 
     def test_database(self):
         """

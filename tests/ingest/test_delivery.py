@@ -9,7 +9,6 @@ transaction "in progress" while more messages arrive.
 
 from __future__ import annotations
 
-import errno
 import os
 import sqlite3
 from collections.abc import Callable
@@ -23,10 +22,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.blobs.database import DatabaseBlobStore
 from jmapd.blobs.store import FileBlobStore
+from jmapd.blobs.writeback import WriteBackBlobStore
 from jmapd.config import default_config
 from jmapd.environment import Environment
-from jmapd.ingest import delivery
-from jmapd.ingest.delivery import BlobVanished, Deliverer, Envelope, Reply, inbox_of, temporary_failure
+from jmapd.ingest.delivery import Deliverer, Envelope, Reply, inbox_of
 from jmapd.ingest.recipients import RecipientResolver
 from jmapd.storage import accounts, emails, mailboxes, open_database
 from jmapd.util.tticache import TTICache
@@ -59,7 +58,7 @@ class ManualThreads:
     def names(self) -> list[str]:
         """
         What the queued jobs are, in order: C{"file"} (a group's job:
-        prepare, sync and file its messages) or C{"transaction"}.
+        prepare and file its messages) or C{"transaction"}.
         """
         kinds = {"_deliver_group": "file", "_transaction": "transaction"}
         return [kinds.get(fn.__name__, fn.__name__) for fn, _, _ in self.jobs]
@@ -93,7 +92,9 @@ class DeliveryTestCase(SynchronousTestCase):
             config=config,
             registry=None,
             database=database,
-            blobs=FileBlobStore(os.path.join(data, "blobs")),
+            blobs=WriteBackBlobStore(
+                FileBlobStore(os.path.join(data, "blobs")), DatabaseBlobStore(database, shared=True)
+            ),
             clock=Clock(),
             workers=self.threads,
         )
@@ -229,34 +230,26 @@ class GroupCommitTests(DeliveryTestCase):
         self.assertEqual(late[0][0].code, 250)
         self.assertEqual((self.deliverer.batches, self.deliverer.messages), (2, 3))
 
-    def test_groupSynced(self) -> None:
+    def test_stagedWithTheGroup(self) -> None:
         """
-        The blobs of every message of a group, those taken in while it
-        was filed included, are made durable by one sync, before the
-        transaction commits.
+        The bytes of every message of a group, those taken in while it was
+        filed included, are staged by the group's one transaction (rows of
+        blob_data, durable with its commit, none before it runs), and no
+        blob file is written during delivery.
         """
         alice = self.add_account("alice")
-        events: list[Any] = []
-        real_sync = self.env.blobs.sync
-        engine = self.env.database.engine
-        real_commit = engine.commit
-
-        def sync(written: Any) -> None:
-            written = list(written)
-            events.append(("sync", len(written)))
-            real_sync(written)
-
-        def commit(conn: Any) -> None:
-            events.append("commit")
-            real_commit(conn)
-
-        self.patch(self.env.blobs, "sync", sync)
-        self.patch(engine, "commit", commit)
         late = self.arrive_while_filing(alice, "one", "three")
         answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two")]
+        self.assertEqual(self.count("SELECT count(*) FROM blob_data"), 0)
         self.threads.next("file")
         self.assertEqual([answer[0][0].code for answer in answers + [late]], [250, 250, 250])
-        self.assertEqual(events, [("sync", 3), "commit"])
+        self.assertEqual(self.deliverer.batches, 1)
+        rows = self.env.database.run_sync(emails.get_rows, alice, None, ["blob_id"])
+        staged = self.env.database.run_sync(lambda txn: txn.fetchall("SELECT blob_id FROM blob_data"))
+        self.assertEqual(sorted(row[0] for row in staged), sorted(row["blob_id"] for row in rows))
+        self.assertEqual(len(rows), 3)
+        files = [name for _, _, names in os.walk(self.env.blobs.files.root) for name in names]
+        self.assertEqual(files, [])
 
     def test_failedTransaction(self) -> None:
         """
@@ -335,50 +328,6 @@ class GroupCommitTests(DeliveryTestCase):
         self.assertEqual(self.subjects(alice), ["one", "three", "two"])
         self.assertEqual(self.count("SELECT count(*) FROM email_fts"), 3)
         self.assertEqual(self.count("SELECT sum(total_emails) FROM mailboxes"), 3)
-
-    def test_syncFails(self) -> None:
-        """
-        When the blobs of a group cannot be made durable, each recipient
-        of its messages gets 451 and nothing of them is filed.
-        """
-        alice = self.add_account("alice")
-
-        def sync(written: Any) -> None:
-            raise OSError(errno.EIO, "Input/output error")
-
-        self.patch(self.env.blobs, "sync", sync)
-        answers = [self.deliver(alice, "alice", subject) for subject in ("one", "two")]
-        self.threads.next("file")
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
-        self.assertEqual(answers, [[[temporary_failure()]], [[temporary_failure()]]])
-        self.assertEqual(self.threads.names(), [])
-        self.assertEqual(self.subjects(alice), [])
-        self.assertEqual(self.count("SELECT count(*) FROM blobs"), 0)
-        self.assertFalse(self.deliverer.busy)
-
-    def test_bytesDeletedBeforeFiling(self) -> None:
-        """
-        When the written bytes of a message are gone by the time its
-        filing transaction references them (housekeeping deleted the same
-        bytes as an expired upload), the recipient gets 451, so the MTA
-        tries again, and nothing is filed.
-        """
-        alice = self.add_account("alice")
-        real_prepare = delivery._prepare
-
-        def prepare(*args: Any) -> Any:
-            copies = real_prepare(*args)
-            for directory, _, names in os.walk(self.env.blobs.root):
-                for name in names:
-                    os.remove(os.path.join(directory, name))
-            return copies
-
-        self.patch(delivery, "_prepare", prepare)
-        first = self.deliver(alice, "alice", "one")
-        self.threads.next("file")
-        self.assertEqual(len(self.flushLoggedErrors(BlobVanished)), 1)
-        self.assertEqual(first, [[temporary_failure()]])
-        self.assertEqual(self.subjects(alice), [])
 
     def test_countsOncePerGroup(self) -> None:
         """
@@ -535,6 +484,36 @@ class InTransactionTests(DeliveryTestCase):
         self.assertEqual(self.count("SELECT count(*) FROM blob_data"), 1)
         files = [name for _, _, names in os.walk(os.path.join(self.env.config.db_path, "blobs")) for name in names]
         self.assertEqual(files, [])
+
+    def test_bytesWrittenUnderBlobLock(self) -> None:
+        """
+        A copy's bytes are written after its blob's lock is taken (by the
+        Email's blob row, until the commit): bytes found already stored,
+        and so not written again, cannot be deleted as unreferenced
+        (expire_blobs, on PostgreSQL in a concurrent transaction) before
+        the Email referring to them commits.
+        """
+        alice = self.add_account("alice")
+        events: list[str] = []
+        engine = self.env.database.engine
+        real_lock = engine.lock_blob
+        real_write_in = DatabaseBlobStore.write_in
+
+        def lock_blob(txn: Any, blob_id: str) -> None:
+            events.append("lock")
+            real_lock(txn, blob_id)
+
+        def write_in(store: DatabaseBlobStore, txn: Any, data: bytes) -> str:
+            events.append("write")
+            return real_write_in(store, txn, data)
+
+        self.patch(engine, "lock_blob", lock_blob)
+        self.patch(DatabaseBlobStore, "write_in", write_in)
+        self.deliverer = Deliverer(self.env, self.resolver, "mx.example.com")
+        answers = self.deliver(alice, "alice", "one")
+        self.threads.next("file")
+        self.assertEqual(answers[0][0].code, 250)
+        self.assertEqual(events, ["lock", "write"])
 
     def test_commitFails(self) -> None:
         """

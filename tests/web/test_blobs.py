@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
+from jmapd.storage import blob_directory
 from jmapd.storage import blobs as blob_storage
 from tests import pg
 from tests.support import ServerTestCase, basic
@@ -168,7 +169,8 @@ class UploadTests(ServerTestCase):
             response, body = await upload(server, "Anope", b"intruder")
             missing = assert_problem(self, response, body, 404)
             self.assertEqual(problem["detail"].replace(bob, "X"), missing["detail"].replace("Anope", "X"))
-            self.assertEqual(os.listdir(server.env.blobs.root), os.listdir(server.env.blobs.root))
+            stored = [name for _, _, names in os.walk(blob_directory(server.env.config)) for name in names]
+            self.assertEqual(stored, [])
             count = server.env.database.run_sync(lambda txn: txn.fetchvalue("SELECT COUNT(*) FROM blobs"))
             self.assertEqual(count, 0)
 
