@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
     parser.add_argument("--repeat", type=int, default=200, help="timed requests per workload and size")
     parser.add_argument("--keep", help="build the databases in this directory and keep them")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the sizes")
+    parser.add_argument("--plot", metavar="FILE", help="also write a PNG of the costs against the size (matplotlib)")
     options = parser.parse_args(argv)
     sizes = [int(s) for s in options.sizes.split(",")]
     root = tempfile.mkdtemp(prefix="search-scale-", dir=options.keep)
@@ -262,6 +263,10 @@ def main(argv: list[str] | None = None, out: Callable[[str], Any] = print) -> in
         )
         first, last = by_size[sizes[0]], by_size[sizes[-1]]
         out(f"| {name} | {cells} | {last[0] / first[0]:.2f}x ({last[2] / first[2]:.2f}x) |")
+    if options.plot:
+        from bench.plots import plot_scale
+
+        out(f"plot: {plot_scale(results, options.plot)}")
     return 0
 
 
