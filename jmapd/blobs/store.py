@@ -8,10 +8,11 @@ returns only once the blob is durable (its file and the directories naming
 it fsynced): an acknowledged blob survives a crash.  These are blocking
 calls for worker threads.
 
-Many blobs can be made durable together (group commit, for mail delivery):
-L{FileBlobStore.write} puts a blob's file in place without waiting for the
-disk and L{FileBlobStore.sync} then makes a whole group durable with one
-flush of the file system instead of two fsyncs per blob.
+Many blobs can be made durable together (delivered messages moved from
+their staging rows, L{jmapd.blobs.writeback}): L{FileBlobStore.write} puts
+a blob's file in place without waiting for the disk and
+L{FileBlobStore.sync} then makes a whole batch durable with one flush of
+the file system instead of two fsyncs per blob.
 Because a written file is in place before it is durable, a crash can leave
 a file whose content is incomplete under its final name: nothing refers to
 it (the caller records a blob only after C{sync}), and the next C{write}

@@ -29,8 +29,8 @@ Only when its transaction has committed does the Deferred of each message
 fire with one L{Reply} per recipient, and only then does LMTP send its
 250s.  Each recipient is filed in its own savepoint, so one that fails
 (its address was removed since RCPT, its account is gone) gets its own
-error and the others are filed.  If the sync or the transaction as a
-whole fails, every recipient of the group gets a temporary error, and the
+error and the others are filed.  If the transaction as a whole
+fails, every recipient of the group gets a temporary error, and the
 MTA tries again later.
 
 The disk cost per group of messages is then one flush, instead of two
