@@ -379,18 +379,22 @@ def open_blob_store(config: Any, database: Database | None = None) -> Any:
     that never holds a transaction while it stores blobs), on connections
     of its own (as many as the metadata's: C{db-pool-size}), migrated.
     For C{files}, files under db-path with delivered messages staged in
-    that same database store first
-    (L{jmapd.blobs.writeback.WriteBackBlobStore}).
+    the metadata database first
+    (L{jmapd.blobs.writeback.WriteBackBlobStore}): staged rows are only
+    written in the caller's transactions and by the move job, so on
+    either engine they share C{database} when it is given.
     """
     from jmapd.blobs.writeback import WriteBackBlobStore
 
-    if database is not None and database.engine.name == "sqlite":
-        in_database = DatabaseBlobStore(database, shared=True)
-    else:
+    def own() -> DatabaseBlobStore:
         own = Database(engine_from_config(config))
         own.migrate()
-        in_database = DatabaseBlobStore(own)
+        return DatabaseBlobStore(own)
+
     if config.blob_store == "database":
-        return in_database
+        if database is not None and database.engine.name == "sqlite":
+            return DatabaseBlobStore(database, shared=True)
+        return own()
     os.makedirs(blob_directory(config), exist_ok=True)
-    return WriteBackBlobStore(FileBlobStore(blob_directory(config)), in_database)
+    staged = own() if database is None else DatabaseBlobStore(database, shared=True)
+    return WriteBackBlobStore(FileBlobStore(blob_directory(config)), staged)

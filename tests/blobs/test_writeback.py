@@ -33,8 +33,8 @@ class WriteBackTests(SynchronousTestCase):
         self.database.migrate()
         self.addCleanup(self.database.close)
         self.files = FileBlobStore(os.path.abspath(self.mktemp()))
-        shared = self.database.engine.name == "sqlite"
-        self.store = WriteBackBlobStore(self.files, DatabaseBlobStore(self.database, shared=shared))
+        # As open_blob_store makes it: sharing the metadata's database.
+        self.store = WriteBackBlobStore(self.files, DatabaseBlobStore(self.database, shared=True))
 
     def stage(self, *items: bytes) -> list[str]:
         """
@@ -188,7 +188,8 @@ class OpenWriteBackTests(SynchronousTestCase):
     def test_files(self) -> None:
         """
         blob-store files opens a write-back store: files under db-path
-        (the directory created), staging in the metadata database.
+        (the directory created), staging in the metadata database (its
+        own connections for a caller that gives none).
         """
         config = default_config(db_path=os.path.abspath(self.mktemp()))
         store = open_blob_store(config)
@@ -200,7 +201,8 @@ class OpenWriteBackTests(SynchronousTestCase):
 
 class WriteBackServerTests(LMTPTestCase):
     """
-    A server with the default blob store, end to end.
+    A server with the default blob store, end to end (on SQLite, and on
+    PostgreSQL in the variant).
     """
 
     def test_deliveredThenMoved(self) -> None:
@@ -214,6 +216,8 @@ class WriteBackServerTests(LMTPTestCase):
             server, _, port = await self.start_lmtp()
             store = server.env.blobs
             self.assertIsInstance(store, WriteBackBlobStore)
+            # No connections of its own (on PostgreSQL, none beyond db-pool-size).
+            self.assertIs(store.staged.database, server.env.database)
             alice = server.add_account("alice", ("alice@example.com",))
             sent = message(subject="Staged", body="Moved later.")
             moves: list[Any] = []
