@@ -184,8 +184,10 @@ class WriteBackBlobStore:
         self.files.sync(written)
 
         def unstage(txn: Any) -> None:
-            for item in written:
-                self.staged.delete_in(txn, item.blob_id)
+            # In id order, as housekeeping deletes (expire_blobs): two
+            # transactions deleting the same rows wait, never deadlock.
+            for blob_id in sorted({item.blob_id for item in written}):
+                self.staged.delete_in(txn, blob_id)
 
         database.run_sync(unstage, write=True)
         return len(blob_ids)

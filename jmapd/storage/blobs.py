@@ -109,7 +109,9 @@ def expire_blobs(txn: Any, now: float) -> list[str]:
     expired = [
         row[0]
         for row in txn.fetchall(
-            "SELECT DISTINCT blob_id FROM blobs WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            "SELECT DISTINCT blob_id FROM blobs WHERE expires_at IS NOT NULL AND expires_at <= ?"
+            " ORDER BY blob_id",
+            (now,),
         )
     ]
     if not expired:
