@@ -33,7 +33,7 @@ class PoolStopped(Exception):
     """
 
 
-def _finished(job: Deferred[Any]) -> Deferred[None]:
+def when_finished(job: Deferred[Any]) -> Deferred[None]:
     """
     A L{Deferred} that fires when C{job}'s callback chain, as it is now,
     has run.  The job's result passes through untouched: a failure is
@@ -113,7 +113,7 @@ class WorkerPoolService(Service):
         if self._shutdownTrigger is not None:
             self._reactor.removeSystemEventTrigger(self._shutdownTrigger)
             self._shutdownTrigger = None
-        pending = [_finished(d) for d in self._inflight]
+        pending = [when_finished(d) for d in self._inflight]
         if not pending:
             self._stopPool()
             return succeed(None)

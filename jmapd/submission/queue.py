@@ -22,11 +22,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from jmapd.storage import submissions as storage
 from jmapd.submission.relay import Relay, Reply, temporary
+from jmapd.workers import when_finished
 
 log = Logger()
 
@@ -140,6 +141,9 @@ class QueueService(Service):
         self.concurrency = concurrency
         self._inflight: dict[str, Deferred[Any]] = {}
         self._polling = False
+        # The look at the queue in progress (its claims are handed back
+        # before stopService's Deferred fires).
+        self._poll: Deferred[Any] | None = None
         self._again = False
         self._timer: Any = None
         self._idle_waiters: list[Deferred[None]] = []
@@ -175,11 +179,18 @@ class QueueService(Service):
             d.cancel()
         self._inflight.clear()
         self._fire_idle()
-        if not inflight:
+        waits = []
+        if inflight:
+            d = self.env.database.run_interaction(storage.release, inflight, write=True)
+            d.addErrback(lambda f: log.failure("could not release the claims on {ids}", f, ids=inflight))
+            waits.append(d)
+        if self._poll is not None:
+            # Its claims are released (by _claimed) while the worker pool,
+            # which stops after this service, still takes work.
+            waits.append(when_finished(self._poll))
+        if not waits:
             return succeed(None)
-        d = self.env.database.run_interaction(storage.release, inflight, write=True)
-        d.addErrback(lambda f: log.failure("could not release the claims on {ids}", f, ids=inflight))
-        return d
+        return DeferredList(waits).addCallback(lambda _: None)
 
     # -- polling -----------------------------------------------------------
 
@@ -198,6 +209,14 @@ class QueueService(Service):
         free = self.concurrency - len(self._inflight)
         d = self.env.database.run_interaction(self._claim, self.now(), free, list(self._inflight), write=True)
         d.addCallbacks(self._claimed, self._poll_failed)
+        self._poll = d
+
+        def polled(result: Any) -> Any:
+            if self._poll is d:
+                self._poll = None
+            return result
+
+        d.addBoth(polled)
 
     def _claim(
         self, txn: Any, now: float, free: int, busy: list[str]
@@ -206,24 +225,24 @@ class QueueService(Service):
         claimed = storage.claim_due(txn, now, lease, free, busy) if free > 0 else []
         return claimed, storage.next_due(txn), now
 
-    def _claimed(self, result: tuple[list[storage.QueuedMessage], float | None, float]) -> None:
+    def _claimed(self, result: tuple[list[storage.QueuedMessage], float | None, float]) -> Deferred[None] | None:
         claimed, next_due, claimed_at = result
         self._polling = False
         if not self.running:
-            # Stopped while claiming: hand the claims back.
-            if claimed:
-                self.env.database.run_interaction(storage.release, [m.id for m in claimed], write=True).addErrback(
-                    lambda f: log.failure("could not release claims", f)
-                )
+            # Stopped while claiming: hand the claims back (stopService
+            # waits for this).
             self._fire_idle()
-            return
+            if not claimed:
+                return None
+            released = self.env.database.run_interaction(storage.release, [m.id for m in claimed], write=True)
+            return released.addErrback(lambda f: log.failure("could not release claims", f))
         for message in claimed:
             self._start(message)
         now = self.now()
         if self._again or (next_due is not None and claimed_at < next_due <= now):
             # Queued, or due, while we were looking.
             self.kick()
-            return
+            return None
         if next_due is None or next_due <= claimed_at:
             # Nothing waits, or what is due waits for a free sender (a
             # finished send looks again): look again later in any case,
@@ -232,6 +251,7 @@ class QueueService(Service):
         else:
             self._schedule(min(next_due - now, POLL_INTERVAL))
         self._check_idle()
+        return None
 
     def _poll_failed(self, failure: Any) -> None:
         self._polling = False

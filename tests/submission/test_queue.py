@@ -262,3 +262,47 @@ class QueueMessageTests(ServerTestCase):
 
 
 pg.add_postgresql_variants(globals(), ClaimRaceTests)
+
+
+class StopWhileClaimingTests(SynchronousTestCase):
+    """
+    Stopping the queue while it is looking at the queue.
+    """
+
+    def test_claimsReleasedBeforeStopped(self) -> None:
+        """
+        When the queue is stopped while its look at the queue is in
+        flight, the Deferred of stopService fires only after the claims
+        that look brings back have been released (so the worker pool,
+        which stops after the queue, still runs the release).
+        """
+        from twisted.internet.defer import Deferred
+        from twisted.internet.task import Clock
+
+        from jmapd.submission.queue import QueueService
+
+        jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+        class Database:
+            def run_interaction(self, fn: Any, *args: Any, write: bool = False) -> Deferred[Any]:
+                d: Deferred[Any] = Deferred()
+                jobs.append((fn, args, d))
+                return d
+
+        clock = Clock()
+        env = attrs.make_class("Env", ["database", "clock", "config"])(Database(), clock, default_config())
+        relay = attrs.make_class("Relay", ["host", "port", "tls"])("127.0.0.1", 9, None)
+        queue = QueueService(env, None, clock=clock, relay=relay)
+        queue.startService()
+        ((claim, _, claiming),) = jobs
+        self.assertEqual(claim.__name__, "_claim")
+        stopped: list[None] = []
+        queue.stopService().addCallback(stopped.append)
+        self.assertEqual(stopped, [])
+        message = storage.QueuedMessage("q1", "a1", None, "a@x.org", ["b@x.org"], b"m", 0.0, 0)
+        claiming.callback(([message], None, 0.0))
+        self.assertEqual(stopped, [])
+        (release, args, releasing) = jobs[1]
+        self.assertEqual((release, args), (storage.release, (["q1"],)))
+        releasing.callback(None)
+        self.assertEqual(stopped, [None])
