@@ -23,9 +23,11 @@ blob in one place or both, never in none: a blob moved twice is written
 once (the file store keeps what is there when its content matches).
 
 Everything else (uploads, imports, Email/set) writes files, as before.
-Readers look in the files first, then among the staged rows, then in the
-files again (the blob may have moved in between: its file is durable
-before its rows go).  A staged blob is read into memory whole; delivered
+Readers look among the staged rows first, then in the files: while a blob
+has rows they are what it holds (a crash during a move can leave its file
+incomplete until the move is done again, which replaces it), and a blob
+whose rows are gone has a durable file (the move flushed it before
+deleting them).  A staged blob is read into memory whole; delivered
 messages are at most C{mail-max-size}.
 
 On PostgreSQL with the file store the staging rows are in PostgreSQL; any
@@ -84,30 +86,24 @@ class WriteBackBlobStore:
 
     # -- reading ------------------------------------------------------------------------
 
-    def _find(self, in_files: Callable[[], _T], in_staged: Callable[[], _T]) -> _T:
+    @staticmethod
+    def _find(in_staged: Callable[[], _T], in_files: Callable[[], _T]) -> _T:
         """
-        C{in_files()}, or if the file is not there C{in_staged()}, or if
-        the rows are not there (any more) C{in_files()} again.
+        C{in_staged()}, or if the blob has no staged rows, C{in_files()}.
         """
-        try:
-            return in_files()
-        except FileNotFoundError:
-            pass
         try:
             return in_staged()
         except FileNotFoundError:
             return in_files()
 
     def exists(self, blob_id: str) -> bool:
-        return (
-            self.files.exists(blob_id) or self.staged.exists(blob_id) or self.files.exists(blob_id)
-        )
+        return self.staged.exists(blob_id) or self.files.exists(blob_id)
 
     def size(self, blob_id: str) -> int:
-        return self._find(lambda: self.files.size(blob_id), lambda: self.staged.size(blob_id))
+        return self._find(lambda: self.staged.size(blob_id), lambda: self.files.size(blob_id))
 
     def read(self, blob_id: str) -> bytes:
-        return self._find(lambda: self.files.read(blob_id), lambda: self.staged.read(blob_id))
+        return self._find(lambda: self.staged.read(blob_id), lambda: self.files.read(blob_id))
 
     def open(self, blob_id: str) -> BinaryIO:
         """
@@ -119,7 +115,7 @@ class WriteBackBlobStore:
         def staged() -> BinaryIO:
             return io.BytesIO(self.staged.read(blob_id))
 
-        return self._find(lambda: self.files.open(blob_id), staged)
+        return self._find(staged, lambda: self.files.open(blob_id))
 
     # -- everything else writes files ---------------------------------------------------
 
