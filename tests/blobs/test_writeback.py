@@ -13,12 +13,14 @@ import errno
 import os
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.blobs.database import DatabaseBlobStore, open_blob_store
 from jmapd.blobs.store import FileBlobStore, blob_id_of
-from jmapd.blobs.writeback import WriteBackBlobStore
+from jmapd.blobs.writeback import MOVE_INTERVAL, WriteBackBlobStore
 from jmapd.config import default_config
 from jmapd.storage import blob_directory
 from jmapd.storage.database import Database
@@ -244,6 +246,38 @@ class WriteBackServerTests(LMTPTestCase):
             self.assertEqual(staged, 0)
             response, moved = await download(server, alice, blob_id, "message.eml")
             self.assertEqual((response.code, moved), (200, body))
+
+        return ensureDeferred(run())
+
+
+    def test_movedByTheService(self) -> None:
+        """
+        The service moves staged messages to their files by itself, every
+        MOVE_INTERVAL seconds, without anyone asking.
+        """
+
+        async def run() -> None:
+            server, _, port = await self.start_lmtp()
+            server.add_account("alice", ("alice@example.com",))
+
+            def deliver() -> None:
+                client = self.connect(port)
+                client.sendmail("bob@example.org", ["alice@example.com"], message(subject="By itself"))
+                client.quit()
+
+            await self.in_thread(deliver)
+            blob_id = server.env.database.run_sync(lambda txn: txn.fetchvalue("SELECT blob_id FROM emails"))
+
+            def staged() -> int:
+                return int(server.env.database.run_sync(lambda txn: txn.fetchvalue("SELECT count(*) FROM blob_data")))
+
+            # The file is flushed, then the rows go, in the next transaction.
+            for _ in range(int(10 * MOVE_INTERVAL / 0.05)):
+                if staged() == 0:
+                    break
+                await deferLater(reactor, 0.05, lambda: None)
+            self.assertEqual(staged(), 0)
+            self.assertTrue(server.env.blobs.files.exists(blob_id))
 
         return ensureDeferred(run())
 
