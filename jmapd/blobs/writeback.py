@@ -41,12 +41,8 @@ import io
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
-from twisted.logger import Logger
-
 from jmapd.blobs.database import DatabaseBlobStore
 from jmapd.blobs.store import FileBlobStore, Written
-
-log = Logger()
 
 #: Seconds between two runs of the move job (it runs again at once while
 #: it finds full batches).
