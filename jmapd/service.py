@@ -31,6 +31,7 @@ from jmapd.protocol import core
 from jmapd.protocol.engine import Registry
 from jmapd.storage import blobs as blob_storage
 from jmapd.storage import changelog, open_database, search
+from jmapd.storage import identities as identity_storage
 from jmapd.storage import principals as principal_storage
 from jmapd.util.tticache import TTICache
 from jmapd.web.auth import Authenticator
@@ -227,10 +228,27 @@ class JMAPService(MultiService):
         if self.lmtp is not None:
             self.lmtp.setServiceParent(self)
         push.service(env, reactor, notifier=self.notifier).setServiceParent(self)
+        #: Fires once the Identities of data written before they followed
+        #: address changes are in line (see startService).
+        self.identities_synced: Deferred[Any] | None = None
 
     @property
     def port(self) -> Any:
         return self.web.port
+
+    def startService(self) -> None:
+        super().startService()
+        # Once per start, for data written before the Identities followed
+        # address changes (jmapd.storage.identities).
+        d = self.env.database.run_interaction(identity_storage.sync_all, write=True)
+
+        def synced(count: int) -> None:
+            if count:
+                log.info("brought the Identities of {count} accounts in line with their addresses", count=count)
+
+        d.addCallback(synced)
+        d.addErrback(lambda f: log.failure("could not bring the Identities in line with the addresses", f))
+        self.identities_synced = d
 
     @inlineCallbacks
     def stopService(self) -> Any:

@@ -29,6 +29,7 @@ from jmapd.protocol.engine import CORE
 from jmapd.service import JMAPService, StartupError, makeService
 from jmapd.storage import blobs as blob_storage
 from jmapd.storage import changelog, mailboxes
+from jmapd.storage import identities as identity_storage
 from jmapd.storage import principals as principal_storage
 from tests import pg
 from tests.support import Server, ServerTestCase, basic
@@ -449,4 +450,41 @@ class MaintenanceTests(ServerTestCase):
         return ensureDeferred(run())
 
 
-pg.add_postgresql_variants(globals(), MaintenanceTests)
+class IdentitiesAtStartTests(ServerTestCase):
+    """
+    Identities of data written before they followed address changes.
+    """
+
+    def test_syncedAtStart(self) -> None:
+        """
+        A server started on data where an address has no Identity (written
+        by an older jmapd, whose Identity/get made them) gives it one once
+        it has started, without any request.
+        """
+
+        async def run() -> None:
+            first = await self.start_server()
+            config = first.env.config
+            alice = first.add_account("alice", ("alice@example.com",))
+            first.env.database.run_sync(
+                lambda txn: txn.execute(
+                    "INSERT INTO account_addresses (address, account_id, is_alias, position) VALUES (?, ?, 1, 5)",
+                    ("old-alias@example.com", alice),
+                ),
+                write=True,
+            )
+            await first.service.stopService()
+            second = await self.start_server(db_path=config.db_path, db_url=config.db_url)
+            await second.service.identities_synced
+
+            def emails(txn: Any) -> list[str]:
+                return sorted(i.email for i in identity_storage.get_identities(txn, alice, None))
+
+            self.assertEqual(
+                second.env.database.run_sync(emails), ["alice@example.com", "old-alias@example.com"]
+            )
+
+        return ensureDeferred(run())
+
+
+pg.add_postgresql_variants(globals(), MaintenanceTests, IdentitiesAtStartTests)

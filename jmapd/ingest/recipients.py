@@ -29,7 +29,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from jmapd.storage import accounts
+from jmapd.storage import accounts, identities
 
 log = Logger()
 
@@ -122,6 +122,7 @@ def add_alias(txn: Any, name: str, address: str) -> str:
         (alias, account.id, int(position)),
     )
     bump_addresses_version(txn)
+    identities.sync_identities(txn, account.id)
     return alias
 
 
@@ -144,6 +145,7 @@ def remove_alias(txn: Any, name: str, address: str) -> str:
         raise AliasError(f"{alias} is a main address of account {name}, not an alias")
     txn.execute("DELETE FROM account_addresses WHERE address = ?", (alias,))
     bump_addresses_version(txn)
+    identities.sync_identities(txn, account.id)
     return alias
 
 

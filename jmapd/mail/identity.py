@@ -92,31 +92,6 @@ class IdentityType(DataType):
     immutable = frozenset({"email"})
     methods = ("get", "changes", "set")
 
-    def sync(self, ctx: Context, arguments: dict[str, Any]) -> None:
-        """
-        Bring the Identities of the account the call names in line with its
-        addresses, when the principal may write to it (the call itself
-        checks the account and reports any problem with it).
-        """
-        account_id = arguments.get("accountId")
-        if not isinstance(account_id, str):
-            return
-        access = ctx.accounts().get(account_id)
-        if access is not None and SUBMISSION in access.capabilities and not access.is_read_only:
-            storage.sync_identities(ctx.txn, account_id)
-
-    def do_get(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
-        self.sync(ctx, arguments)
-        return super().do_get(ctx, arguments)
-
-    def do_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
-        self.sync(ctx, arguments)
-        return super().do_changes(ctx, arguments)
-
-    def do_set(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
-        self.sync(ctx, arguments)
-        return super().do_set(ctx, arguments)
-
     def count(self, ctx: Context, account_id: str) -> int:
         return storage.count_identities(ctx.txn, account_id)
 
@@ -196,7 +171,6 @@ def register(registry: Registry, config: Any) -> None:
     if not sending_enabled(config):
         return
     add_capability(registry)
+    # The default Identities follow the addresses when those change
+    # (jmapd.storage.identities): /get and /changes only read.
     register_standard_methods(registry, IDENTITY_TYPE)
-    # They may create the default Identities of new addresses.
-    registry.add_method("Identity/get", SUBMISSION, IDENTITY_TYPE.do_get, write=True)
-    registry.add_method("Identity/changes", SUBMISSION, IDENTITY_TYPE.do_changes, write=True)

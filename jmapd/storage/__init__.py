@@ -39,7 +39,9 @@ def open_database(config: Any, run_in_thread: Callable[..., Any] | None = None) 
         this jmapd.
     """
     # Imported for what they register: new accounts get their default
-    # Mailboxes whoever creates them (the server or jmapd-admin).
+    # Mailboxes and Identities whoever creates them (the server or
+    # jmapd-admin).
+    import jmapd.storage.identities  # noqa: F401
     import jmapd.storage.mailboxes  # noqa: F401
     from jmapd.storage.database import Database
     from jmapd.storage.engines import engine_from_config

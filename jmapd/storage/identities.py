@@ -6,9 +6,12 @@ Every address of an account (its own addresses and aliases, in
 C{account_addresses}) has a default Identity, which the user cannot
 delete (mayDelete false).  Addresses change outside JMAP (C{jmapd-admin}
 adds and removes aliases), so L{sync_identities} brings the Identities in
-line with the addresses: it runs when an account is created and before
-Identity and EmailSubmission methods read them.  An Identity whose address
-the account no longer has, default or not, goes with the address.
+line with the addresses, in the transaction that changes them: when an
+account is created and when an alias is added or removed
+(L{jmapd.ingest.recipients}).  An Identity whose address the account no
+longer has, default or not, goes with the address.  Identity/get and
+/changes then only read.  L{sync_all} brings in line data written before
+jmapd did this (the server runs it once when it starts).
 """
 
 from __future__ import annotations
@@ -191,6 +194,24 @@ def sync_identities(txn: Any, account_id: str) -> bool:
         if address not in defaults:
             add_identity(txn, account_id, {"email": address}, is_default=True)
     return True
+
+
+def sync_all(txn: Any) -> int:
+    """
+    L{sync_identities} for every account whose Identities differ from its
+    addresses; return how many did.
+    """
+    rows = txn.fetchall(
+        "SELECT DISTINCT a.account_id FROM account_addresses a WHERE NOT EXISTS"
+        " (SELECT 1 FROM identities i WHERE i.account_id = a.account_id AND lower(i.email) = a.address"
+        " AND i.is_default = 1)"
+        " UNION SELECT DISTINCT i.account_id FROM identities i WHERE NOT EXISTS"
+        " (SELECT 1 FROM account_addresses a WHERE a.account_id = i.account_id AND a.address = lower(i.email))"
+    )
+    accounts_changed = sorted(row[0] for row in rows)
+    for account_id in accounts_changed:
+        sync_identities(txn, account_id)
+    return len(accounts_changed)
 
 
 def _account_created(txn: Any, account_id: str) -> None:

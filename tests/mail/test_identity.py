@@ -10,6 +10,7 @@ from twisted.internet.defer import ensureDeferred
 from jmapd.config import default_config
 from jmapd.mail import identity
 from jmapd.protocol.engine import CORE, Registry
+from jmapd.storage import identities as identity_storage
 from jmapd.submission import SUBMISSION
 from tests import pg
 from tests.submission.support import MAIL, SubmissionStoreTestCase, submission_registry
@@ -45,8 +46,7 @@ class IdentityGetTests(SubmissionStoreTestCase):
     def test_aliasAddedLater(self) -> None:
         """
         An address added after the account (an alias from jmapd-admin) has
-        its Identity at the next Identity/get, and Identity/changes reports
-        it created.
+        its Identity from then on, and Identity/changes reports it created.
         """
         state = self.state("Identity")
         self.add_address("al@example.com")
@@ -58,8 +58,8 @@ class IdentityGetTests(SubmissionStoreTestCase):
 
     def test_changesSeeNewAliasWithoutGet(self) -> None:
         """
-        Identity/changes alone also brings in the Identity of a new
-        address, so a client that only polls for changes sees it.
+        A client that only polls Identity/changes sees the Identity of a
+        new address: it was created with the address.
         """
         state = self.state("Identity")
         self.add_address("al@example.com")
@@ -78,6 +78,36 @@ class IdentityGetTests(SubmissionStoreTestCase):
         self.remove_address("al@example.com")
         self.assertEqual([i["email"] for i in self.identities()], ["alice@example.com"])
         self.assertEqual(len(self.changes("Identity", state)["destroyed"]), 2)
+
+    def test_readOnly(self) -> None:
+        """
+        Identity/get and /changes only read (no write transaction, no
+        waiting behind mail delivery on SQLite): the Identities follow the
+        addresses when those change.
+        """
+        methods = self.env.registry.methods
+        self.assertFalse(methods["Identity/get"].write)
+        self.assertFalse(methods["Identity/changes"].write)
+        self.assertTrue(methods["Identity/set"].write)
+
+    def test_syncAll(self) -> None:
+        """
+        sync_all brings in line the accounts whose addresses changed
+        without their Identities (data from before jmapd kept them in
+        line), and only those.
+        """
+        self.add_account("bob")
+        alice = self.principals["alice"].account_id
+        self.run_sync(
+            lambda txn: txn.execute(
+                "INSERT INTO account_addresses (address, account_id, is_alias, position) VALUES (?, ?, 1, 5)",
+                ("old-alias@example.com", alice),
+            )
+        )
+        self.assertEqual([i["email"] for i in self.identities()], ["alice@example.com"])
+        self.assertEqual(self.run_sync(identity_storage.sync_all), 1)
+        self.assertEqual(sorted(i["email"] for i in self.identities()), ["alice@example.com", "old-alias@example.com"])
+        self.assertEqual(self.run_sync(identity_storage.sync_all), 0)
 
     def test_stableState(self) -> None:
         """

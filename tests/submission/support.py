@@ -22,11 +22,13 @@ from twisted.mail.smtp import ESMTP, IMessage, IMessageDelivery, LOGINCredential
 from zope.interface import implementer
 
 from jmapd.config import default_config
+from jmapd.ingest import recipients
 from jmapd.mail import identity as identity_module
 from jmapd.mail import submission as submission_module
 from jmapd.protocol import core
 from jmapd.protocol.engine import CORE, Principal, Registry
 from jmapd.storage import accounts as _accounts
+from jmapd.storage import identities as identity_storage
 from jmapd.submission import SUBMISSION
 from jmapd.submission.queue import QueueService
 from jmapd.submission.relay import Relay, _trust_root
@@ -402,19 +404,29 @@ class SubmissionStoreTestCase(MailTestCase):
         response = run_request(self.env, self.principals[who], calls, USING, created_ids=created_ids)
         return response["methodResponses"]  # type: ignore[no-any-return]
 
-    def add_address(self, address: str, who: str = "alice", alias: bool = True) -> None:
+    def add_address(self, address: str, who: str = "alice") -> None:
         """
-        Give the account another address, as jmapd-admin does.
+        Give the account an alias, as C{jmapd-admin account alias add}
+        does.
         """
-        self.run_sync(
-            lambda txn: txn.execute(
-                "INSERT INTO account_addresses (address, account_id, is_alias, position) VALUES (?, ?, ?, 0)",
-                (address.lower(), self.principals[who].account_id, int(alias)),
-            )
-        )
+        self.run_sync(recipients.add_alias, who, address)
 
-    def remove_address(self, address: str) -> None:
-        self.run_sync(lambda txn: txn.execute("DELETE FROM account_addresses WHERE address = ?", (address.lower(),)))
+    def remove_address(self, address: str, who: str = "alice") -> None:
+        """
+        Take an address from the account: an alias as C{jmapd-admin account
+        alias remove} does; a main address (which no command removes) in
+        the database, bringing the Identities in line as that command does.
+        """
+        if address.lower() in self.run_sync(recipients.list_aliases, who):
+            self.run_sync(recipients.remove_alias, who, address)
+            return
+        account_id = self.principals[who].account_id
+
+        def remove(txn: Any) -> None:
+            txn.execute("DELETE FROM account_addresses WHERE address = ?", (address.lower(),))
+            identity_storage.sync_identities(txn, account_id)
+
+        self.run_sync(remove)
 
     def identities(self, who: str = "alice") -> list[dict[str, Any]]:
         return self.call("Identity/get", {"ids": None}, who)["list"]  # type: ignore[no-any-return]
