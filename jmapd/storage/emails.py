@@ -277,6 +277,21 @@ class _Counts:
         if emails == 0 and unread == 0:
             return
         txn = self.txn
+        if emails == 0:
+            # Only the unread count moves (a keyword changed, the Email
+            # stays): one statement writes it and says what it became.
+            rows = txn.fetchall(
+                "UPDATE mailbox_threads SET unread = unread + ?"
+                " WHERE account_id = ? AND mailbox_id = ? AND thread_id = ? RETURNING emails, unread",
+                (unread, self.account_id, mailbox_id, thread_id),
+            )
+            new_emails, new_unread = (int(rows[0][0]), int(rows[0][1])) if rows else (0, unread)
+            if not rows or new_unread < 0 or new_unread > new_emails:
+                raise AssertionError(
+                    f"mailbox_threads for {mailbox_id}/{thread_id} would become {new_emails}/{new_unread}"
+                )
+            self._add_delta(mailbox_id, 0, unread, new_emails, new_unread, new_emails, new_unread - unread)
+            return
         if emails > 0 and 0 <= unread <= emails:
             # Adding can neither empty a row nor break its invariant: one
             # statement writes it and says what it was.
@@ -336,6 +351,32 @@ class _Counts:
 
     def remove_email(self, mailbox_ids: Iterable[str], thread_id: str, unread: bool) -> None:
         self.add_email(mailbox_ids, thread_id, unread, -1)
+
+    def move_email(
+        self,
+        old_mailboxes: Iterable[str],
+        new_mailboxes: Iterable[str],
+        thread_id: str,
+        old_unread: bool,
+        new_unread: bool,
+    ) -> None:
+        """
+        An Email's Mailboxes or unread state change: one change per
+        Mailbox, the net of taking it out and putting it back (a Mailbox
+        it stays in sees only its unread count move; the thread counts
+        come out as they would from the two steps).
+        """
+        net: dict[str, list[int]] = {}
+        for mailbox_id in old_mailboxes:
+            delta = net.setdefault(mailbox_id, [0, 0])
+            delta[0] -= 1
+            delta[1] -= int(old_unread)
+        for mailbox_id in new_mailboxes:
+            delta = net.setdefault(mailbox_id, [0, 0])
+            delta[0] += 1
+            delta[1] += int(new_unread)
+        for mailbox_id in sorted(net):
+            self.change(mailbox_id, thread_id, net[mailbox_id][0], net[mailbox_id][1])
 
     def flush(self, skip: Iterable[str] = ()) -> None:
         skipped = set(skip)
@@ -854,26 +895,29 @@ def update_email(
         return False
     new_unread = is_unread(new_keywords)
     counts = _Counts(txn, account_id)
-    counts.remove_email(sorted(old_mailboxes), thread_id, old_unread)
-    counts.add_email(sorted(new_mailboxes), thread_id, new_unread)
+    counts.move_email(old_mailboxes, new_mailboxes, thread_id, old_unread, new_unread)
     for keyword in sorted(old_keywords - new_keywords):
         txn.execute(
             "DELETE FROM email_keywords WHERE account_id = ? AND email_id = ? AND keyword = ?",
             (account_id, email_id, keyword),
         )
-    txn.executemany(
-        "INSERT INTO email_keywords (account_id, email_id, keyword) VALUES (?, ?, ?)",
-        [(account_id, email_id, keyword) for keyword in sorted(new_keywords - old_keywords)],
-    )
+    added_keywords = sorted(new_keywords - old_keywords)
+    if added_keywords:
+        txn.executemany(
+            "INSERT INTO email_keywords (account_id, email_id, keyword) VALUES (?, ?, ?)",
+            [(account_id, email_id, keyword) for keyword in added_keywords],
+        )
     for mailbox_id in sorted(old_mailboxes - new_mailboxes):
         txn.execute(
             "DELETE FROM email_mailboxes WHERE account_id = ? AND email_id = ? AND mailbox_id = ?",
             (account_id, email_id, mailbox_id),
         )
-    txn.executemany(
-        "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id, docid) VALUES (?, ?, ?, ?)",
-        [(account_id, email_id, mailbox_id, docid) for mailbox_id in sorted(new_mailboxes - old_mailboxes)],
-    )
+    added_mailboxes = sorted(new_mailboxes - old_mailboxes)
+    if added_mailboxes:
+        txn.executemany(
+            "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id, docid) VALUES (?, ?, ?, ?)",
+            [(account_id, email_id, mailbox_id, docid) for mailbox_id in added_mailboxes],
+        )
     if new_unread != old_unread:
         txn.execute(
             "UPDATE emails SET unread = ? WHERE account_id = ? AND id = ?", (int(new_unread), account_id, email_id)

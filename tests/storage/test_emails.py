@@ -112,6 +112,36 @@ class IngestTests(MailTestCase):
         self.assertEqual(self.rows("SELECT * FROM threads"), [])
         self.assertEqual(self.count_of("inbox"), (0, 0, 0, 0))
 
+    def test_counts_follow_keywords_and_moves(self):
+        """
+        Reading and unreading an Email in two Mailboxes moves the unread
+        counts of both (Emails and Threads) and nothing else; moving it
+        from one Mailbox to another moves its counts with it; the
+        (Mailbox, Thread) rows say the same.
+        """
+        archive = self.new_mailbox("Archive")
+        other = self.new_mailbox("Other")
+        a = self.deliver(message("S", "a@x"), roles=(), mailbox_ids=[archive])
+        b = self.deliver(message("Re: S", "b@x", in_reply_to="a@x"), roles=(), mailbox_ids=[archive], keywords=["$seen"])
+        inbox = self.mailbox("inbox")
+        self.run_sync(emails.update_email, self.alice, a.id, [inbox, archive], None)
+        counts = self.counts()
+        self.assertEqual((counts[inbox], counts[archive]), ((1, 1, 1, 1), (2, 1, 1, 1)))
+        self.run_sync(emails.update_email, self.alice, a.id, None, ["$seen"])
+        counts = self.counts()
+        self.assertEqual((counts[inbox], counts[archive]), ((1, 0, 1, 0), (2, 0, 1, 0)))
+        self.run_sync(emails.update_email, self.alice, a.id, None, [])
+        counts = self.counts()
+        self.assertEqual((counts[inbox], counts[archive]), ((1, 1, 1, 1), (2, 1, 1, 1)))
+        self.run_sync(emails.update_email, self.alice, a.id, [other, archive], ["$flagged"])
+        counts = self.counts()
+        self.assertEqual((counts[inbox], counts[archive], counts[other]), ((0, 0, 0, 0), (2, 1, 1, 1), (1, 1, 1, 1)))
+        self.assertEqual(
+            sorted(self.rows("SELECT mailbox_id, thread_id, emails, unread FROM mailbox_threads")),
+            sorted([(archive, a.thread_id, 2, 1), (other, a.thread_id, 1, 1)]),
+        )
+        self.assertEqual(b.thread_id, a.thread_id)
+
     def test_update_reports_change(self):
         """
         update_email says whether anything changed, and raises KeyError
