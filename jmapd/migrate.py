@@ -36,7 +36,8 @@ from typing import Any
 from attrs import frozen
 
 from jmapd.blobs.database import DatabaseBlobStore, open_blob_store
-from jmapd.blobs.store import FileBlobStore, is_blob_id
+from jmapd.blobs.store import is_blob_id
+from jmapd.blobs.writeback import WriteBackBlobStore
 from jmapd.importexport import Progress
 from jmapd.storage import DATABASE_FILE, open_database, search
 from jmapd.storage.database import Database
@@ -404,7 +405,8 @@ def _copy_blobs(
     """
     files = list(_blob_files(directory)) if os.path.isdir(directory) else []
     blob_ids = [blob_id for blob_id, _ in files]
-    if isinstance(store, FileBlobStore) and os.path.realpath(store.root) == os.path.realpath(directory):
+    file_store = store.files if isinstance(store, WriteBackBlobStore) else None
+    if file_store is not None and os.path.realpath(file_store.root) == os.path.realpath(directory):
         note(f"blobs: {len(files)} already in place in {directory}")
         return blob_ids, 0
     total = sum(os.path.getsize(p) for _, p in files)

@@ -239,6 +239,27 @@ class MigrateTests(ServerTestCase):
 
         return ensureDeferred(run())
 
+    def test_blobsInPlace(self) -> Any:
+        """
+        With blob-store files and the old db-path, the blob files are
+        where they must be already: none is copied, the command says so,
+        and the new server serves them.
+        """
+
+        async def run() -> None:
+            url = pg.database_url(self)
+            source, facts = await self.build()
+            data = source.env.config.db_path
+            config = write_config(self, db_path=data, db_url=url)
+            status, out, err = admin(config, "migrate", "--from-sqlite", data)
+            self.assertEqual(status, 0, err)
+            self.assertIn(f"blobs: 4 already in place in {os.path.join(data, 'blobs')}", out + err)
+            target = await self.start_server(db_url=url, db_path=data)
+            response, body = await download(target, facts["alice"], facts["blob_id"])
+            self.assertEqual((response.code, body), (200, RAW))
+
+        return ensureDeferred(run())
+
     def test_stagedBlobsCopied(self) -> Any:
         """
         A delivered message still staged in the SQLite database (not yet
