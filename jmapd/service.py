@@ -188,10 +188,10 @@ class JMAPService(MultiService):
     reverse one, each waiting for the previous to finish stopping: the
     worker pool (and the database behind it), on PostgreSQL the notifier
     that hears other nodes' commits (L{jmapd.push.pgnotify}), the outgoing
-    mail queue,
-    housekeeping, moving staged blobs to their files, the web listener, the LMTP listener, push.  So nothing
-    accepts work before the pool is ready, and every listener has stopped
-    and finished what it acknowledged before the pool drains.
+    mail queue, housekeeping, moving staged blobs to their files, the web
+    listener, the LMTP listener, push.  So nothing accepts work before the
+    pool is ready, and every listener has stopped and finished what it
+    acknowledged before the pool drains.
     """
 
     def __init__(self, env: Environment, reactor: Any) -> None:

@@ -387,9 +387,10 @@ def open_blob_store(config: Any, database: Database | None = None) -> Any:
     from jmapd.blobs.writeback import WriteBackBlobStore
 
     def own() -> DatabaseBlobStore:
-        own = Database(engine_from_config(config))
-        own.migrate()
-        return DatabaseBlobStore(own)
+        # A Database of the store's own: connections of its own, migrated.
+        connections = Database(engine_from_config(config))
+        connections.migrate()
+        return DatabaseBlobStore(connections)
 
     if config.blob_store == "database":
         if database is not None and database.engine.name == "sqlite":
