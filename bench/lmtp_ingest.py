@@ -191,38 +191,47 @@ def server_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def count_rows(data: str, table: str) -> int:
+def _open(data: str) -> Any:
     """
-    How many rows C{table} of the server's database under C{data} holds.
+    The server's database under C{data}, on connections of this process.
     """
     sys.path.insert(0, TOP)
     from jmapd.config import default_config
     from jmapd.storage import open_database
 
-    database = open_database(default_config(db_path=data))
-    try:
-        return int(database.run_sync(lambda txn: txn.fetchvalue(f"SELECT count(*) FROM {table}", (), 0)))
-    finally:
-        database.close()
+    return open_database(default_config(db_path=data))
+
+
+def _count(database: Any, table: str) -> int:
+    return int(database.run_sync(lambda txn: txn.fetchvalue(f"SELECT count(*) FROM {table}", (), 0)))
 
 
 def count_emails(data: str) -> int:
-    return count_rows(data, "emails")
+    database = _open(data)
+    try:
+        return _count(database, "emails")
+    finally:
+        database.close()
 
 
 def wait_moved(data: str, timeout: float = 60.0) -> None:
     """
     Wait until the server has moved every staged message to its file
     (C{blob-store: files}, L{jmapd.blobs.writeback}), so that the CPU
-    measured includes that work.
+    measured includes that work.  The database is opened once, not at
+    every look.
 
     @raise RuntimeError: they were not moved in time.
     """
     deadline = time.monotonic() + timeout
-    while count_rows(data, "blob_data"):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the server did not move the staged messages to their files")
-        time.sleep(0.05)
+    database = _open(data)
+    try:
+        while _count(database, "blob_data"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not move the staged messages to their files")
+            time.sleep(0.05)
+    finally:
+        database.close()
 
 
 def deliver(
