@@ -46,6 +46,12 @@ MAINTENANCE_INTERVAL = 60.0
 #: How many not yet indexed Emails one maintenance run indexes.
 BACKFILL_BATCH = 500
 
+#: How often (and at start) the blob files' directories are looked through
+#: for temporary files a crash left behind, and how long such a file must
+#: have been left unchanged to be removed: far longer than any write.
+LEFTOVERS_INTERVAL = 24 * 3600.0
+LEFTOVER_AGE = 3600.0
+
 
 class StartupError(Exception):
     """
@@ -222,6 +228,10 @@ class JMAPService(MultiService):
             moving = TimerService(MOVE_INTERVAL, lambda: self.move_blobs())
             moving.clock = reactor
             moving.setServiceParent(self)
+        if hasattr(env.blobs, "remove_leftovers"):
+            leftovers = TimerService(LEFTOVERS_INTERVAL, lambda: self.remove_leftovers())
+            leftovers.clock = reactor
+            leftovers.setServiceParent(self)
         self.web = WebService(reactor, env, self.notifier)
         self.web.setServiceParent(self)
         self.lmtp = lmtp_service(env, reactor)
@@ -281,6 +291,27 @@ class JMAPService(MultiService):
         d = self.env.workers.run(self.env.blobs.move)
         d.addCallback(done)
         d.addErrback(lambda f: log.failure("moving staged blobs to their files failed; they stay staged", f))
+        return d
+
+    def remove_leftovers(self) -> Deferred[Any] | None:
+        """
+        Remove the temporary blob files that crashes left behind (see
+        L{jmapd.blobs.store.FileBlobStore.remove_leftovers}), in the worker
+        pool.
+        """
+        if not self.env.workers.running:
+            return None
+        before = float(self.env.clock.seconds()) - LEFTOVER_AGE
+
+        def done(removed: int) -> None:
+            if removed:
+                log.info(
+                    "removed {count} temporary blob files left by an interrupted write", count=removed
+                )
+
+        d = self.env.workers.run(self.env.blobs.remove_leftovers, before)
+        d.addCallback(done)
+        d.addErrback(lambda f: log.failure("looking for temporary blob files left behind failed", f))
         return d
 
     def maintain(self) -> Deferred[Any] | None:

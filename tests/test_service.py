@@ -17,6 +17,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial.unittest import SkipTest
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -433,6 +434,37 @@ class MaintenanceTests(ServerTestCase):
                 lambda txn: txn.fetchall("SELECT object_id FROM sharing_sight WHERE account_id = ?", (account,))
             )
             self.assertEqual([row[0] for row in sighted], [f"s{current}"])
+
+        return ensureDeferred(run())
+
+    def test_leftoversRemovedAtStart(self) -> None:
+        """
+        At start (and then daily) the service removes the temporary blob
+        files a crash left behind more than an hour ago; one changed
+        recently (a write that may still be going on, on another node
+        sharing the directory) stays.
+        """
+        data = os.path.abspath(self.mktemp())
+        directory = os.path.join(data, "blobs", "ab", "cd")
+        os.makedirs(directory)
+        old = os.path.join(directory, ".babcd.1.2.3")
+        recent = os.path.join(directory, ".babcd.1.2.4")
+        for path in (old, recent):
+            with open(path, "wb") as f:
+                f.write(b"half")
+        two_hours_ago = reactor.seconds() - 7200
+        os.utime(old, (two_hours_ago, two_hours_ago))
+
+        async def run() -> None:
+            server = await self.start_server(db_path=data)
+            for _ in range(100):
+                if not os.path.exists(old):
+                    break
+                await deferLater(reactor, 0.05, lambda: None)
+            self.assertFalse(os.path.exists(old))
+            self.assertTrue(os.path.exists(recent))
+            self.assertIsNone(await server.service.remove_leftovers())
+            self.assertTrue(os.path.exists(recent))
 
         return ensureDeferred(run())
 

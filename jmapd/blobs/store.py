@@ -30,7 +30,7 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from attrs import frozen
@@ -285,3 +285,59 @@ class FileBlobStore:
             os.unlink(self.path(blob_id))
         except FileNotFoundError:
             pass
+
+    def remove_leftovers(self, before: float) -> int:
+        """
+        Remove the temporary files that writes interrupted by a crash left
+        behind, last changed before C{before} (seconds since the epoch):
+        the dot-named files beside the blobs (L{write}) and the files in
+        C{tmp/} (L{put_chunks}).  A write that is still going on (this
+        process's, or another node's sharing the directory) changed its
+        file more recently than any sensible C{before}; a blob (named by
+        its id) is never touched.
+
+        @return: how many files were removed.
+        """
+        removed = 0
+        for directory, names in self._leftover_candidates():
+            for name in names:
+                path = os.path.join(directory, name)
+                try:
+                    if os.lstat(path).st_mtime < before:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    # Renamed into place or removed meanwhile.
+                    pass
+        return removed
+
+    def _leftover_candidates(self) -> Iterator[tuple[str, list[str]]]:
+        """
+        Each directory that may hold temporary files, with the names in it
+        that may be ones: every file of C{tmp/}, the dot-named files of
+        each fan-out directory.
+        """
+        with os.scandir(self._tmp) as entries:
+            yield self._tmp, [entry.name for entry in entries if entry.is_file(follow_symlinks=False)]
+        for first in _fan_out(self.root):
+            for second in _fan_out(first):
+                with os.scandir(second) as entries:
+                    names = [
+                        entry.name
+                        for entry in entries
+                        if entry.name.startswith(".") and entry.is_file(follow_symlinks=False)
+                    ]
+                if names:
+                    yield second, names
+
+
+def _fan_out(directory: str) -> list[str]:
+    """
+    The fan-out directories (two characters of a blob id) in C{directory}.
+    """
+    with os.scandir(directory) as entries:
+        return [
+            entry.path
+            for entry in entries
+            if len(entry.name) == 2 and not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+        ]

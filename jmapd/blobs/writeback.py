@@ -141,6 +141,13 @@ class WriteBackBlobStore:
         self.staged.delete(blob_id)
         self.files.delete(blob_id)
 
+    def remove_leftovers(self, before: float) -> int:
+        """
+        See L{FileBlobStore.remove_leftovers}: staged blobs have no
+        temporary files.
+        """
+        return self.files.remove_leftovers(before)
+
     # -- moving -------------------------------------------------------------------------
 
     def move(self, batch: int = MOVE_BATCH) -> int:

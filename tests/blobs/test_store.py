@@ -215,6 +215,34 @@ class FileBlobStoreTests(ContentAddressedTests, SynchronousTestCase):
         self.store.delete(blob_id)
         self.assertRaises(FileNotFoundError, self.store.read, blob_id)
 
+    def test_leftoversRemoved(self):
+        """
+        remove_leftovers removes the temporary files a crash left behind
+        (dot-named beside the blobs, any file in tmp/) that were last
+        changed before the given time, and nothing else: not newer ones (a
+        write going on, here or on another node), and no blob.
+        """
+        kept = self.store.put(b"a blob")
+        directory = os.path.dirname(self.store.path(kept))
+        old_beside = os.path.join(directory, f".{kept}.1234.5678.0")
+        new_beside = os.path.join(directory, f".{kept}.1234.5678.1")
+        old_upload = os.path.join(self.store.root, "tmp", "tmpabcdef")
+        new_upload = os.path.join(self.store.root, "tmp", "tmpghijkl")
+        for path in (old_beside, new_beside, old_upload, new_upload):
+            with open(path, "wb") as f:
+                f.write(b"half a blob")
+        for path in (old_beside, old_upload, self.store.path(kept)):
+            os.utime(path, (1000.0, 1000.0))
+
+        self.assertEqual(self.store.remove_leftovers(2000.0), 2)
+
+        self.assertFalse(os.path.exists(old_beside))
+        self.assertFalse(os.path.exists(old_upload))
+        self.assertTrue(os.path.exists(new_beside))
+        self.assertTrue(os.path.exists(new_upload))
+        self.assertEqual(self.store.read(kept), b"a blob")
+        self.assertEqual(self.store.remove_leftovers(2000.0), 0)
+
     def test_not_a_blob_id(self):
         """
         Anything but a blob id (a path, say) never names a file.
