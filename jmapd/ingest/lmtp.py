@@ -17,6 +17,13 @@ final delivery agent needs:
    recipient's copy is durable (or has failed on its own).
  - Clients outside C{lmtp-trusted-ips} get C{421} when they connect; with
    C{lmtp-tls-only}, MAIL is refused until STARTTLS.
+ - Every reply but the greeting and the LHLO reply carries an enhanced
+   status code (RFC 2034 section 3, since ENHANCEDSTATUSCODES is
+   advertised), Twisted's own replies included (L{LMTPServer.sendCode}).
+ - MAIL needs LHLO first (again after STARTTLS, RFC 3207 section 4.2); a
+   MAIL or RCPT parameter of an extension not advertised gets C{555 5.5.4}
+   (RFC 5321 section 4.1.1.11); VRFY gets C{252}, EXPN C{502} (RFC 5321
+   sections 3.5.3 and 7.3).
 
 Twisted's server answers a command whose check is asynchronous (RCPT
 looks up the database) whenever that check ends, and reads the next
@@ -28,6 +35,7 @@ that arrive are held, and processed in order once it is answered.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,6 +55,44 @@ MAX_RECIPIENTS = 1000
 #: Longest line accepted; RFC 5321 allows 1000 octets, real mail is
 #: sometimes longer, and a line longer than this ends the connection.
 MAX_LINE = 65536
+
+
+#: A reply text that starts with an enhanced status code (RFC 3463).
+_ENHANCED = re.compile(rb"[245]\.[0-9]{1,3}\.[0-9]{1,3}(?: |$)")
+
+#: The enhanced status code for a reply whose text has none (Twisted's
+#: own replies): by the command it answers and its code, else by its
+#: code, else the class's undefined status.
+_STATUS_FOR_COMMAND = {
+    (b"MAIL", 501): b"5.5.4",
+    (b"MAIL", 553): b"5.1.7",
+    (b"RCPT", 501): b"5.1.3",
+    (b"RCPT", 553): b"5.1.3",
+}
+_STATUS = {
+    220: b"2.0.0",
+    221: b"2.0.0",
+    250: b"2.0.0",
+    421: b"4.3.0",
+    451: b"4.3.0",
+    452: b"4.3.1",
+    454: b"4.7.0",
+    500: b"5.5.2",
+    501: b"5.5.4",
+    502: b"5.5.1",
+    503: b"5.5.1",
+    504: b"5.5.4",
+    530: b"5.7.0",
+    550: b"5.0.0",
+    552: b"5.3.4",
+    553: b"5.1.3",
+    554: b"5.0.0",
+    555: b"5.5.4",
+}
+
+#: The values of the MAIL parameters of the extensions advertised (SIZE
+#: takes a number, checked on its own).
+_BODY_TYPES = (b"7BIT", b"8BITMIME")
 
 
 def is_trusted(host: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
@@ -84,6 +130,11 @@ class LMTPServer(smtp.ESMTP):
         self._raw = bytearray()
         self._too_big = False
         self._refused = False
+        # The command being answered (for the enhanced status code of a
+        # reply that has none), and whether replies go out as they are
+        # (the greeting and the LHLO reply).
+        self._verb = b""
+        self._bare = False
 
     # -- connection ------------------------------------------------------
 
@@ -116,7 +167,11 @@ class LMTPServer(smtp.ESMTP):
         set_no_delay = getattr(self._link, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
-        smtp.ESMTP.connectionMade(self)
+        self._bare = True
+        try:
+            smtp.ESMTP.connectionMade(self)
+        finally:
+            self._bare = False
         self.factory.connections.add(self)
 
     def connectionLost(self, reason: Failure = smtp.protocol.connectionDone) -> None:  # type: ignore[attr-defined]
@@ -128,6 +183,35 @@ class LMTPServer(smtp.ESMTP):
 
     def greeting(self) -> bytes:
         return self.host + b" LMTP jmapd ready"
+
+    def timeoutConnection(self) -> None:
+        self.sendCode(421, b"4.4.2 " + self.host + b" idle for too long, closing the connection")
+        self._link.loseConnection()
+
+    def sendCode(self, code: int, message: bytes = b"") -> None:
+        """
+        Send a reply, with an enhanced status code in front of its text
+        when it has none (RFC 2034 section 3: every reply but the
+        greeting and the LHLO reply, and but the intermediate 354).
+        """
+        if not self._bare and code // 100 in (2, 4, 5) and not _ENHANCED.match(message):
+            status = _STATUS_FOR_COMMAND.get((self._verb, code)) or _STATUS.get(code) or b"%d.0.0" % (code // 100)
+            message = status + b" " + message
+        smtp.ESMTP.sendCode(self, code, message)
+
+    def state_COMMAND(self, line: bytes) -> None:
+        parts = line.split(None, 1)
+        self._verb = parts[0].upper() if parts else b""
+        smtp.ESMTP.state_COMMAND(self, line)
+
+    def lookupMethod(self, command: bytes) -> Any:
+        """
+        The handler of C{command}; none (so "not recognised") for one that
+        is not ASCII, which Twisted would fail on.
+        """
+        if not command.isascii():
+            return None
+        return smtp.ESMTP.lookupMethod(self, command)
 
     def lineReceived(self, line: bytes) -> Any:
         if self._refused:
@@ -170,7 +254,32 @@ class LMTPServer(smtp.ESMTP):
         return ext
 
     def do_LHLO(self, rest: bytes) -> None:
-        smtp.ESMTP.do_EHLO(self, rest)
+        self._bare = True
+        try:
+            smtp.ESMTP.do_EHLO(self, rest)
+        finally:
+            self._bare = False
+
+    def do_UNKNOWN(self, rest: bytes) -> None:
+        self.sendCode(500, b"5.5.2 command not recognised")
+
+    def ext_AUTH(self, rest: bytes) -> None:
+        # Not advertised: the MTA is trusted by its address (and TLS).
+        self.sendCode(502, b"5.5.1 AUTH is not offered here")
+
+    def do_VRFY(self, rest: bytes) -> None:
+        # RFC 5321 section 3.5.3: the answer of a server that does not
+        # tell which addresses exist.
+        self.sendCode(252, b"2.5.2 Cannot VRFY user, but will accept message and attempt delivery")
+
+    def do_EXPN(self, rest: bytes) -> None:
+        self.sendCode(502, b"5.5.1 EXPN is not offered here")
+
+    def do_HELP(self, rest: bytes) -> None:
+        commands = b"LHLO MAIL RCPT DATA RSET NOOP QUIT VRFY"
+        if self.canStartTLS and not self.startedTLS:
+            commands += b" STARTTLS"
+        self.sendCode(214, b"2.0.0 LMTP (RFC 2033), commands: " + commands)
 
     def do_HELO(self, rest: bytes) -> None:
         self.sendCode(500, b"5.5.1 this is LMTP: say LHLO")
@@ -206,14 +315,40 @@ class LMTPServer(smtp.ESMTP):
         if self.factory.tls_only and not self.startedTLS:
             self.sendCode(530, b"5.7.0 Must issue a STARTTLS command first")
             return
+        if self._helo is None or self._helo[0] is None:
+            self.sendCode(503, b"5.5.1 say LHLO first")
+            return
         match = self.mail_re.match(rest)
         options = (match.group("opts") or b"") if match else b""
         for option in options.split():
             name, _, value = option.partition(b"=")
-            if name.upper() == b"SIZE" and value.isdigit() and int(value) > self.factory.max_size:
-                self.sendCode(552, b"5.3.4 Message size exceeds fixed maximum message size")
+            name = name.upper()
+            if name == b"SIZE":
+                if not value.isdigit():
+                    self.sendCode(501, b"5.5.4 SIZE takes a number of octets")
+                    return
+                if int(value) > self.factory.max_size:
+                    self.sendCode(552, b"5.3.4 Message size exceeds fixed maximum message size")
+                    return
+            elif name == b"BODY":
+                if value.upper() not in _BODY_TYPES:
+                    self.sendCode(501, b"5.5.4 BODY is 7BIT or 8BITMIME")
+                    return
+            else:
+                self.sendCode(555, b"5.5.4 MAIL parameter " + name + b" is not recognised")
                 return
         smtp.ESMTP.do_MAIL(self, rest)
+
+    def do_RCPT(self, rest: bytes) -> None:
+        match = self.rcpt_re.match(rest)
+        options = (match.group("opts") or b"").strip() if match else b""
+        if self._from is not None and options:
+            # No extension with RCPT parameters (DSN's NOTIFY, ORCPT) is
+            # advertised.
+            name = options.split()[0].partition(b"=")[0].upper()
+            self.sendCode(555, b"5.5.4 RCPT parameter " + name + b" is not recognised")
+            return
+        smtp.ESMTP.do_RCPT(self, rest)
 
     def validateFrom(self, helo: Any, origin: smtp.Address) -> smtp.Address:
         # Final delivery accepts any reverse-path, including <>; the MTA

@@ -13,10 +13,13 @@ from typing import Any
 
 import attrs
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from jmapd.config import default_config
-from jmapd.ingest.lmtp import is_trusted
+from jmapd.ingest.lmtp import LMTPFactory, is_trusted
 from jmapd.ingest.service import LMTPService, LMTPStartupError, lmtp_service, tls_context
 from jmapd.storage import accounts, emails, mailboxes
 from tests.ingest.support import LMTPTestCase, message
@@ -315,6 +318,183 @@ class DeliveryTests(LMTPTestCase):
             self.assertNotIn("starttls", features)
 
         return ensureDeferred(run())
+
+
+def converse(port: int, commands: list[bytes]) -> list[bytes]:
+    """
+    Send each command on a new connection, one at a time, and return the
+    greeting and every reply (the last line of each), in order.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        f = sock.makefile("rb")
+        replies = [f.readline()]
+        for command in commands:
+            sock.sendall(command + b"\r\n")
+            while True:
+                line = f.readline()
+                if not line or line[3:4] != b"-":
+                    break
+            replies.append(line)
+    return replies
+
+
+class ProtocolTests(LMTPTestCase):
+    """
+    The replies of the protocol itself (RFC 2033, RFC 5321, RFC 2034).
+    """
+
+    def test_enhancedStatusCodes(self) -> Any:
+        """
+        With ENHANCEDSTATUSCODES advertised, every reply but the greeting,
+        the LHLO reply and DATA's 354 starts its text with an enhanced
+        status code of its own class (RFC 2034 section 3), the replies
+        written by Twisted's SMTP code included: an unknown command, a
+        second MAIL, a syntax error, RCPT before MAIL, STARTTLS without a
+        certificate, AUTH, an empty line.
+        """
+
+        async def run() -> None:
+            server, _, port = await self.start_lmtp()
+            server.add_account("alice", ("alice@example.com",))
+            commands = [
+                b"LHLO mta",
+                b"FOO bar",
+                b"RCPT TO:<alice@example.com>",
+                b"MAIL FROM:<bob@example.org>",
+                b"MAIL FROM:<carol@example.org>",
+                b"RCPT TO:<>",
+                b"RCPT TO:<alice@example.com>",
+                b"DATA",
+                b"Subject: hi\r\n\r\nhello\r\n.",
+                b"MAIL FROM:garbage<",
+                b"STARTTLS",
+                b"AUTH PLAIN",
+                b"",
+                b"NOOP",
+                b"QUIT",
+            ]
+            replies = await self.in_thread(converse, port, commands)
+            greeting, lhlo, data = replies[0], replies[1], replies[8]
+            self.assertEqual(greeting[:4], b"220 ")
+            self.assertEqual(lhlo[:4], b"250 ")
+            self.assertEqual(data[:4], b"354 ")
+            coded = [reply for index, reply in enumerate(replies) if index not in (0, 1, 8)]
+            for reply in coded:
+                self.assertRegex(reply, rb"^([245])[0-9][0-9] \1\.[0-9]{1,3}\.[0-9]{1,3} ", reply)
+            self.assertEqual(
+                [reply[:9] for reply in coded],
+                [
+                    b"500 5.5.2",
+                    b"503 5.5.1",
+                    b"250 2.1.0",
+                    b"503 5.5.1",
+                    b"501 5.1.3",
+                    b"250 2.1.5",
+                    b"250 2.0.0",
+                    b"501 5.5.4",
+                    b"454 4.7.0",
+                    b"502 5.5.1",
+                    b"500 5.5.2",
+                    b"250 2.0.0",
+                    b"221 2.0.0",
+                ],
+            )
+
+        return ensureDeferred(run())
+
+    def test_lhloFirst(self) -> Any:
+        """
+        MAIL before LHLO gets 503 5.5.1 (LHLO opens every LMTP session,
+        RFC 2033 section 4.1); after LHLO the same MAIL is accepted.
+        """
+
+        async def run() -> None:
+            _, _, port = await self.start_lmtp()
+            replies = await self.in_thread(
+                converse, port, [b"MAIL FROM:<bob@example.org>", b"LHLO mta", b"MAIL FROM:<bob@example.org>"]
+            )
+            self.assertEqual(replies[1][:10], b"503 5.5.1 ")
+            self.assertEqual(replies[3][:4], b"250 ")
+
+        return ensureDeferred(run())
+
+    def test_parameters(self) -> Any:
+        """
+        MAIL takes SIZE and BODY (the extensions advertised); another MAIL
+        parameter, or any RCPT parameter (DSN is not advertised), gets
+        555 5.5.4 (RFC 5321 section 4.1.1.11), a bad SIZE or BODY value
+        501 5.5.4; the transaction then goes on and the message is
+        delivered.
+        """
+
+        async def run() -> None:
+            server, _, port = await self.start_lmtp()
+            alice = server.add_account("alice", ("alice@example.com",))
+            commands = [
+                b"LHLO mta",
+                b"MAIL FROM:<bob@example.org> SMTPUTF8",
+                b"MAIL FROM:<bob@example.org> SIZE=many",
+                b"MAIL FROM:<bob@example.org> BODY=BINARYMIME",
+                b"MAIL FROM:<bob@example.org> size=100 body=8bitmime",
+                b"RCPT TO:<alice@example.com> NOTIFY=NEVER",
+                b"RCPT TO:<alice@example.com>",
+                b"DATA",
+                b"Subject: hi\r\n\r\nhello\r\n.",
+            ]
+            replies = await self.in_thread(converse, port, commands)
+            self.assertEqual(
+                [reply[:9] for reply in replies[2:]],
+                [b"555 5.5.4", b"501 5.5.4", b"501 5.5.4", b"250 2.1.0", b"555 5.5.4", b"250 2.1.5", b"354 Start",
+                 b"250 2.0.0"],
+            )
+            self.assertIn(b"SMTPUTF8", replies[2])
+            self.assertIn(b"NOTIFY", replies[6])
+            self.assertEqual(len(self.stored(server, alice)), 1)
+
+        return ensureDeferred(run())
+
+    def test_vrfyExpnHelp(self) -> Any:
+        """
+        VRFY gets 252 2.5.2 (never saying which addresses exist, RFC 5321
+        section 3.5.3), EXPN 502 5.5.1 (section 7.3), HELP 214 2.0.0.
+        """
+
+        async def run() -> None:
+            _, _, port = await self.start_lmtp()
+            replies = await self.in_thread(converse, port, [b"LHLO mta", b"VRFY alice", b"EXPN staff", b"HELP"])
+            self.assertEqual([reply[:10] for reply in replies[2:]], [b"252 2.5.2 ", b"502 5.5.1 ", b"214 2.0.0 "])
+
+        return ensureDeferred(run())
+
+    def test_notASCII(self) -> Any:
+        """
+        A command that is not ASCII is answered 500 5.5.2 like any unknown
+        command, and the connection goes on (Twisted's SMTP code would
+        fail on it and drop the connection).
+        """
+
+        async def run() -> None:
+            _, _, port = await self.start_lmtp()
+            replies = await self.in_thread(converse, port, [b"LHLO mta", b"\xffHELO there", b"NOOP"])
+            self.assertEqual([reply[:10] for reply in replies[2:]], [b"500 5.5.2 ", b"250 2.0.0 "])
+
+        return ensureDeferred(run())
+
+    def test_idleTimeout(self) -> None:
+        """
+        A client silent for the timeout gets 421 4.4.2 and is
+        disconnected.
+        """
+        clock = Clock()
+        factory = LMTPFactory(default_config(), None, None, clock, "mx.example.com")
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        protocol.makeConnection(transport)
+        self.assertTrue(transport.value().startswith(b"220 mx.example.com "))
+        transport.clear()
+        clock.advance(protocol.timeout)
+        self.assertTrue(transport.value().startswith(b"421 4.4.2 "), transport.value())
+        self.assertTrue(transport.disconnecting)
 
 
 class SizeTests(LMTPTestCase):
