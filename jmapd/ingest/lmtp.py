@@ -40,10 +40,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.mail import smtp
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from jmapd.ingest.delivery import Deliverer, Envelope, Reply, temporary_failure
 
@@ -110,10 +112,18 @@ def is_trusted(host: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.I
     return any(candidate in network for candidate in candidates for network in networks)
 
 
+@implementer(IHalfCloseableProtocol)
 class LMTPServer(smtp.ESMTP):
     """
     One LMTP connection.  Everything it shares with the other connections
     (configuration, resolver, deliverer, TLS context) is on its factory.
+
+    A client may shut down its side of the connection once it has sent
+    everything (exim pipelines QUIT after the final dot, then shuts down
+    its side): what it sent is still answered (L{readConnectionLost}).
+    Were the connection dropped instead, the replies to a message it had
+    sent whole would be lost although the message is filed, and the MTA
+    would deliver it again later.
     """
 
     MAX_LENGTH = MAX_LINE
@@ -135,6 +145,8 @@ class LMTPServer(smtp.ESMTP):
         # (the greeting and the LHLO reply).
         self._verb = b""
         self._bare = False
+        # The client has shut down its side: close once all is answered.
+        self._input_closed = False
 
     # -- connection ------------------------------------------------------
 
@@ -239,6 +251,29 @@ class LMTPServer(smtp.ESMTP):
         self._pending -= 1
         while not self._pending and self._held and self._link is not None and not self._link.disconnecting:
             smtp.ESMTP.lineReceived(self, self._held.pop(0))
+        self._close_when_answered()
+
+    def readConnectionLost(self) -> None:
+        """
+        The client will send nothing more: answer what it sent (the lines
+        held behind a command in progress included), then close.  A
+        message cut short (still in DATA) is not delivered.
+        """
+        self._input_closed = True
+        if self.mode == smtp.DATA:  # type: ignore[attr-defined]
+            self._held = []
+            self._link.loseConnection()
+            return
+        self._close_when_answered()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Nothing to do: we never shut down our side alone.
+        """
+
+    def _close_when_answered(self) -> None:
+        if self._input_closed and not self._pending and self._link is not None:
+            self._link.loseConnection()
 
     # -- commands --------------------------------------------------------
 

@@ -480,6 +480,50 @@ class ProtocolTests(LMTPTestCase):
 
         return ensureDeferred(run())
 
+    def test_halfClose(self) -> Any:
+        """
+        A client that shuts down its side of the connection right after
+        the final dot (exim pipelines QUIT after it, then shuts down its
+        side) still gets its replies, then the server closes: with one
+        recipient refused at RCPT, exim saw the connection closed, and
+        would have delivered again later the message filed meanwhile.  A
+        message cut short by the shutdown is not delivered.
+        """
+
+        async def run() -> None:
+            server, _, port = await self.start_lmtp()
+            alice = server.add_account("alice", ("alice@example.com",))
+
+            def send(after_data: bytes) -> bytes:
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                    f = sock.makefile("rb")
+                    f.readline()
+                    sock.sendall(b"LHLO mta\r\n")
+                    while f.readline()[3:4] != b" ":
+                        pass
+                    sock.sendall(
+                        b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.com>\r\n"
+                        b"RCPT TO:<nobody@example.com>\r\nDATA\r\n"
+                    )
+                    for _ in range(4):
+                        f.readline()
+                    sock.sendall(after_data)
+                    sock.shutdown(socket.SHUT_WR)
+                    return f.read()
+
+            with_quit = await self.in_thread(send, message(subject="one") + b".\r\nQUIT\r\n")
+            self.assertRegex(with_quit, rb"^250 2\.0\.0 <alice@example\.com> delivered as M\S+\r\n221 2\.0\.0 Bye\r\n$")
+            without_quit = await self.in_thread(send, message(subject="two") + b".\r\n")
+            self.assertRegex(without_quit, rb"^250 2\.0\.0 <alice@example\.com> delivered as M\S+\r\n$")
+            cut_short = await self.in_thread(send, message(subject="three"))
+            self.assertEqual(cut_short, b"")
+            stored = self.stored(server, alice)
+            self.assertEqual(len(stored), 2)
+            self.assertIn(b"Subject: one", stored[0])
+            self.assertIn(b"Subject: two", stored[1])
+
+        return ensureDeferred(run())
+
     def test_idleTimeout(self) -> None:
         """
         A client silent for the timeout gets 421 4.4.2 and is
