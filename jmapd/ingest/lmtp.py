@@ -203,8 +203,9 @@ class LMTPServer(smtp.ESMTP):
     def sendCode(self, code: int, message: bytes = b"") -> None:
         """
         Send a reply, with an enhanced status code in front of its text
-        when it has none (RFC 2034 section 3: every reply but the
-        greeting and the LHLO reply, and but the intermediate 354).
+        when it has none (RFC 2034 section 3: every reply except the
+        greeting, the LHLO reply and intermediate replies such as 354,
+        whose class has no enhanced codes).
         """
         if not self._bare and code // 100 in (2, 4, 5) and not _ENHANCED.match(message):
             status = _STATUS_FOR_COMMAND.get((self._verb, code)) or _STATUS.get(code) or b"%d.0.0" % (code // 100)
