@@ -69,7 +69,6 @@ _STATUS_FOR_COMMAND = {
     (b"MAIL", 501): b"5.5.4",
     (b"MAIL", 553): b"5.1.7",
     (b"RCPT", 501): b"5.1.3",
-    (b"RCPT", 553): b"5.1.3",
 }
 _STATUS = {
     220: b"2.0.0",
@@ -95,6 +94,16 @@ _STATUS = {
 #: The values of the MAIL parameters of the extensions advertised (SIZE
 #: takes a number, checked on its own).
 _BODY_TYPES = (b"7BIT", b"8BITMIME")
+
+
+def _parameters(pattern: Any, rest: bytes) -> list[bytes]:
+    """
+    The ESMTP parameters (C{NAME=value}) after the path of a MAIL or RCPT
+    command that C{pattern} (Twisted's C{mail_re} or C{rcpt_re}) matches;
+    none when it does not match (Twisted then answers the syntax error).
+    """
+    match = pattern.match(rest)
+    return (match.group("opts") or b"").split() if match else []
 
 
 def is_trusted(host: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
@@ -141,10 +150,8 @@ class LMTPServer(smtp.ESMTP):
         self._too_big = False
         self._refused = False
         # The command being answered (for the enhanced status code of a
-        # reply that has none), and whether replies go out as they are
-        # (the greeting and the LHLO reply).
-        self._verb = b""
-        self._bare = False
+        # reply that has none); None until the first one (the greeting).
+        self._verb: bytes | None = None
         # The client has shut down its side: close once all is answered.
         self._input_closed = False
 
@@ -179,11 +186,7 @@ class LMTPServer(smtp.ESMTP):
         set_no_delay = getattr(self._link, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
-        self._bare = True
-        try:
-            smtp.ESMTP.connectionMade(self)
-        finally:
-            self._bare = False
+        smtp.ESMTP.connectionMade(self)
         self.factory.connections.add(self)
 
     def connectionLost(self, reason: Failure = smtp.protocol.connectionDone) -> None:  # type: ignore[attr-defined]
@@ -207,8 +210,9 @@ class LMTPServer(smtp.ESMTP):
         greeting, the LHLO reply and intermediate replies such as 354,
         whose class has no enhanced codes).
         """
-        if not self._bare and code // 100 in (2, 4, 5) and not _ENHANCED.match(message):
-            status = _STATUS_FOR_COMMAND.get((self._verb, code)) or _STATUS.get(code) or b"%d.0.0" % (code // 100)
+        verb = self._verb
+        if verb not in (None, b"LHLO") and code // 100 in (2, 4, 5) and not _ENHANCED.match(message):
+            status = _STATUS_FOR_COMMAND.get((verb, code)) or _STATUS.get(code) or b"%d.0.0" % (code // 100)
             message = status + b" " + message
         smtp.ESMTP.sendCode(self, code, message)
 
@@ -258,13 +262,10 @@ class LMTPServer(smtp.ESMTP):
         """
         The client will send nothing more: answer what it sent (the lines
         held behind a command in progress included), then close.  A
-        message cut short (still in DATA) is not delivered.
+        message cut short (still in DATA, when nothing is in progress) is
+        closed on at once and not delivered (L{connectionLost}).
         """
         self._input_closed = True
-        if self.mode == smtp.DATA:  # type: ignore[attr-defined]
-            self._held = []
-            self._link.loseConnection()
-            return
         self._close_when_answered()
 
     def writeConnectionLost(self) -> None:
@@ -290,11 +291,7 @@ class LMTPServer(smtp.ESMTP):
         return ext
 
     def do_LHLO(self, rest: bytes) -> None:
-        self._bare = True
-        try:
-            smtp.ESMTP.do_EHLO(self, rest)
-        finally:
-            self._bare = False
+        smtp.ESMTP.do_EHLO(self, rest)
 
     def do_UNKNOWN(self, rest: bytes) -> None:
         self.sendCode(500, b"5.5.2 command not recognised")
@@ -354,9 +351,7 @@ class LMTPServer(smtp.ESMTP):
         if self._helo is None or self._helo[0] is None:
             self.sendCode(503, b"5.5.1 say LHLO first")
             return
-        match = self.mail_re.match(rest)
-        options = (match.group("opts") or b"") if match else b""
-        for option in options.split():
+        for option in _parameters(self.mail_re, rest):
             name, _, value = option.partition(b"=")
             name = name.upper()
             if name == b"SIZE":
@@ -376,12 +371,11 @@ class LMTPServer(smtp.ESMTP):
         smtp.ESMTP.do_MAIL(self, rest)
 
     def do_RCPT(self, rest: bytes) -> None:
-        match = self.rcpt_re.match(rest)
-        options = (match.group("opts") or b"").strip() if match else b""
+        options = _parameters(self.rcpt_re, rest)
         if self._from is not None and options:
             # No extension with RCPT parameters (DSN's NOTIFY, ORCPT) is
             # advertised.
-            name = options.split()[0].partition(b"=")[0].upper()
+            name = options[0].partition(b"=")[0].upper()
             self.sendCode(555, b"5.5.4 RCPT parameter " + name + b" is not recognised")
             return
         smtp.ESMTP.do_RCPT(self, rest)
