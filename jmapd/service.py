@@ -10,6 +10,7 @@ here touches the global reactor: it is passed in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -220,18 +221,12 @@ class JMAPService(MultiService):
             self.notifier.setServiceParent(self)
         if sending_enabled(env.config):
             queue_service(env, reactor).setServiceParent(self)
-        maintenance = TimerService(MAINTENANCE_INTERVAL, self.maintain)
-        maintenance.clock = reactor
-        maintenance.setServiceParent(self)
+        self._every(MAINTENANCE_INTERVAL, self.maintain)
         if hasattr(env.blobs, "move"):
             # Staged blobs go to their files (jmapd.blobs.writeback).
-            moving = TimerService(MOVE_INTERVAL, lambda: self.move_blobs())
-            moving.clock = reactor
-            moving.setServiceParent(self)
+            self._every(MOVE_INTERVAL, lambda: self.move_blobs())
         if hasattr(env.blobs, "remove_leftovers"):
-            leftovers = TimerService(LEFTOVERS_INTERVAL, lambda: self.remove_leftovers())
-            leftovers.clock = reactor
-            leftovers.setServiceParent(self)
+            self._every(LEFTOVERS_INTERVAL, lambda: self.remove_leftovers())
         self.web = WebService(reactor, env, self.notifier)
         self.web.setServiceParent(self)
         self.lmtp = lmtp_service(env, reactor)
@@ -241,6 +236,15 @@ class JMAPService(MultiService):
         #: Fires once the Identities of data written before they followed
         #: address changes are in line (see startService).
         self.identities_synced: Deferred[Any] | None = None
+
+    def _every(self, interval: float, job: Callable[[], Any]) -> None:
+        """
+        Run C{job} at start and then every C{interval} seconds, on the
+        reactor's clock, while this service runs.
+        """
+        timer = TimerService(interval, job)
+        timer.clock = self.reactor
+        timer.setServiceParent(self)
 
     @property
     def port(self) -> Any:
@@ -281,17 +285,14 @@ class JMAPService(MultiService):
         Move staged blobs to their files (L{jmapd.blobs.writeback}) in the
         worker pool.
         """
-        if not self.env.workers.running:
-            return None
 
         def done(moved: int) -> None:
             if moved:
                 log.debug("moved {count} staged blobs to their files", count=moved)
 
-        d = self.env.workers.run(self.env.blobs.move)
-        d.addCallback(done)
-        d.addErrback(lambda f: log.failure("moving staged blobs to their files failed; they stay staged", f))
-        return d
+        return self._in_pool(
+            self.env.blobs.move, done=done, failed="moving staged blobs to their files failed; they stay staged"
+        )
 
     def remove_leftovers(self) -> Deferred[Any] | None:
         """
@@ -299,19 +300,33 @@ class JMAPService(MultiService):
         L{jmapd.blobs.store.FileBlobStore.remove_leftovers}), in the worker
         pool.
         """
-        if not self.env.workers.running:
-            return None
         before = float(self.env.clock.seconds()) - LEFTOVER_AGE
 
         def done(removed: int) -> None:
             if removed:
-                log.info(
-                    "removed {count} temporary blob files left by an interrupted write", count=removed
-                )
+                log.info("removed {count} temporary blob files left by an interrupted write", count=removed)
 
-        d = self.env.workers.run(self.env.blobs.remove_leftovers, before)
+        return self._in_pool(
+            self.env.blobs.remove_leftovers,
+            before,
+            done=done,
+            failed="looking for temporary blob files left behind failed",
+        )
+
+    def _in_pool(
+        self, job: Callable[..., Any], *args: Any, done: Callable[[Any], None], failed: str
+    ) -> Deferred[Any] | None:
+        """
+        A timer's C{job(*args)} in the worker pool, C{done} with its result
+        and a logged failure (C{failed}) otherwise; nothing once the
+        workers have stopped (a timer that fires during shutdown must not
+        submit work).
+        """
+        if not self.env.workers.running:
+            return None
+        d = self.env.workers.run(job, *args)
         d.addCallback(done)
-        d.addErrback(lambda f: log.failure("looking for temporary blob files left behind failed", f))
+        d.addErrback(lambda f: log.failure(failed, f))
         return d
 
     def maintain(self) -> Deferred[Any] | None:
