@@ -324,6 +324,31 @@ def _header_fields(obj: dict, path: str, top_level: bool) -> tuple[list[tuple[st
 # MIME parameters
 
 
+#: A domain name as a Message-ID's right-hand side may be (RFC 5322 3.6.4
+#: dot-atom-text, kept to what DNS names are): labels of letters, digits and
+#: hyphens.
+_DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+
+def _message_id_domain(email: dict) -> str | None:
+    """
+    The domain of the Email's first From address, for the right-hand side
+    of the Message-ID the server makes: RFC 5322 section 3.6.4 asks for a
+    domain identifying the sender, and mail clients use the sender's
+    domain (a host name such as the server's C{localhost} is what spam
+    filters score against); L{None} when there is none that is a plain
+    ASCII domain name.
+    """
+    senders = email.get("from")
+    if not isinstance(senders, list) or not senders or not isinstance(senders[0], dict):
+        return None
+    address = senders[0].get("email")
+    if not isinstance(address, str) or "@" not in address:
+        return None
+    domain = address.rpartition("@")[2]
+    return domain.lower() if _DOMAIN.match(domain) else None
+
+
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 
 
@@ -640,7 +665,9 @@ def build_message(
     @param read_blob: returns the octets of a blob, or L{None} if the
         account has no such blob.
     @param now: the time for a generated Date (UTC if naive).
-    @param hostname: the right-hand side of a generated Message-ID.
+    @param hostname: the right-hand side of a generated Message-ID when
+        the Email has no From address with a domain name to use instead
+        (L{_message_id_domain}).
     @raise BuildError: the create violates RFC 8621 section 4.6, or
         references blobs that do not exist (C{not_found}).
     """
@@ -671,7 +698,8 @@ def build_message(
         when = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
         generated.append(("Date", " " + format_datetime(when)))
     if "message-id" not in set_names:
-        generated.append(("Message-ID", f" <{uuid.uuid4().hex}@{hostname}>"))
+        domain = _message_id_domain(email) or hostname
+        generated.append(("Message-ID", f" <{uuid.uuid4().hex}@{domain}>"))
     trailer = [] if "mime-version" in set_names else [("MIME-Version", " 1.0")]
     root.headers = generated + fields + trailer + root.headers
 

@@ -24,7 +24,7 @@ class EmailCreateTests(MailTestCase):
         """
         A draft with text and HTML bodies is built into a message: the
         created entry has id, blobId, threadId and size; Email/get reads it
-        back; a Message-ID and Date are generated; counts follow.
+        back; a Message-ID (at the From domain) and Date are generated; counts follow.
         """
         created, error = self.create(
             keywords={"$draft": True, "$seen": True},
@@ -54,7 +54,7 @@ class EmailCreateTests(MailTestCase):
         self.assertEqual(found["keywords"], {"$draft": True, "$seen": True})
         self.assertEqual(found["receivedAt"], "2023-05-06T07:08:09Z")
         self.assertEqual(found["header:X-Client"], " jmapd-test")
-        self.assertTrue(found["messageId"][0].endswith("@localhost"))
+        self.assertTrue(found["messageId"][0].endswith("@example.com"))
         self.assertIsNotNone(found["sentAt"])
         self.assertEqual(found["threadId"], created["threadId"])
         values = {found["bodyValues"][p["partId"]]["value"] for p in found["textBody"] + found["htmlBody"]}

@@ -115,6 +115,21 @@ class HeaderRoundTripTests(SynchronousTestCase):
         self.assertEqual(header(parsed, "X-Raw"), [" raw\r\n folded"])
         self.assertEqual(header(parsed, "X-Null"), [])
 
+    def test_messageIdDomainFromSender(self):
+        """
+        A generated Message-ID takes its right-hand side from the domain of
+        the first From address (lower-cased), as mail clients do, rather
+        than from the server's host name; a From address without a usable
+        domain name leaves the host name.
+        """
+        text = {"textBody": [{"partId": "1"}]}
+        values = {"1": {"value": "x"}}
+        _, parsed = roundtrip({**text, "from": [{"email": "Alice@Mail.Example.ORG"}, {"email": "b@other.example"}]}, values)
+        self.assertTrue(parsed["messageId"][0].endswith("@mail.example.org"), parsed["messageId"])
+        for sender in ("alice@localhost", "alice@[192.0.2.1]", "undisclosed"):
+            _, parsed = roundtrip({**text, "from": [{"email": sender}]}, values)
+            self.assertTrue(parsed["messageId"][0].endswith("@jmap.example"), (sender, parsed["messageId"]))
+
     def test_generated_fields(self):
         """
         Without them, the server writes Date (now), a Message-ID at its
