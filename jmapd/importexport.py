@@ -253,13 +253,25 @@ def _from_line_date(line: bytes) -> int | None:
 
 _QUOTED_FROM = re.compile(rb"^>+From ")
 
+#: A C{From } line that starts a message: a sender, then a date with its
+#: day and month names, day and time (C{From bob Mon Oct  2 10:00:00
+#: 2023}; Google Takeout puts the zone before the year).  As mutt reads
+#: mbox files: a body line an mboxo writer left unquoted (C{From now on
+#: ...}) has no such date, and stays in its message instead of cutting
+#: it in two.
+_FROM_LINE = re.compile(
+    rb"^From \S.*? (Mon|Tue|Wed|Thu|Fri|Sat|Sun),? +"
+    rb"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +[0-9]{1,2} +[0-9]{1,2}:[0-9]{2}",
+    re.IGNORECASE,
+)
+
 
 def read_mbox(path: str, folder: tuple[str, ...] = ()) -> Iterator[Item]:
     """
     The messages of an mbox file (mboxrd: C{>From } lines lose one C{>};
     mboxo and mboxcl files read the same way).  Each message ends at the
-    next C{From } line; the empty line before it is the separator.
-    Positions are file offsets.
+    next C{From } line with a date (L{_FROM_LINE}); the empty line before
+    it is the separator.  Positions are file offsets.
     """
     name = os.path.basename(path)
     with open(path, "rb") as f:
@@ -288,7 +300,7 @@ def read_mbox(path: str, folder: tuple[str, ...] = ()) -> Iterator[Item]:
             line = raw_line.rstrip(b"\n")
             if line.endswith(b"\r"):
                 line = line[:-1]
-            if line.startswith(b"From "):
+            if line.startswith(b"From ") and (from_line is None or _FROM_LINE.match(line)):
                 if from_line is not None:
                     yield finish()
                 elif any(lines):

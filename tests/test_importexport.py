@@ -108,6 +108,24 @@ class MboxTests(ImportTestCase):
         self.assertEqual(found[0]["raw"], msg("one", body="From the start\n>From quoted").replace(b"\n", b"\r\n"))
         self.assertEqual(found[0]["receivedAt"], 1696240800000)
 
+    def test_unquotedFromInBody(self) -> None:
+        """
+        A body line starting "From " that an mboxo writer left unquoted
+        does not start a message unless it is a From line with a date (as
+        mutt reads mbox files): the message keeps that line and is not
+        split in two.  Google Takeout's From lines, with the zone before
+        the year, do start messages.
+        """
+        body = "Hi,\n\nFrom now on I will be careful.\nBob"
+        data = mbox(msg("one"), msg("two")).replace(b"\n\nHello.\n\nFrom bob", f"\n\n{body}\n\nFrom bob".encode(), 1)
+        data += b"From 1779123456789012345@xxx Fri Sep 01 08:51:24 +0000 2023\n" + msg("three") + b"\n"
+        summary = self.run_import(self.write("inbox", data))
+        self.assertEqual((summary.imported, summary.raw), (3, []))
+        found = self.emails()
+        self.assertEqual([e["subject"] for e in found], ["one", "three", "two"])
+        self.assertEqual(found[0]["raw"], msg("one", body=body).replace(b"\n", b"\r\n"))
+        self.assertEqual(found[1]["receivedAt"], 1693558284000)
+
     def test_inboxAndMailboxOption(self) -> None:
         """
         A file named inbox goes to the Inbox; --mailbox puts everything in
