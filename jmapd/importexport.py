@@ -899,7 +899,7 @@ def export_mbox(
     oldest first, to an mbox file at C{out_path}.
 
     @return: how many were written.
-    @raise ImportFailed: no such Mailbox.
+    @raise ImportFailed: no such Mailbox, or C{out_path} cannot be written.
     """
 
     def select(txn: Any) -> list[tuple[str, str, int]]:
@@ -924,18 +924,30 @@ def export_mbox(
         return [(account.id, row[0], row[1], int(row[2])) for row in rows]  # type: ignore[misc]
 
     rows: list[Any] = database.run_sync(select)
+    if os.path.isdir(out_path):
+        raise ImportFailed(f"cannot write {out_path}: it is a directory")
     written = 0
+    # Written beside the file and renamed: an export that fails leaves
+    # what was there before.  The operator named out_path, so an error
+    # names it, and the temporary file goes.
     tmp = out_path + ".tmp"
-    with open(tmp, "wb") as out:
-        for start in range(0, len(rows), BATCH):
-            chunk = rows[start : start + BATCH]
-            account_id = chunk[0][0]
-            keywords = database.run_sync(emails.get_keywords, account_id, [row[1] for row in chunk])
-            for _, email_id, blob_id, received_at in chunk:
-                write_mbox(out, blobs.read(blob_id), received_at, sorted(keywords.get(email_id, {})))
-                written += 1
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, out_path)
+    try:
+        with open(tmp, "wb") as out:
+            for start in range(0, len(rows), BATCH):
+                chunk = rows[start : start + BATCH]
+                account_id = chunk[0][0]
+                keywords = database.run_sync(emails.get_keywords, account_id, [row[1] for row in chunk])
+                for _, email_id, blob_id, received_at in chunk:
+                    write_mbox(out, blobs.read(blob_id), received_at, sorted(keywords.get(email_id, {})))
+                    written += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, out_path)
+    except BaseException as error:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename in (tmp, out_path):
+            raise ImportFailed(f"cannot write {out_path}: {error.strerror}") from None
+        raise
     return written
 

@@ -256,6 +256,22 @@ class MboxTests(ImportTestCase):
         self.assertEqual([item.data.split(b"Subject: ")[1][:3] for item in read_mbox(out)], [b"two"])
         self.assertRaises(ImportFailed, export_mbox, self.database, self.blobs, "alice", out, "Nope")
 
+    def test_exportCannotWrite(self) -> None:
+        """
+        An mbox file that cannot be written (its directory is missing, or
+        it is a directory) is an error naming the file asked for, not the
+        temporary file beside it, and leaves no temporary file behind.
+        """
+        self.run_import(self.write("inbox", mbox(msg("one"))))
+        missing = os.path.join(self.directory, "missing", "out.mbox")
+        error = self.assertRaises(ImportFailed, export_mbox, self.database, self.blobs, "alice", missing)
+        self.assertEqual(str(error), f"cannot write {missing}: No such file or directory")
+        folder = os.path.join(self.directory, "folder")
+        os.makedirs(folder)
+        error = self.assertRaises(ImportFailed, export_mbox, self.database, self.blobs, "alice", folder)
+        self.assertEqual(str(error), f"cannot write {folder}: it is a directory")
+        self.assertFalse(os.path.exists(folder + ".tmp"))
+
 
 class MaildirTests(ImportTestCase):
     """
