@@ -412,15 +412,23 @@ def _import(context: _Context) -> None:
     args = context.args
     stream = context.streams.stderr
     tty = bool(getattr(stream, "isatty", lambda: False)())
-    summary = importexport.import_path(
-        context.database,
-        _blob_store(context),
-        context.config,
-        args.account,
-        args.path,
-        args.mailbox,
-        progress=lambda total: importexport.Progress(stream, total, tty),
-    )
+    try:
+        summary = importexport.import_path(
+            context.database,
+            _blob_store(context),
+            context.config,
+            args.account,
+            args.path,
+            args.mailbox,
+            progress=lambda total: importexport.Progress(stream, total, tty),
+        )
+    except importexport.Interrupted as stop:
+        # Ctrl-C: the batches filed stay, so say what they were and how
+        # to go on, then exit with status 130 as for any interruption.
+        for line in stop.summary.lines():
+            context.out(line)
+        stream.write(f"{PROG}: interrupted: what was imported stays; run the same import again to import the rest\n")
+        raise KeyboardInterrupt from None
     for line in summary.lines():
         context.out(line)
 

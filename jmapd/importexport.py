@@ -75,6 +75,18 @@ class ImportFailed(Exception):
     """
 
 
+class Interrupted(KeyboardInterrupt):
+    """
+    An import was interrupted (Ctrl-C).  What was filed stays (each batch
+    is its own transaction, and the same import run again skips it), so
+    the operator is told what that was: C{summary}.
+    """
+
+    def __init__(self, summary: Summary) -> None:
+        super().__init__(summary)
+        self.summary = summary
+
+
 @frozen
 class Item:
     """
@@ -632,20 +644,30 @@ class Importer:
         self.summary = Summary()
 
     def run(self, items: Iterator[Item], progress: Progress | None = None) -> Summary:
+        """
+        File C{items}.
+
+        @raise Interrupted: on Ctrl-C, with the summary of what was filed.
+        """
         batch: list[Item] = []
         size = 0
         position = 0
-        for item in items:
-            position = item.position
-            batch.append(item)
-            size += len(item.data)
-            if len(batch) >= BATCH or size >= BATCH_BYTES:
+        try:
+            for item in items:
+                position = item.position
+                batch.append(item)
+                size += len(item.data)
+                if len(batch) >= BATCH or size >= BATCH_BYTES:
+                    self._batch(batch)
+                    batch, size = [], 0
+                    if progress is not None:
+                        progress.update(position, self.summary.seen)
+            if batch:
                 self._batch(batch)
-                batch, size = [], 0
-                if progress is not None:
-                    progress.update(position, self.summary.seen)
-        if batch:
-            self._batch(batch)
+        except KeyboardInterrupt:
+            if progress is not None:
+                progress.done(position, self.summary.seen)
+            raise Interrupted(self.summary) from None
         if progress is not None:
             progress.done(position, self.summary.seen)
         return self.summary

@@ -609,6 +609,39 @@ class ImportExportCommandTests(AdminTestCase):
             exported = f.read()
         self.assertIn(b"Subject: two\nStatus: RO\n\n>From me.\n", exported)
 
+    def test_importInterrupted(self) -> None:
+        """
+        An import interrupted (Ctrl-C) still prints the summary of what
+        it filed, says on standard error that running it again imports
+        the rest, and exits with status 130.
+        """
+        from jmapd import importexport
+
+        self.succeed("account", "add", "alice")
+        path = os.path.join(self.directory, "old.mbox")
+        with open(path, "wb") as f:
+            f.write(self.MBOX)
+        self.patch(importexport, "BATCH", 1)
+        source = importexport.source
+
+        def stopped(path: str, target: Any) -> Any:
+            items, total = source(path, target)
+
+            def first() -> Any:
+                yield next(items)
+                raise KeyboardInterrupt()
+
+            return first(), total
+
+        self.patch(importexport, "source", stopped)
+        status, out, err = self.admin("import", "alice", path)
+        self.assertEqual(status, 130)
+        self.assertEqual(out.splitlines()[0], "imported 1, added to another Mailbox 0, skipped 0, refused 0")
+        self.assertEqual(
+            err.splitlines()[-1],
+            "jmapd-admin: interrupted: what was imported stays; run the same import again to import the rest",
+        )
+
     def test_errors(self) -> None:
         """
         An unknown account, a path that is neither an mbox file nor a

@@ -197,6 +197,28 @@ class MboxTests(ImportTestCase):
         self.assertTrue(any(line.startswith("stored as is: inbox message 1") for line in lines))
         self.assertTrue(any(line.startswith("refused: inbox message 3") for line in lines))
 
+    def test_interrupted(self) -> None:
+        """
+        An import interrupted (Ctrl-C) raises L{importexport.Interrupted}
+        with the summary of the messages filed so far; running it again
+        imports the rest and skips those.
+        """
+        self.patch(importexport, "BATCH", 2)
+        path = self.write("inbox", mbox(msg("one"), msg("two"), msg("three")))
+
+        def stopped() -> Any:
+            for number, item in enumerate(read_mbox(path)):
+                if number == 2:
+                    raise KeyboardInterrupt()
+                yield item
+
+        importer = importexport.Importer(self.database, self.blobs, self.config, self.alice, None)
+        error = self.assertRaises(importexport.Interrupted, importer.run, stopped())
+        self.assertEqual((error.summary.imported, error.summary.skipped), (2, []))
+        summary = self.run_import(path)
+        self.assertEqual((summary.imported, len(summary.skipped)), (1, 2))
+        self.assertEqual(len(self.emails()), 3)
+
     def test_notAnMbox(self) -> None:
         """
         A file that does not start with a From line is refused as a whole.
