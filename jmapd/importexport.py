@@ -852,6 +852,8 @@ def source(path: str, target: tuple[str, ...] | None) -> tuple[Iterator[Item], i
             raise ImportFailed(f"{path} is a directory but not a Maildir (no cur/ and new/ in it or its folders)")
         return read_maildir(path), count_maildir(path)
     if not os.path.isfile(path):
+        if os.path.exists(path):
+            raise ImportFailed(f"{path} is neither an mbox file nor a Maildir directory")
         raise ImportFailed(f"{path}: no such file or directory")
     folder: tuple[str, ...] = ()
     if target is None:

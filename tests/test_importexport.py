@@ -226,6 +226,18 @@ class MboxTests(ImportTestCase):
         path = self.write("notes.txt", b"hello\nworld\n")
         self.assertRaises(ImportFailed, self.run_import, path)
 
+    def test_notAFile(self) -> None:
+        """
+        A path that is there but is neither a file nor a directory (a
+        named pipe, a device) is refused as such, not as missing.
+        """
+        fifo = os.path.join(self.directory, "pipe")
+        os.mkfifo(fifo)
+        error = self.assertRaises(ImportFailed, self.run_import, fifo)
+        self.assertEqual(str(error), f"{fifo} is neither an mbox file nor a Maildir directory")
+        error = self.assertRaises(ImportFailed, self.run_import, fifo + "-missing")
+        self.assertEqual(str(error), f"{fifo}-missing: no such file or directory")
+
     def test_unknownAccount(self) -> None:
         """
         Importing into an account that does not exist fails.
