@@ -17,8 +17,10 @@ Import reads an mbox file or a Maildir and makes an Email of each message:
    says a message with IMAP's C{\\Deleted} must not be visible through
    JMAP at all.  In mbox files the C{Status}, C{X-Status},
    C{X-Keywords} and C{X-Mozilla-Status} fields say the same (and are
-   removed from the message: they belong to the mailbox file, not to the
-   message).
+   removed from the message, with UW-IMAP's and Dovecot's C{X-UID} and
+   C{X-IMAPbase}: they belong to the mailbox file, not to the message).
+   The first message of an mbox file is skipped when it is UW-IMAP's or
+   Dovecot's "FOLDER INTERNAL DATA" (it has an C{X-IMAP} field).
  - Messages are stored with CRLF line endings.  The content hash of what
    is stored (which is its blob id) is recorded per account, so running
    the same import again adds nothing; a message the account has already
@@ -63,7 +65,17 @@ BATCH = 200
 BATCH_BYTES = 16 << 20
 
 _FLAG_KEYWORDS = {"S": "$seen", "R": "$answered", "F": "$flagged", "D": "$draft", "P": "$forwarded"}
-_STATUS_FIELDS = (b"status", b"x-status", b"x-keywords", b"x-mozilla-status", b"x-mozilla-status2")
+_STATUS_FIELDS = (
+    b"status",
+    b"x-status",
+    b"x-keywords",
+    b"x-mozilla-status",
+    b"x-mozilla-status2",
+    # UW-IMAP's and Dovecot's UIDs.
+    b"x-uid",
+    b"x-imapbase",
+    b"x-imap",
+)
 _MAILDIR_PARTS = ("cur", "new", "tmp")
 _MBOX_SUFFIXES = (".mbox", ".mbx", ".mbs")
 
@@ -184,7 +196,8 @@ def _header_end(lines: Sequence[bytes]) -> int:
 def take_status_fields(lines: list[bytes]) -> tuple[list[bytes], dict[bytes, list[bytes]]]:
     """
     Remove the mailbox-status fields (Status, X-Status, X-Keywords,
-    X-Mozilla-Status) from the header of a message.
+    X-Mozilla-Status, and the UIDs in X-UID, X-IMAPbase, X-IMAP) from the
+    header of a message.
 
     @return: the lines without them, and their values by lower-case name.
     """
@@ -297,13 +310,18 @@ def read_mbox(path: str, folder: tuple[str, ...] = ()) -> Iterator[Item]:
             body = lines[:-1] if lines and lines[-1] == b"" else lines
             body, found = take_status_fields(list(body))
             keywords, deleted = status_keywords(found)
+            skip = "marked deleted" if deleted else None
+            if number == 1 and b"x-imap" in found:
+                # UW-IMAP's and Dovecot's "DON'T DELETE THIS MESSAGE --
+                # FOLDER INTERNAL DATA", holding the folder's UIDs.
+                skip = "the mail folder's internal data (X-IMAP), not a message"
             return Item(
                 folder=folder,
                 where=f"{name} message {number} (line {start_line})",
                 data=to_crlf(body),
                 keywords=frozenset(keywords),
                 received_at=_from_line_date(from_line or b""),
-                skip="marked deleted" if deleted else None,
+                skip=skip,
                 position=offset,
             )
 

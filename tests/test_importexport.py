@@ -176,6 +176,33 @@ class MboxTests(ImportTestCase):
         self.assertNotIn(b"Status:", found["read"]["raw"])
         self.assertNotIn(b"X-Keywords", found["read"]["raw"])
 
+    def test_folderInternalData(self) -> None:
+        """
+        The first message of an mbox file that UW-IMAP or Dovecot wrote
+        may be their "DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"
+        pseudo-message (it has an X-IMAP field): it is skipped, not
+        imported.  Their X-UID and X-IMAPbase fields belong to the mailbox
+        file, as Status does, and are removed from the messages.
+        """
+        pseudo = (
+            b"From: Mail System Internal Data <MAILER-DAEMON@example.org>\n"
+            b"Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
+            b"X-IMAP: 1696240800 0000000002\n\nThis text is part of the internal format of your mail folder.\n"
+        )
+        path = self.write(
+            "inbox", mbox(pseudo, msg("one", extra="X-UID: 1\nStatus: RO\n"), msg("two", extra="X-IMAPbase: 1 2\n"))
+        )
+        summary = self.run_import(path)
+        self.assertEqual(summary.imported, 2)
+        self.assertEqual(
+            summary.skipped, [("inbox message 1 (line 1)", "the mail folder's internal data (X-IMAP), not a message")]
+        )
+        found = self.emails()
+        self.assertEqual([e["subject"] for e in found], ["one", "two"])
+        self.assertEqual(found[0]["raw"], msg("one").replace(b"\n", b"\r\n"))
+        self.assertEqual(found[0]["keywords"], ["$seen"])
+        self.assertEqual(found[1]["raw"], msg("two").replace(b"\n", b"\r\n"))
+
     def test_unparseableStoredRaw(self) -> None:
         """
         A message without any header field is stored as it is and reported;
