@@ -152,11 +152,12 @@ def _recipients(headers: list[dict[str, str]]) -> list[str]:
     return list(found.values())
 
 
-def _future_release(parameters: dict[str, Any] | None, now_ms: int, max_delay: float) -> int:
+def _future_release(parameters: dict[str, Any] | None, now_ms: int, max_delay: float) -> int | None:
     """
-    The sendAt (ms) asked for by FUTURERELEASE (RFC 4865) parameters of the
-    mailFrom, or C{now_ms}; other parameters than HOLDFOR, HOLDUNTIL and
-    SIZE cannot be passed on to the relay and are refused.
+    The release time (ms) asked for by FUTURERELEASE (RFC 4865) parameters
+    of the mailFrom, or C{None} when FUTURERELEASE is not used; other
+    parameters than HOLDFOR, HOLDUNTIL and SIZE cannot be passed on to the
+    relay and are refused.
     """
     parameters = parameters or {}
     unknown = sorted(k for k in parameters if k.upper() not in ("HOLDFOR", "HOLDUNTIL", "SIZE"))
@@ -176,7 +177,7 @@ def _future_release(parameters: dict[str, Any] | None, now_ms: int, max_delay: f
             raise invalid_properties("HOLDUNTIL must be a date-time such as 2026-01-01T10:00:00Z", "envelope")
         send_at = max(parsed, now_ms)
     else:
-        return now_ms
+        return None
     if send_at - now_ms > max_delay * 1000:
         raise invalid_properties(
             f"the send may be delayed by at most {int(max_delay)} seconds (maxDelayedSend)", "envelope"
@@ -338,7 +339,12 @@ class EmailSubmissionType(DataType):
         size = {k.upper(): v for k, v in (parameters or {}).items()}.get("SIZE")
         if size is not None and (not isinstance(size, str) or not size.isdigit() or int(size) > max_size):
             raise set_error("tooLarge", f"SIZE {size} is above the {max_size} octets that can be sent", maxSize=max_size)
-        send_at = _future_release(parameters, now_ms, config.submission_max_delayed_send)
+        requested = _future_release(parameters, now_ms, config.submission_max_delayed_send)
+        # RFC 8621 section 7: with FUTURERELEASE, sendAt MUST be the time
+        # the server releases the message, which submission-hold may make
+        # later than the time asked for; without it, the creation time.
+        held_ms = now_ms + int(config.submission_hold * 1000)
+        send_at = now_ms if requested is None else max(requested, held_ms)
 
         raw = ctx.env.blobs.read(row["blob_id"])
         delivery = {r: {"smtpReply": QUEUED_REPLY, "delivered": "queued", "displayed": "unknown"} for r in recipients}

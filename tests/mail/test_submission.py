@@ -190,6 +190,22 @@ class CreateTests(SubmissionTestCase):
         [queued] = self.queued()
         self.assertEqual(self.release_time(queued.id), self.env.clock.seconds() + 30)
 
+    def test_holdForShorterThanSubmissionHold(self) -> None:
+        """
+        With FUTURERELEASE, sendAt is the time the message is released
+        (RFC 8621 section 7): a HOLDFOR shorter than submission-hold
+        gives the end of the hold, not the time asked for.
+        """
+        self.env.config = attrs.evolve(self.env.config, submission_hold=30.0)
+        envelope = {
+            "mailFrom": {"email": "alice@example.com", "parameters": {"HOLDFOR": "10"}},
+            "rcptTo": [{"email": "bob@example.org", "parameters": None}],
+        }
+        created = self.created(self.draft(), envelope=envelope)
+        self.assertEqual(created["sendAt"], "2023-11-14T22:13:50Z")
+        [queued] = self.queued()
+        self.assertEqual(self.release_time(queued.id), self.env.clock.seconds() + 30)
+
     def test_creationReferences(self) -> None:
         """
         emailId may name an Email created earlier in the same request.
