@@ -561,6 +561,19 @@ class QueryTests(SubmissionTestCase):
         error = self.call_error("EmailSubmission/query", {"sort": [{"property": "subject"}]})
         self.assertEqual(error["type"], "unsupportedSort")
 
+    def test_unknownCollation(self) -> None:
+        """
+        A collation the server does not recognise is unsupportedSort (RFC
+        8620 section 5.5), even for properties it does not apply to; a
+        known one is accepted.
+        """
+        error = self.call_error("EmailSubmission/query", {"sort": [{"property": "sentAt", "collation": "i;bogus"}]})
+        self.assertEqual(error["type"], "unsupportedSort")
+        self.assertEqual(
+            self.query(sort=[{"property": "emailId", "collation": "i;ascii-casemap"}]),
+            self.query(sort=[{"property": "emailId"}]),
+        )
+
     def test_queryChanges(self) -> None:
         """
         A submission whose undoStatus changes is removed and added again in
