@@ -383,14 +383,24 @@ class EmailSubmissionType(DataType):
         wanted = new.get("undoStatus")
         if wanted not in _UNDO_STATUSES:
             raise invalid_properties("undoStatus must be pending, final or canceled", "undoStatus")
+        changed = None
         if wanted != current["undoStatus"]:
             if wanted != "canceled":
                 raise invalid_properties("undoStatus can only be changed to canceled", "undoStatus")
-            self._cancel(ctx, account_id, object_id, current)
+            changed = self._cancel(ctx, account_id, object_id, current)
         extra["email_ids"][object_id] = current["emailId"]
-        return None
+        return changed
 
-    def _cancel(self, ctx: Context, account_id: str, object_id: str, current: dict[str, Any]) -> None:
+    def _cancel(
+        self, ctx: Context, account_id: str, object_id: str, current: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """
+        Take a pending submission's message out of the queue.
+
+        @return: the deliveryStatus when the cancel changed it (the
+            recipients still queued are now not delivered), which /set
+            reports in C{updated} (RFC 8620 section 5.3), or C{None}.
+        """
         if current["undoStatus"] != "pending":
             raise set_error("cannotUnsend", f"the submission is {current['undoStatus']}; it cannot be canceled")
         queued = storage.queued_for_submission(ctx.txn, account_id, object_id)
@@ -405,6 +415,7 @@ class EmailSubmissionType(DataType):
             for address, value in (current["deliveryStatus"] or {}).items()
         }
         storage.set_status(ctx.txn, account_id, object_id, undo_status="canceled", delivery_status=status)
+        return {"deliveryStatus": status} if status != current["deliveryStatus"] else None
 
     def destroy(self, ctx: Context, account_id: str, object_id: str, extra: dict[str, Any]) -> None:
         found = storage.get_submissions(ctx.txn, account_id, [object_id])

@@ -367,12 +367,28 @@ class UndoTests(SubmissionTestCase):
     def test_cancel(self) -> None:
         """
         A pending submission is canceled: its message leaves the queue,
-        undoStatus is canceled, and /changes reports the update.
+        undoStatus is canceled, and /changes reports the update.  The
+        recipients' deliveryStatus becomes delivered "no", which /set
+        reports in updated since the client did not ask for it (RFC 8620
+        section 5.3).
         """
         created = self.created(self.draft())
         state = self.state("EmailSubmission")
         response = self.cancel(created["id"])
-        self.assertEqual(response["updated"], {created["id"]: None})
+        self.assertEqual(
+            response["updated"],
+            {
+                created["id"]: {
+                    "deliveryStatus": {
+                        "bob@example.org": {
+                            "smtpReply": "250 2.0.0 Queued for relaying",
+                            "delivered": "no",
+                            "displayed": "unknown",
+                        }
+                    }
+                }
+            },
+        )
         self.assertEqual(self.queued(), [])
         [got] = self.call("EmailSubmission/get", {"ids": [created["id"]]})["list"]
         self.assertEqual(got["undoStatus"], "canceled")
