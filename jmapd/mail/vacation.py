@@ -48,7 +48,7 @@ from twisted.logger import Logger
 from jmapd.mime.headers import as_addresses, as_text
 from jmapd.mime.html import html_to_text
 from jmapd.protocol.engine import Capability, Context, Registry
-from jmapd.protocol.errors import invalid_properties
+from jmapd.protocol.errors import invalid_properties, set_error
 from jmapd.protocol.standard import DataType, register_standard_methods
 from jmapd.storage import emails
 from jmapd.storage import vacation as storage
@@ -124,6 +124,14 @@ class VacationResponseType(DataType):
             return []
         return [_to_json(storage.get_vacation(ctx.txn, account_id))]
 
+    def check_create(self, obj: Any) -> dict[str, Any]:
+        """
+        Refuse every create, whatever it holds: the account already has
+        its one VacationResponse, and RFC 8620 section 5.3 has the
+        C{singleton} SetError for exactly this.
+        """
+        raise set_error("singleton", "an account has exactly one VacationResponse, the singleton; update it")
+
     def update(
         self,
         ctx: Context,
@@ -150,6 +158,9 @@ class VacationResponseType(DataType):
         )
         storage.set_vacation(ctx.txn, account_id, vacation)
         return None
+
+    def destroy(self, ctx: Context, account_id: str, object_id: str, extra: dict[str, Any]) -> None:
+        raise set_error("singleton", "the VacationResponse cannot be destroyed; set isEnabled to false instead")
 
 
 VACATION_RESPONSE_TYPE = VacationResponseType()

@@ -145,9 +145,8 @@ class VacationResponseMethodTests(ServerTestCase):
     def test_setErrors(self) -> Any:
         """
         A date that is not a UTCDate, a non-boolean isEnabled or a
-        non-string body is invalidProperties naming the property; creating
-        or destroying the singleton is forbidden, and another id is
-        notFound.
+        non-string body is invalidProperties naming the property, and
+        another id is notFound.
         """
 
         async def run() -> None:
@@ -159,12 +158,10 @@ class VacationResponseMethodTests(ServerTestCase):
                         "VacationResponse/set",
                         {
                             "accountId": alice,
-                            "create": {"c": {"isEnabled": True}},
                             "update": {"singleton": {"fromDate": "2024-07-01T00:00:00+02:00"}},
                         },
                         "0",
                     ],
-                    ["VacationResponse/set", {"accountId": alice, "destroy": ["singleton"]}, "4"],
                     ["VacationResponse/set", {"accountId": alice, "update": {"singleton": {"isEnabled": 1}}}, "1"],
                     ["VacationResponse/set", {"accountId": alice, "update": {"singleton": {"textBody": 5}}}, "2"],
                     ["VacationResponse/set", {"accountId": alice, "update": {"other": {"isEnabled": True}}}, "3"],
@@ -172,14 +169,47 @@ class VacationResponseMethodTests(ServerTestCase):
                 using=USING,
             )
             first = response["methodResponses"][0][1]
-            self.assertEqual(first["notCreated"]["c"]["type"], "forbidden")
             self.assertEqual(first["notUpdated"]["singleton"]["type"], "invalidProperties")
             self.assertEqual(first["notUpdated"]["singleton"]["properties"], ["fromDate"])
-            self.assertEqual(response["methodResponses"][1][1]["notDestroyed"]["singleton"]["type"], "forbidden")
-            response["methodResponses"].pop(1)
             self.assertEqual(response["methodResponses"][1][1]["notUpdated"]["singleton"]["properties"], ["isEnabled"])
             self.assertEqual(response["methodResponses"][2][1]["notUpdated"]["singleton"]["properties"], ["textBody"])
             self.assertEqual(response["methodResponses"][3][1]["notUpdated"]["other"]["type"], "notFound")
+
+        return ensureDeferred(run())
+
+    def test_createAndDestroyAreSingleton(self) -> Any:
+        """
+        Creating a VacationResponse (valid or not) and destroying the
+        singleton are refused with the C{singleton} SetError of RFC 8620
+        section 5.3; destroying another id is notFound, and the singleton
+        is still there, unchanged.
+        """
+
+        async def run() -> None:
+            server = await self.start_server(registry=registry_with_vacation())
+            alice = server.add_account("alice", ("alice@example.com",))
+            response = await server.api(
+                [
+                    [
+                        "VacationResponse/set",
+                        {
+                            "accountId": alice,
+                            "create": {"c": {"isEnabled": True}, "d": {"nonsense": 1}},
+                            "destroy": ["singleton", "other"],
+                        },
+                        "0",
+                    ],
+                    ["VacationResponse/get", {"accountId": alice}, "1"],
+                ],
+                using=USING,
+            )
+            result = response["methodResponses"][0][1]
+            self.assertEqual({k: v["type"] for k, v in result["notCreated"].items()},
+                             {"c": "singleton", "d": "singleton"})
+            self.assertEqual({k: v["type"] for k, v in result["notDestroyed"].items()},
+                             {"singleton": "singleton", "other": "notFound"})
+            self.assertEqual(result["oldState"], result["newState"])
+            self.assertEqual(response["methodResponses"][1][1]["list"][0]["isEnabled"], False)
 
         return ensureDeferred(run())
 
