@@ -79,12 +79,18 @@ _ROBOT = re.compile(
 # -- the data type ---------------------------------------------------------------
 
 
+def _utc_date(ms: int | None) -> str | None:
+    return None if ms is None else emails.utc_date(ms)
+
+
 def _to_json(vacation: Vacation) -> dict[str, Any]:
+    # The dates from the milliseconds, not as the client wrote them: RFC
+    # 8620 section 1.4 wants a UTCDate without a zero fraction (".000Z").
     return {
         "id": SINGLETON,
         "isEnabled": vacation.is_enabled,
-        "fromDate": vacation.from_date,
-        "toDate": vacation.to_date,
+        "fromDate": _utc_date(vacation.from_ms),
+        "toDate": _utc_date(vacation.to_ms),
         "subject": vacation.subject,
         "textBody": vacation.text_body,
         "htmlBody": vacation.html_body,
@@ -92,13 +98,18 @@ def _to_json(vacation: Vacation) -> dict[str, Any]:
 
 
 def _date(new: dict[str, Any], name: str) -> tuple[str | None, int | None]:
+    """
+    The UTCDate C{new[name]} in its normal form (a zero fraction, which
+    JavaScript's toISOString writes, left out as RFC 8620 section 1.4
+    requires) and in milliseconds.
+    """
     value = new.get(name)
     if value is None:
         return None, None
     ms = emails.parse_date_ms(value, utc_only=True)
     if ms is None:
         raise invalid_properties(f"{name} must be a UTCDate such as 2024-07-01T00:00:00Z, or null", name)
-    return value, ms
+    return emails.utc_date(ms), ms
 
 
 def _string(new: dict[str, Any], name: str) -> str | None:
@@ -157,7 +168,12 @@ class VacationResponseType(DataType):
             html_body=_string(new, "htmlBody"),
         )
         storage.set_vacation(ctx.txn, account_id, vacation)
-        return None
+        # A date stored in another form than the client sent is a change
+        # the patch did not ask for, which RFC 8620 section 5.3 says
+        # "updated" reports.
+        normalised = {"fromDate": from_date, "toDate": to_date}
+        changed = {name: value for name, value in normalised.items() if value != new.get(name)}
+        return changed or None
 
     def destroy(self, ctx: Context, account_id: str, object_id: str, extra: dict[str, Any]) -> None:
         raise set_error("singleton", "the VacationResponse cannot be destroyed; set isEnabled to false instead")

@@ -27,7 +27,8 @@ SINGLETON = "singleton"
 class Vacation:
     """
     One account's VacationResponse in storage terms.  The dates are kept
-    both as the UTCDate the client sent and in milliseconds.
+    both as a UTCDate (in the normal form /set made of what the client
+    sent) and in milliseconds, which /get renders.
     """
 
     is_enabled: bool = False

@@ -177,6 +177,40 @@ class VacationResponseMethodTests(ServerTestCase):
 
         return ensureDeferred(run())
 
+    def test_datesNormalised(self) -> Any:
+        """
+        A fromDate or toDate with a zero fraction (".000Z", as
+        JavaScript's toISOString writes) is kept without it, since RFC
+        8620 section 1.4 says a UTCDate omits a zero fraction; /set
+        reports the stored form in "updated", and /get returns it.  A
+        date already in normal form is not reported.
+        """
+
+        async def run() -> None:
+            server = await self.start_server(registry=registry_with_vacation())
+            alice = server.add_account("alice", ("alice@example.com",))
+            update = {"fromDate": "2024-07-01T00:00:00.000Z", "toDate": "2024-07-15T00:00:00.250Z"}
+            response = await server.api(
+                [
+                    ["VacationResponse/set", {"accountId": alice, "update": {"singleton": update}}, "0"],
+                    ["VacationResponse/get", {"accountId": alice, "properties": ["fromDate", "toDate"]}, "1"],
+                    [
+                        "VacationResponse/set",
+                        {"accountId": alice, "update": {"singleton": {"fromDate": "2024-07-02T00:00:00Z"}}},
+                        "2",
+                    ],
+                ],
+                using=USING,
+            )
+            set_result, get_result, second = (r[1] for r in response["methodResponses"])
+            self.assertEqual(set_result["updated"], {"singleton": {"fromDate": "2024-07-01T00:00:00Z",
+                                                                   "toDate": "2024-07-15T00:00:00.25Z"}})
+            self.assertEqual(get_result["list"], [{"id": "singleton", "fromDate": "2024-07-01T00:00:00Z",
+                                                   "toDate": "2024-07-15T00:00:00.25Z"}])
+            self.assertEqual(second["updated"], {"singleton": None})
+
+        return ensureDeferred(run())
+
     def test_createAndDestroyAreSingleton(self) -> Any:
         """
         Creating a VacationResponse (valid or not) and destroying the
