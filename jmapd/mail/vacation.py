@@ -61,11 +61,6 @@ VACATION_RESPONSE = "urn:ietf:params:jmap:vacationresponse"
 #: Used when the VacationResponse has neither textBody nor htmlBody.
 DEFAULT_BODY = "I am away and will read your message when I am back.\n"
 
-#: Header fields whose presence marks a message from a mailing list.
-_LIST_FIELDS = frozenset(
-    {"list-id", "list-unsubscribe", "list-post", "list-help", "list-subscribe", "list-owner", "list-archive"}
-)
-
 _RECIPIENT_FIELDS = frozenset({"to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc"})
 
 #: Local parts of senders that are programs, not people.
@@ -237,7 +232,10 @@ def why_not(fields: dict[str, list[str]], sender: str) -> str | None:
     for value in fields.get("precedence", ()):
         if as_text(value).strip().lower() in ("bulk", "list", "junk"):
             return "Precedence"
-    if _LIST_FIELDS & set(fields):
+    # Any List-* field, not only the ones of RFC 2369 and RFC 2919 that
+    # RFC 3834 names: list software adds others (List-Unsubscribe-Post of
+    # RFC 8058, List-Software, ...), and each marks list mail as well.
+    if any(name.startswith("list-") for name in fields):
         return "mailing list"
     for value in fields.get("x-auto-response-suppress", ()):
         words = {word.strip().lower() for word in as_text(value).split(",")}

@@ -356,7 +356,8 @@ class AutoReplyTests(SynchronousTestCase):
     def test_noReplyTo(self) -> None:
         """
         No reply to: the null sender, robots (mailer-daemon, owner-*,
-        *-request, noreply), mailing lists (List-Id, List-Unsubscribe),
+        *-request, noreply), mailing lists (List-Id, List-Unsubscribe, and
+        any other List-* field such as List-Unsubscribe-Post),
         bulk/list/junk Precedence, any Auto-Submitted but "no",
         X-Auto-Response-Suppress, the account itself, or mail that does
         not name the account in To/Cc.
@@ -370,6 +371,8 @@ class AutoReplyTests(SynchronousTestCase):
             (incoming(), "no-reply+123@example.org"),
             (incoming("List-Id: <list.example.org>\r\n"), "bob@example.org"),
             (incoming("List-Unsubscribe: <mailto:u@example.org>\r\n"), "bob@example.org"),
+            (incoming("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"), "bob@example.org"),
+            (incoming("List-Software: Mailman\r\n"), "bob@example.org"),
             (incoming("Precedence: bulk\r\n"), "bob@example.org"),
             (incoming("Precedence: list\r\n"), "bob@example.org"),
             (incoming("Precedence: junk\r\n"), "bob@example.org"),
