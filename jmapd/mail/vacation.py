@@ -329,7 +329,11 @@ def after_delivery(
     vacation = storage.get_vacation(txn, account_id)
     if not vacation.is_active(int(now * 1000)):
         return None
-    sender = mail_from.strip().lower()
+    # The reply goes to the envelope sender as given: its local part may be
+    # case-sensitive (RFC 5321 section 2.4).  It is compared and
+    # remembered in lower case.
+    return_path = mail_from.strip()
+    sender = return_path.lower()
     fields = _fields(parsed)
     reason = why_not(fields, sender)
     own = _account_addresses(txn, account_id)
@@ -353,8 +357,8 @@ def after_delivery(
                      account=account_id, sender=sender)
             return None
     assert addressed_as is not None
-    raw = build_reply(vacation, addressed_as, sender, parsed, now)
-    queue_id = queue(txn, env, account_id, "", [sender], raw)
+    raw = build_reply(vacation, addressed_as, return_path, parsed, now)
+    queue_id = queue(txn, env, account_id, "", [return_path], raw)
     storage.record_reply(txn, account_id, sender, now)
     log.info("vacation reply from {account} to {sender} queued as {queue_id}", account=account_id, sender=sender,
              queue_id=queue_id)

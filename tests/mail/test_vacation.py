@@ -330,6 +330,20 @@ class AutoReplyTests(SynchronousTestCase):
         self.assertEqual(reply.get_content().strip(), "I am away.")
         self.assertIn(b"\r\n", raw)
 
+    def test_senderCaseKept(self) -> None:
+        """
+        The reply goes to the envelope sender exactly as given, since the
+        local part of an address may be case-sensitive (RFC 5321 section
+        2.4); once-per-interval still compares senders without regard to
+        case.
+        """
+        self.assertEqual(self.deliver(incoming(), sender="Bob.Smith@Example.org"), "q1")
+        ((_, _, rcpt_to, raw),) = self.queued
+        self.assertEqual(rcpt_to, ["Bob.Smith@Example.org"])
+        reply = email.message_from_bytes(raw, policy=email.policy.default)
+        self.assertEqual(reply["To"], "Bob.Smith@Example.org")
+        self.assertIsNone(self.deliver(incoming(), sender="bob.smith@example.org", now=JULY + 60))
+
     def test_subjectAndHtml(self) -> None:
         """
         The VacationResponse's own subject is used; an HTML body alone
