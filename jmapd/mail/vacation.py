@@ -58,6 +58,12 @@ log = Logger()
 
 VACATION_RESPONSE = "urn:ietf:params:jmap:vacationresponse"
 
+#: How replies are written: CRLF and, for non-ASCII or long lines,
+#: quoted-printable or base64 rather than 8bit.  The relay client does not
+#: ask for 8BITMIME (RFC 6152), so 8-bit octets or a line over 998 octets
+#: (RFC 5322 section 2.1.1) must not reach it.
+_REPLY_POLICY = SMTP.clone(cte_type="7bit")
+
 #: Used when the VacationResponse has neither textBody nor htmlBody.
 DEFAULT_BODY = "I am away and will read your message when I am back.\n"
 
@@ -278,7 +284,7 @@ def build_reply(
     subject (else "Auto: " and the original subject) and body, threaded to
     the original with In-Reply-To and References.
     """
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=_REPLY_POLICY)
     message["From"] = from_address
     message["To"] = to_address
     subject = vacation.subject

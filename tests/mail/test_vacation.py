@@ -358,6 +358,25 @@ class AutoReplyTests(SynchronousTestCase):
         self.assertIn("Back soon.", reply.get_body(("plain",)).get_content())
         self.assertIn("<b>soon</b>", reply.get_body(("html",)).get_content())
 
+    def test_sevenBit(self) -> None:
+        """
+        A reply with non-ASCII text or long lines is 7-bit clean: its parts
+        are quoted-printable or base64, because the relay client does not
+        ask for 8BITMIME (RFC 6152) and no line may exceed 998 octets (RFC
+        5322 section 2.1.1).
+        """
+        long_line = "x" * 1200
+        self.enable(subject="Weg ☀", text_body=f"Bin weg, tschüß.\n{long_line}\n", html_body="<p>Tschüß</p>")
+        self.deliver(incoming(subject="Grüße"))
+        raw = self.queued[0][3]
+        self.assertTrue(raw.isascii())
+        self.assertTrue(all(len(line) <= 998 for line in raw.split(b"\r\n")))
+        reply = email.message_from_bytes(raw, policy=email.policy.default)
+        self.assertEqual(reply["Subject"], "Weg ☀")
+        self.assertEqual(reply.get_body(("plain",)).get_content().replace("\r\n", "\n"),
+                         f"Bin weg, tschüß.\n{long_line}\n")
+        self.assertIn("Tschüß", reply.get_body(("html",)).get_content())
+
     def test_defaultBody(self) -> None:
         """
         Without any body, a default text is sent.
