@@ -6,10 +6,12 @@ The Identity data type (RFC 8621 section 6): Identity/get, /changes and
 Each address of the account has a default Identity the server keeps (see
 L{jmapd.storage.identities}); the user may add more Identities for the
 same addresses (with another name or signature) and delete those, but may
-not create one for an address the account does not have (forbiddenFrom).
-The Identities are brought in line with the account's addresses before
-every Identity method, so an alias the administrator added shows up at the
-next Identity/get; that is why /get and /changes are write methods.
+not create one for an address the account does not have (forbiddenFrom),
+nor a wildcard one (C{*@domain}, which RFC 8621 section 6 lets a server
+offer; jmapd has no accounts owning a whole domain).  The Identities
+follow the account's addresses in the transaction that changes those
+(L{jmapd.storage.identities.sync_identities}), so /get and /changes only
+read.
 """
 
 from __future__ import annotations
