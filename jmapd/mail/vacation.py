@@ -298,6 +298,11 @@ def build_reply(
     if original:
         message["In-Reply-To"] = f"<{original[0]}>"
         references = list(parsed.get("references") or [])
+        in_reply_to = parsed.get("inReplyTo") or []
+        if not references and len(in_reply_to) == 1:
+            # The parent's parent, as RFC 5322 section 3.6.4 says for a
+            # parent without References.
+            references = list(in_reply_to)
         if original[0] not in references:
             references.append(original[0])
         message["References"] = " ".join(f"<{ref}>" for ref in references)

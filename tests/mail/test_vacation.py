@@ -465,6 +465,21 @@ class AutoReplyTests(SynchronousTestCase):
         self.assertEqual(why_not({}, ""), "null sender")
         self.assertIsNone(why_not({"subject": ["hi"]}, "bob@example.org"))
 
+    def test_referencesFromInReplyTo(self) -> None:
+        """
+        When the original has no References but an In-Reply-To with one
+        message id, the reply's References are that id and the original's
+        Message-ID (RFC 5322 section 3.6.4), so the thread is kept.
+        """
+        parsed = parse_message(
+            b"From: bob@example.org\r\nTo: alice@example.com\r\nMessage-ID: <m1@example.org>\r\n"
+            b"In-Reply-To: <m0@example.org>\r\n\r\nHi\r\n"
+        )
+        raw = build_reply(storage.Vacation(is_enabled=True), "alice@example.com", "bob@example.org", parsed, JULY)
+        reply = email.message_from_bytes(raw, policy=email.policy.default)
+        self.assertEqual(reply["In-Reply-To"], "<m1@example.org>")
+        self.assertEqual(reply["References"], "<m0@example.org> <m1@example.org>")
+
     def test_buildReplyWithoutMessageId(self) -> None:
         """
         A message without Message-ID gets a reply without In-Reply-To.
