@@ -420,7 +420,14 @@ def maildir_folders(path: str) -> list[tuple[tuple[str, ...], str]]:
             if entry in _MAILDIR_PARTS or not os.path.isdir(full):
                 continue
             if entry.startswith("."):
-                if entry in (".", "..") or not is_maildir(full):
+                if entry in (".", ".."):
+                    continue
+                if not os.access(full, os.R_OK | os.X_OK):
+                    # Its cur/ and new/ cannot even be seen: skipping it
+                    # as "not a Maildir folder" would lose its messages
+                    # without a word.
+                    raise ImportFailed(f"{full}: cannot read this folder (permission denied)")
+                if not is_maildir(full):
                     continue
                 parts = tuple(_decode_utf7(part) for part in entry[1:].split(".") if part)
                 if parts:

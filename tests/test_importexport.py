@@ -385,6 +385,23 @@ class MaildirTests(ImportTestCase):
 
         self.assertEqual(self.database.run_sync(parent_of_jmap), "Lists")
 
+    def test_unreadableFolder(self) -> None:
+        """
+        A Maildir++ folder the importer may not enter (its cur/ and new/
+        cannot even be seen) stops the import before anything is filed,
+        with an error naming it, instead of being passed over as "not a
+        folder" and its messages left behind without a word.  (The test
+        runs as root, which may enter any directory: the file system's
+        answer for one folder is what is replaced.)
+        """
+        root = self.maildir()
+        folder = os.path.join(root, ".Sent")
+        access = os.access
+        self.patch(os, "access", lambda path, mode: path != folder and access(path, mode))
+        error = self.assertRaises(ImportFailed, self.run_import, root)
+        self.assertEqual(str(error), f"{folder}: cannot read this folder (permission denied)")
+        self.assertEqual(self.emails(), [])
+
     def test_rerunImportsNothing(self) -> None:
         """
         A second import of the same Maildir adds nothing.
