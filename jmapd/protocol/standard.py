@@ -229,13 +229,29 @@ class DataType:
     def check_create(self, obj: Any) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise invalid_properties(f"a {self.name} to create must be an object")
-        unknown = [key for key in obj if not self.is_property(key)]
-        if unknown:
-            raise invalid_properties(f"unknown {self.name} properties: {', '.join(unknown)}", *unknown)
-        server = [key for key in obj if key in self.server_set]
-        if server:
-            raise invalid_properties(f"properties set by the server: {', '.join(server)}", *server)
+        self._check_properties(
+            [key for key in obj if not self.is_property(key)],
+            [key for key in obj if key in self.server_set],
+            "set by the server",
+        )
         return obj
+
+    def _check_properties(self, unknown: list[str], fixed: list[str], why: str) -> None:
+        """
+        Refuse a create, update or copy that names C{unknown} properties
+        or sets C{fixed} ones the client may not (C{why}), with one
+        invalidProperties naming all of them: RFC 8620 section 5.3 says
+        its C{properties} SHOULD list every invalid property, not the
+        first kind found.
+        """
+        if not unknown and not fixed:
+            return
+        problems = []
+        if unknown:
+            problems.append(f"unknown {self.name} properties: {', '.join(unknown)}")
+        if fixed:
+            problems.append(f"properties {why}: {', '.join(fixed)}")
+        raise invalid_properties("; ".join(problems), *unknown, *fixed)
 
     def do_set(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
         args = Arguments(arguments, ctx.method)
@@ -332,14 +348,15 @@ class DataType:
             raise set_error("notFound", f"no {self.name} {object_id!r}")
         current = found[0]
         new, touched = apply_patch(current, patch)
-        unknown = sorted(p for p in touched if not self.is_property(p))
-        if unknown:
-            raise invalid_properties(f"unknown {self.name} properties: {', '.join(unknown)}", *unknown)
-        fixed = sorted(
-            p for p in touched if (p in self.server_set or p in self.immutable) and new.get(p) != current.get(p)
+        self._check_properties(
+            sorted(p for p in touched if not self.is_property(p)),
+            sorted(
+                p
+                for p in touched
+                if (p in self.server_set or p in self.immutable) and new.get(p) != current.get(p)
+            ),
+            "that cannot be changed",
         )
-        if fixed:
-            raise invalid_properties(f"properties that cannot be changed: {', '.join(fixed)}", *fixed)
         return self.update(ctx, account_id, object_id, current, new, touched, extra)
 
     # -- /query and /queryChanges ---------------------------------------
@@ -462,12 +479,11 @@ class DataType:
                 if source_id is None:
                     raise set_error("notFound", "the object to copy needs the 'id' of the original")
                 overrides = {k: v for k, v in obj.items() if k != "id"}
-                unknown = [k for k in overrides if not self.is_property(k)]
-                if unknown:
-                    raise invalid_properties(f"unknown properties: {', '.join(unknown)}", *unknown)
-                server = [k for k in overrides if k in self.server_set]
-                if server:
-                    raise invalid_properties(f"properties set by the server: {', '.join(server)}", *server)
+                self._check_properties(
+                    [k for k in overrides if not self.is_property(k)],
+                    [k for k in overrides if k in self.server_set],
+                    "set by the server",
+                )
                 found = self.fetch(ctx, from_account_id, [source_id], frozenset(self.properties), {})
                 if not found:
                     raise set_error("notFound", f"no {self.name} {source_id!r} in {from_account_id}")

@@ -499,6 +499,24 @@ class SetTests(NotesTestCase):
         self.assertEqual(response["notUpdated"][a]["type"], "invalidProperties")
         self.assertEqual(response["notUpdated"][a]["properties"], ["colour"])
 
+    def test_every_invalid_property_named(self):
+        """
+        A create or an update with both an unknown property and one the
+        client may not set gets one invalidProperties naming both kinds
+        (RFC 8620 section 5.3: properties SHOULD list every invalid one),
+        and its description says which is which.
+        """
+        response = self.ok("Note/set", create={"k": {"title": "t", "colour": 1, "created": 5}})
+        error = response["notCreated"]["k"]
+        self.assertEqual((error["type"], error["properties"]), ("invalidProperties", ["colour", "created"]))
+        self.assertIn("unknown Note properties: colour", error["description"])
+        self.assertIn("properties set by the server: created", error["description"])
+        (a,) = self.create("a")
+        response = self.ok("Note/set", update={a: {"colour": 1, "created": 1.0}})
+        error = response["notUpdated"][a]
+        self.assertEqual((error["type"], error["properties"]), ("invalidProperties", ["colour", "created"]))
+        self.assertIn("properties that cannot be changed: created", error["description"])
+
     def test_patch_map(self):
         """
         'tags/x' adds one tag and 'tags/y': null removes one, leaving the
