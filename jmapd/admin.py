@@ -431,6 +431,13 @@ def _import(context: _Context) -> None:
         raise KeyboardInterrupt from None
     for line in summary.lines():
         context.out(line)
+    if summary.refused:
+        # Not a success: a script that goes on to remove the source
+        # (`import ... && rm old.mbox`) would lose the refused messages.
+        count = len(summary.refused)
+        raise AdminError(
+            f"{count} message{'s were' if count != 1 else ' was'} refused (listed above); the others were imported"
+        )
 
 
 def _export(context: _Context) -> None:

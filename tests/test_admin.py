@@ -609,6 +609,26 @@ class ImportExportCommandTests(AdminTestCase):
             exported = f.read()
         self.assertIn(b"Subject: two\nStatus: RO\n\n>From me.\n", exported)
 
+    def test_importRefusedFails(self) -> None:
+        """
+        An import that refused a message prints the summary naming it, as
+        always, and then fails (status 1, one line on standard error), so
+        that a script does not go on as if everything had been imported;
+        the other messages are imported.
+        """
+        self.succeed("account", "add", "alice")
+        path = os.path.join(self.directory, "old.mbox")
+        with open(path, "wb") as f:
+            f.write(self.MBOX + b"From bob@example.org Mon Oct  2 12:00:00 2023\n\n")
+        status, out, err = self.admin("import", "alice", path)
+        self.assertEqual(status, 1)
+        self.assertEqual(out.splitlines()[0], "imported 2, added to another Mailbox 0, skipped 0, refused 1")
+        self.assertIn("refused: old.mbox message 3", out)
+        self.assertEqual(
+            err.splitlines()[-1],
+            "jmapd-admin: 1 message was refused (listed above); the others were imported",
+        )
+
     def test_importInterrupted(self) -> None:
         """
         An import interrupted (Ctrl-C) still prints the summary of what
