@@ -825,25 +825,32 @@ class Importer:
             if cached is not None and mailboxes.mailbox_exists(txn, self._account_id, cached):
                 return cached, None
         parent: str | None = None
+        # The names of the Mailboxes on the way, as they are (an existing
+        # Inbox may be called "INBOX" or "Posteingang"), for the summary.
+        names: list[str] = []
         for depth in range(1, len(path) + 1):
             name = path[depth - 1]
+            every = mailboxes.get_mailboxes(txn, self._account_id)
             if depth == 1 and name.upper() == "INBOX" and self._target is None:
                 mailbox_id = mailboxes.find_by_role(txn, self._account_id, "inbox")
                 if mailbox_id is not None:
                     parent = mailbox_id
+                    names.extend(m.name for m in every if m.id == mailbox_id)
                     continue
                 name = "Inbox"
-            siblings = [m for m in mailboxes.get_mailboxes(txn, self._account_id) if m.parent_id == parent]
+            siblings = [m for m in every if m.parent_id == parent]
             match = [m for m in siblings if m.name == name] or [m for m in siblings if m.name.lower() == name.lower()]
             if match:
                 parent = match[0].id
+                names.append(match[0].name)
                 continue
             problem = self._cannot_create(txn, name, depth)
             if problem is not None:
                 return None, problem
             role = "inbox" if depth == 1 and name == "Inbox" and self._target is None else None
             parent = mailboxes.add_mailbox(txn, self._account_id, name, parent_id=parent, role=role).id
-            created.append("/".join(path[:depth]))
+            names.append(name)
+            created.append("/".join(names))
         self._mailbox_ids[path] = parent
         return parent, None
 

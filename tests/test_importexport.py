@@ -402,6 +402,21 @@ class MaildirTests(ImportTestCase):
         self.assertEqual(str(error), f"{folder}: cannot read this folder (permission denied)")
         self.assertEqual(self.emails(), [])
 
+    def test_createdNamesAsTheyAre(self) -> None:
+        """
+        The summary names a created Mailbox by the names of the Mailboxes
+        on its way as they are: a Maildir++ folder under INBOX is created
+        under the account's Inbox, and said to be "Inbox/Sub", not
+        "INBOX/Sub".
+        """
+        root = self.maildir()
+        os.makedirs(os.path.join(root, ".INBOX.Sub", "cur"))
+        os.makedirs(os.path.join(root, ".INBOX.Sub", "new"))
+        self.write("Maildir/.INBOX.Sub/cur/1700000007.M8P1.host:2,S", msg("under inbox"))
+        summary = self.run_import(root)
+        self.assertIn("Inbox/Sub", summary.mailboxes_created)
+        self.assertNotIn("INBOX/Sub", summary.mailboxes_created)
+
     def test_rerunImportsNothing(self) -> None:
         """
         A second import of the same Maildir adds nothing.
