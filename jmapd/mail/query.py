@@ -427,7 +427,9 @@ def email_query_changes(ctx: Context, arguments: dict[str, Any]) -> dict[str, An
     account_id = args.id("accountId")
     query = _read_query(args)
     since_query_state = args.string("sinceQueryState", required=True, nullable=False)
-    max_changes = args.unsigned_int("maxChanges", positive=True)
+    # An UnsignedInt: unlike /changes (RFC 8620 section 5.2), section 5.6
+    # does not ask for a positive one; 0 means any change is too many.
+    max_changes = args.unsigned_int("maxChanges")
     up_to_id = args.id("upToId", required=False, nullable=True)
     calculate_total = args.boolean("calculateTotal")
     args.done()

@@ -305,8 +305,22 @@ class ArgumentTests(QueryChangesTestCase):
         self.assertEqual(error["type"], "unsupportedFilter")
         error = self.call_error("Email/queryChanges", {"sinceQueryState": "1", "sort": [{"property": "id"}]})
         self.assertEqual(error["type"], "unsupportedSort")
-        error = self.call_error("Email/queryChanges", {"sinceQueryState": "1", "maxChanges": 0})
+        error = self.call_error("Email/queryChanges", {"sinceQueryState": "1", "maxChanges": -1})
         self.assertEqual(error["type"], "invalidArguments")
+
+    def test_max_changes_zero(self) -> None:
+        """
+        maxChanges is an UnsignedInt (RFC 8620 section 5.6; only /changes
+        asks for a positive one): 0 is accepted, answers when nothing
+        changed and is tooManyChanges when anything did.
+        """
+        query = {"filter": {"inMailbox": self.inbox}}
+        old, since = self.result(query)
+        response = self.changes(query, since, maxChanges=0)
+        self.assertEqual((response["removed"], response["added"]), ([], []))
+        self.new_message("One", "one")
+        error = self.call_error("Email/queryChanges", {**query, "sinceQueryState": since, "maxChanges": 0})
+        self.assertEqual(error["type"], "tooManyChanges")
 
 
 pg.add_postgresql_variants(globals(), ArgumentTests, ReplayTests, ThreadTests)
