@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.mime.test_html -*-
 """
-HTML to plain text, for the preview of HTML-only messages and, later, for
-full-text search.  The stdlib parser is forgiving of the broken markup mail
+HTML to plain text, for the preview of HTML-only messages and for
+full-text search (which also takes the alt and title attributes).  The stdlib parser is forgiving of the broken markup mail
 is full of; we only need the words and where the paragraphs break, not a
 faithful rendering.
 """
@@ -31,17 +31,22 @@ _CELL = frozenset(["td", "th"])
 #: Void elements: they have no end tag, so they never open a hidden section.
 _VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 
+#: Attributes whose values are shown to the reader (an image's alternative
+#: text, a tooltip): RFC 8621 section 4.4.1 asks search to consider them.
+_PRESENTED = ("alt", "title")
+
 
 _PRE_SPACE = "\ue000"
 _PRE_TAB = "\ue001"
 
 
 class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, attributes: bool = False) -> None:
         super().__init__(convert_charrefs=True)
         self.chunks: list[str] = []
         self.hidden = 0
         self.pre = 0
+        self.attributes = attributes
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         if tag in _HIDDEN and tag not in _VOID:
@@ -52,10 +57,19 @@ class _TextExtractor(HTMLParser):
                 self.pre += 1
         elif tag in _CELL:
             self.chunks.append(" ")
+        self._presented(attrs)
 
     def handle_startendtag(self, tag: str, attrs: list) -> None:
         if tag in _BLOCK:
             self.chunks.append("\n")
+        self._presented(attrs)
+
+    def _presented(self, attrs: list) -> None:
+        if not self.attributes or self.hidden:
+            return
+        for name, value in attrs:
+            if name in _PRESENTED and value and value.strip():
+                self.chunks.append(" " + re.sub(r"\s+", " ", value) + " ")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _HIDDEN:
@@ -77,14 +91,18 @@ class _TextExtractor(HTMLParser):
             self.chunks.append(re.sub(r"\s+", " ", data))
 
 
-def html_to_text(html: str) -> str:
+def html_to_text(html: str, attributes: bool = False) -> str:
     """
     The text of an HTML document: script, style and head content dropped,
     block elements on lines of their own, character references decoded,
     runs of white space (non-breaking spaces too) collapsed except in
     C{pre}, blank lines dropped.  Never raises on malformed markup.
+
+    With C{attributes} (for search), the C{alt} and C{title} attributes
+    of the elements that are shown are text too, where the element is:
+    they are presented to the user, other attributes are markup.
     """
-    parser = _TextExtractor()
+    parser = _TextExtractor(attributes)
     try:
         parser.feed(html)
         parser.close()

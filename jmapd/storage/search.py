@@ -314,7 +314,9 @@ def _part_text(raw: bytes, part: dict[str, Any]) -> str:
         return ""
     text, _ = decode_text(decode_part(raw, part), part.get("charset"))
     if part.get("type") == "text/html":
-        return html_to_text(text)
+        # alt and title are presented to the user: RFC 8621 section 4.4.1
+        # says search SHOULD consider them.
+        return html_to_text(text, attributes=True)
     return text
 
 
@@ -323,7 +325,8 @@ def document_of(raw: bytes | None, parsed: dict[str, Any]) -> SearchDocument:
     The search document of a message from its parse (as
     L{jmapd.mime.parse.parse_message} makes it, or the stored columns in
     the same shape): the text of its textBody parts and of text/*
-    attachments (HTML as the text a reader sees), attachment names,
+    attachments (HTML as the text a reader sees, alt and title
+    attributes included), attachment names,
     subject, addresses and decoded header fields.  Without C{raw} (the
     message is gone) the body is empty.
     """

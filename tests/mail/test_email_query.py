@@ -290,6 +290,21 @@ class FilterTests(CorpusTestCase):
         self.assertEqual(self.query({"body": "html"}), [])
         self.assertEqual(self.query({"body": "pictures"}), ["E3"])
 
+    def test_html_alt_and_title_are_text(self) -> None:
+        """
+        The alt and title attributes of an HTML body are presented to the
+        reader, so text and body find their words (RFC 8621 section
+        4.4.1); other attributes are markup.
+        """
+        html = self.deliver(
+            b"From: zoe@example.com\r\nSubject: Pictures\r\nContent-Type: text/html\r\n\r\n"
+            b'<p>Look: <img src="sandcastle.png" alt="Our sandcastle" title="Sunset"></p>\r\n',
+            received_at=T0 + 10 * HOUR,
+        ).id
+        for filter in ({"body": "sandcastle"}, {"text": "sunset"}):
+            self.assertEqual(self.call("Email/query", {"filter": filter})["ids"], [html], filter)
+        self.assertEqual(self.call("Email/query", {"filter": {"body": "png"}})["ids"], [])
+
     def test_address_fields(self) -> None:
         """
         from, to, cc and bcc each look in their own header field, at names

@@ -17,6 +17,19 @@ class HTMLToTextTests(SynchronousTestCase):
         html = "<html><head><title>T</title><style>p{}</style></head><body><script>x<y</script>Body</body></html>"
         self.assertEqual(html_to_text(html), "Body")
 
+    def test_presented_attributes(self):
+        """
+        With attributes (for search), alt and title values of shown
+        elements are text where the element is; other attributes and
+        hidden elements' attributes are not.  Without, they are left out.
+        """
+        html = (
+            '<head><title>T</title><meta name="x" content="y" title="no"></head>'
+            '<p title="tip">see <img src="c.png" alt="a  cat"/> <a href="http://x/">here</a></p>'
+        )
+        self.assertEqual(html_to_text(html, attributes=True), "tip see a cat here")
+        self.assertEqual(html_to_text(html), "see here")
+
     def test_blocks_break_lines(self):
         """
         Block elements and br put their content on lines of their own;
