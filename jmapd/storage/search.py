@@ -51,6 +51,7 @@ from attrs import frozen
 from jmapd.mime.body import decode_part, decode_text
 from jmapd.mime.headers import as_text
 from jmapd.mime.html import html_to_text
+from jmapd.mime.parse import parse_message
 from jmapd.storage.sql import chunks as _chunks
 from jmapd.storage.sql import marks as _marks
 
@@ -274,6 +275,13 @@ def _first_address(addresses: Any) -> str:
 #: At most this many characters of body text are indexed per message.
 MAX_BODY_CHARS = 200_000
 
+#: Attached messages whose text is searched as body text (RFC 8621 section
+#: 4.4.1: text SHOULD look inside any part the server can turn into text,
+#: and body may leave out only parts other than text/* and message/*), and
+#: how deep within each other they are read.
+_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
+MAX_MESSAGE_DEPTH = 3
+
 
 @frozen
 class SearchDocument:
@@ -309,9 +317,16 @@ def _walk(part: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
         yield from _walk(sub)
 
 
-def _part_text(raw: bytes, part: dict[str, Any]) -> str:
+def _part_text(raw: bytes, part: dict[str, Any], depth: int) -> str:
     if "_offset" not in part:
         return ""
+    if part.get("type") in _MESSAGE_TYPES:
+        # An attached message reads as its addresses, subject, attachment
+        # names and body.
+        inner_raw = decode_part(raw, part)
+        inner = document_of(inner_raw, parse_message(inner_raw), depth + 1)
+        fields = (inner.from_, inner.to, inner.cc, inner.subject, inner.attachments, inner.body)
+        return "\n".join(field for field in fields if field)
     text, _ = decode_text(decode_part(raw, part), part.get("charset"))
     if part.get("type") == "text/html":
         # alt and title are presented to the user: RFC 8621 section 4.4.1
@@ -320,13 +335,14 @@ def _part_text(raw: bytes, part: dict[str, Any]) -> str:
     return text
 
 
-def document_of(raw: bytes | None, parsed: dict[str, Any]) -> SearchDocument:
+def document_of(raw: bytes | None, parsed: dict[str, Any], depth: int = 0) -> SearchDocument:
     """
     The search document of a message from its parse (as
     L{jmapd.mime.parse.parse_message} makes it, or the stored columns in
-    the same shape): the text of its textBody parts and of text/*
+    the same shape): the text of its textBody parts, of text/*
     attachments (HTML as the text a reader sees, alt and title
-    attributes included), attachment names,
+    attributes included) and of attached messages (up to
+    L{MAX_MESSAGE_DEPTH} within each other), attachment names,
     subject, addresses and decoded header fields.  Without C{raw} (the
     message is gone) the body is empty.
     """
@@ -341,7 +357,8 @@ def document_of(raw: bytes | None, parsed: dict[str, Any]) -> SearchDocument:
             continue
         if part.get("name"):
             names.append(str(part["name"]))
-        if str(part.get("type") or "").startswith("text/"):
+        kind = str(part.get("type") or "")
+        if kind.startswith("text/") or (kind in _MESSAGE_TYPES and depth < MAX_MESSAGE_DEPTH):
             chosen.append(part_id)
     if raw is not None:
         for part_id in dict.fromkeys(chosen):
@@ -349,7 +366,7 @@ def document_of(raw: bytes | None, parsed: dict[str, Any]) -> SearchDocument:
             if part is None or part.get("subParts") is not None or length >= MAX_BODY_CHARS:
                 continue
             try:
-                text = _part_text(raw, part)[: MAX_BODY_CHARS - length]
+                text = _part_text(raw, part, depth)[: MAX_BODY_CHARS - length]
             except Exception:  # noqa: BLE001 - a part we cannot read is not searched; the message is still stored
                 continue
             texts.append(text)

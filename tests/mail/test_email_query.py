@@ -305,6 +305,28 @@ class FilterTests(CorpusTestCase):
             self.assertEqual(self.call("Email/query", {"filter": filter})["ids"], [html], filter)
         self.assertEqual(self.call("Email/query", {"filter": {"body": "png"}})["ids"], [])
 
+    def test_attached_message_is_text(self) -> None:
+        """
+        The text of an attached message (message/rfc822) is body text:
+        text and body find words of its body, subject and addresses
+        (RFC 8621 section 4.4.1: text SHOULD look inside any part the
+        server can convert to text; body may leave out only parts other
+        than text/* and message/*).  Its words are not the outer subject.
+        """
+        forwarded = self.deliver(
+            b"From: zoe@example.com\r\nSubject: Fwd: minutes\r\n"
+            b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            b"--b\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n"
+            b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+            b"From: Quentin Quill <quentin@example.net>\r\nSubject: Quarterly minutes\r\n\r\n"
+            b"The xylophone budget was approved.\r\n"
+            b"--b--\r\n",
+            received_at=T0 + 10 * HOUR,
+        ).id
+        for filter in ({"body": "xylophone"}, {"text": "xylophone"}, {"text": "quarterly"}, {"body": "quill"}):
+            self.assertEqual(self.call("Email/query", {"filter": filter})["ids"], [forwarded], filter)
+        self.assertEqual(self.call("Email/query", {"filter": {"subject": "quarterly"}})["ids"], [])
+
     def test_address_fields(self) -> None:
         """
         from, to, cc and bcc each look in their own header field, at names

@@ -87,15 +87,16 @@ class DocumentTests(SynchronousTestCase):
     def test_multipart(self) -> None:
         """
         The document has the decoded subject and addresses, the text body
-        (not the HTML alternative twice), attachment names and the header
-        fields decoded and case-folded.
+        (not the HTML alternative twice) followed by the attached
+        message's addresses, subject and body, attachment names and the
+        header fields decoded and case-folded.
         """
         document = search.document_of(MULTIPART, parse_message(MULTIPART))
         self.assertEqual(document.subject, "Café plans")
         self.assertEqual(document.from_, "José jose@example.com")
         self.assertEqual(document.to, "a@example.com B. Person b@example.com c@example.com")
         self.assertEqual(document.cc, "d@example.com")
-        self.assertEqual(document.body.strip(), "Café at noon?")
+        self.assertEqual(document.body.split(), "Café at noon? inner@example.com Inner message Inside.".split())
         self.assertEqual(document.attachments, "plan.pdf")
         self.assertIn(["subject", "café plans"], document.headers)
         self.assertIn(["x-custom", "two"], document.headers)
