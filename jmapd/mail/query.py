@@ -128,8 +128,11 @@ def parse_text(text: str) -> tuple[Term, ...]:
     matched single or double quotes is a phrase, in which a backslash
     escapes the next character.  A quote only opens a phrase at the start
     of a word, so "don't" stays a word.  Terms without a letter or digit
-    can match nothing the index holds and are dropped.
+    can match nothing the index holds and are dropped.  A NUL (JSON
+    allows one in a String) separates words like white space: no text
+    the index holds has one, and neither engine takes one in a query.
     """
+    text = text.replace("\x00", " ")
     terms: list[Term] = []
     word: list[str] = []
 

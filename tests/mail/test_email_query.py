@@ -281,6 +281,15 @@ class FilterTests(CorpusTestCase):
         self.assertEqual(self.query({"text": ""}), ALL)
         self.assertEqual(self.query({"text": " -- "}), ALL)
 
+    def test_text_with_nul(self) -> None:
+        """
+        A String with a NUL (JSON allows one) is searched with the NUL as
+        white space, not a serverFail; SearchSnippet/get likewise.
+        """
+        self.assertEqual(self.query({"text": "kickoff\x00project"}), ["E1", "E2"])
+        response = self.call("SearchSnippet/get", {"filter": {"subject": "\x00kickoff"}, "emailIds": [self.ids["E1"]]})
+        self.assertEqual(response["list"][0]["subject"], "Project <mark>kickoff</mark>")
+
     def test_html_markup_is_not_text(self) -> None:
         """
         Tags, attribute names and the content of head and style in HTML
@@ -884,6 +893,13 @@ class ParseTextTests(MailTestCase):
         """
         self.assertEqual(parse_text('"open'), (Term('"open'),))
         self.assertEqual(parse_text("don't stop"), (Term("don't"), Term("stop")))
+
+    def test_nul(self) -> None:
+        """
+        A NUL separates words, in phrases too.
+        """
+        self.assertEqual(parse_text("a\x00b"), (Term("a"), Term("b")))
+        self.assertEqual(parse_text('"a\x00b"'), (Term("a b", True),))
 
     def test_no_words(self) -> None:
         """
