@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.mime.test_html -*-
 """
 HTML to plain text, for the preview of HTML-only messages and for
-full-text search (which also takes the alt and title attributes).  The stdlib parser is forgiving of the broken markup mail
-is full of; we only need the words and where the paragraphs break, not a
-faithful rendering.
+full-text search (which also takes the alt and title attributes).  The
+stdlib parser is forgiving of the broken markup mail is full of; we only
+need the words and where the paragraphs break, not a faithful rendering.
 """
 
 from __future__ import annotations
