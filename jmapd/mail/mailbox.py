@@ -440,7 +440,11 @@ class MailboxType(DataType):
         Every property a Mailbox query uses can change, so C{upToId} is
         ignored (RFC 8620 section 5.6); with sortAsTree or filterAsTree a
         change to one Mailbox can move its whole subtree, so then any change
-        reports every Mailbox.
+        reports every Mailbox.  With filterAsTree it can also take the
+        subtree out of the results: C{removed} must name every Mailbox that
+        left them, so every Mailbox of the account is reported removed, not
+        only those still in the results (a client that did not ask for the
+        total would otherwise keep the ones that left).
         """
         args = Arguments(arguments, ctx.method)
         account_id = args.id("accountId")
@@ -469,6 +473,8 @@ class MailboxType(DataType):
         ids = self.query(ctx, account_id, filter, sort, extra)
         if touched and (extra["sortAsTree"] or extra["filterAsTree"]):
             touched |= set(ids)
+        if touched and extra["filterAsTree"]:
+            touched |= storage.mailbox_ids(ctx.txn, account_id)
         removed, added = query_changes(ids, touched, created, None)
         if shared:
             # Of someone else's account: only Mailboxes the user sees, or

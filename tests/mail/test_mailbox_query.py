@@ -288,6 +288,24 @@ class QueryChangesTests(MailboxQueryTestCase):
         response = self.assertReplays(query, old, since)
         self.assertIn(self.ids["alpha"], response["removed"])
 
+    def test_filter_as_tree_subtree_leaves(self) -> None:
+        """
+        With filterAsTree, a parent that stops matching takes its unchanged
+        children out of the results too: removed names them (RFC 8620
+        section 5.6: every Foo that was in the old results and is not in
+        the new), so a client that did not ask for the total, and so
+        cannot truncate, still gets the new result by splicing.
+        """
+        query = {"filter": {"isSubscribed": True}, "filterAsTree": True}
+        old, since = self.result(query)
+        self.assertIn(self.ids["alpha"], old)
+        self.call("Mailbox/set", {"update": {self.ids["projects"]: {"isSubscribed": False}}})
+        new, _ = self.result(query)
+        response = self.call("Mailbox/queryChanges", {**query, "sinceQueryState": since})
+        self.assertNotIn("total", response)
+        self.assertTrue({self.ids["alpha"], self.ids["eclair"]} <= set(response["removed"]), response)
+        self.assertEqual(splice(old, response, len(old) + len(response["added"])), new)
+
     def test_errors(self) -> None:
         """
         Unknown or future states are cannotCalculateChanges; more changes
