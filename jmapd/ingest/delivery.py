@@ -180,20 +180,29 @@ def inbox_of(txn: Any, account_id: str) -> str:
     """
     The Mailbox delivered mail goes to: the one with the inbox role; if
     the account has none, a top-level Mailbox named Inbox gets the role,
-    or is created.
+    or is created.  A top-level "Inbox" that has another role keeps it
+    (a Mailbox has one role) and its name: two siblings must not share a
+    name (RFC 8621 section 2), so the new one is "Inbox 2" (or 3, ...).
     """
     inbox = mailboxes.find_by_role(txn, account_id, "inbox")
     if inbox is not None:
         return inbox
-    for mailbox in mailboxes.get_mailboxes(txn, account_id):
-        if mailbox.parent_id is None and mailbox.name.lower() == "inbox" and mailbox.role is None:
+    top_level = [m for m in mailboxes.get_mailboxes(txn, account_id) if m.parent_id is None]
+    for mailbox in top_level:
+        if mailbox.name.lower() == "inbox" and mailbox.role is None:
             mailboxes.update_mailbox(
                 txn,
                 account_id,
                 mailboxes.Mailbox(mailbox.id, mailbox.name, None, "inbox", mailbox.sort_order, mailbox.is_subscribed),
             )
             return mailbox.id
-    return mailboxes.add_mailbox(txn, account_id, "Inbox", role="inbox", sort_order=10).id
+    taken = {mailbox.name for mailbox in top_level}
+    name = "Inbox"
+    suffix = 2
+    while name in taken:
+        name = f"Inbox {suffix}"
+        suffix += 1
+    return mailboxes.add_mailbox(txn, account_id, name, role="inbox", sort_order=10).id
 
 
 class Deliverer:

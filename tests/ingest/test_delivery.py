@@ -447,6 +447,31 @@ class InboxTests(DeliveryTestCase):
         self.assertEqual((mailbox.name, mailbox.role, mailbox.parent_id), ("Inbox", "inbox", None))
 
 
+    def test_inboxNameTakenByAnotherRole(self) -> None:
+        """
+        When the top-level Mailbox named Inbox has another role, the Inbox
+        created for delivery gets a name no sibling has: two top-level
+        Mailboxes must not share a name (RFC 8621 section 2), and the
+        other Mailbox keeps its one role.
+        """
+        alice = self.add_account("alice")
+
+        def give_inbox_another_role(txn: Any) -> str:
+            inbox = mailboxes.get_mailbox(txn, alice, mailboxes.find_by_role(txn, alice, "inbox"))
+            assert inbox is not None
+            mailboxes.update_mailbox(txn, alice, mailboxes.Mailbox(inbox.id, "Inbox", None, "important", 10, True))
+            return inbox.id
+
+        old = self.env.database.run_sync(give_inbox_another_role, write=True)
+        created = self.env.database.run_sync(inbox_of, alice, write=True)
+        self.assertNotEqual(created, old)
+        found = self.env.database.run_sync(mailboxes.get_mailboxes, alice)
+        top_level = [m.name for m in found if m.parent_id is None]
+        self.assertEqual(len(top_level), len(set(top_level)), top_level)
+        by_id = {m.id: m for m in found}
+        self.assertEqual((by_id[created].name, by_id[created].role), ("Inbox 2", "inbox"))
+        self.assertEqual(by_id[old].role, "important")
+
 class InTransactionTests(DeliveryTestCase):
     """
     With the database blob store (on SQLite), each copy's bytes are
