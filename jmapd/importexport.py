@@ -47,6 +47,7 @@ import base64
 import os
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -820,6 +821,9 @@ class Importer:
             path = ("INBOX",) + folder[1:]
         else:
             path = folder or ("INBOX",)
+        # A Mailbox name is Net-Unicode, so NFC (RFC 8621 section 2), as
+        # Mailbox/set stores it; file names need not be (macOS writes NFD).
+        path = tuple(unicodedata.normalize("NFC", name) for name in path)
         if path in self._mailbox_ids:
             cached = self._mailbox_ids[path]
             if cached is not None and mailboxes.mailbox_exists(txn, self._account_id, cached):
@@ -858,6 +862,10 @@ class Importer:
         config = self._config
         if not name.strip() or len(name.encode("utf-8")) > config.mailbox_name_max_len:
             return f"cannot create a Mailbox named {name!r} (empty, or longer than mailbox-name-max-len)"
+        if any(unicodedata.category(c) == "Cc" for c in name):
+            # Net-Unicode has no control characters (RFC 8621 section 2,
+            # RFC 5198); Mailbox/set refuses them too.
+            return f"cannot create a Mailbox named {name!r}: it has control characters"
         if depth > config.mailbox_max_depth:
             return f"cannot create Mailbox {name!r}: deeper than mailbox-max-depth ({config.mailbox_max_depth})"
         if mailboxes.count_mailboxes(txn, self._account_id) >= config.mailbox_max_total:
@@ -940,6 +948,7 @@ def find_mailbox(txn: Any, account_id: str, path: tuple[str, ...]) -> str | None
     every = mailboxes.get_mailboxes(txn, account_id)
     parent: str | None = None
     for name in path:
+        name = unicodedata.normalize("NFC", name)
         match = [m for m in every if m.parent_id == parent and m.name == name]
         if not match:
             return None

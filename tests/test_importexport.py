@@ -143,6 +143,21 @@ class MboxTests(ImportTestCase):
 
         self.assertEqual(self.database.run_sync(parent_name), "Archive")
 
+    def test_mailboxNamesNetUnicode(self) -> None:
+        """
+        A Mailbox name is Net-Unicode (RFC 8621 section 2): a file name in
+        NFD (as macOS writes them) makes a Mailbox named in NFC, the same
+        Mailbox as the NFC name; a name with a control character is
+        refused, its messages not filed.
+        """
+        self.run_import(self.write("Cafe\u0301.mbox", mbox(msg("one"))))
+        self.run_import(self.write("Caf\u00e9.mbox", mbox(msg("two"))))
+        found = {e["subject"]: e["mailboxes"] for e in self.emails()}
+        self.assertEqual(found, {"one": ["Caf\u00e9"], "two": ["Caf\u00e9"]})
+        summary = self.run_import(self.write("bad\x07name.mbox", mbox(msg("three"))))
+        self.assertEqual(summary.imported, 0)
+        self.assertIn("control characters", summary.refused[0][1])
+
     def test_rerunImportsNothing(self) -> None:
         """
         Importing the same file again adds nothing and says why.
