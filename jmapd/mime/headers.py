@@ -255,14 +255,29 @@ def _tokenize(value: str) -> list[tuple[str, str, str]]:
     return tokens
 
 
-def _phrase(pieces: list[str]) -> str | None:
+def _phrase(pieces: list[tuple[str, str]]) -> str | None:
     """
-    A display name from its words and quoted strings: joined by single
-    spaces, encoded words decoded, surrounding white space removed, NFC;
-    L{None} if nothing is left.
+    A display name from its (kind, text) words and quoted strings: joined
+    by single spaces, encoded words decoded, surrounding white space
+    removed, NFC; L{None} if nothing is left.  Quoted strings (kind C{"q"})
+    are not decoded: RFC 2047 section 5 forbids an encoded word inside
+    one, and RFC 8621 section 4.1.2.2 says text that breaks its placement
+    rules MUST NOT be decoded.
     """
-    text = decode_encoded_words(" ".join(pieces)).strip()
-    return unicodedata.normalize("NFC", text) if text else None
+    out: list[str] = []
+    run: list[str] = []
+    for kind, text in pieces:
+        if kind == "q":
+            if run:
+                out.append(decode_encoded_words(" ".join(run)))
+                run = []
+            out.append(text)
+        else:
+            run.append(text)
+    if run:
+        out.append(decode_encoded_words(" ".join(run)))
+    joined = " ".join(out).strip()
+    return unicodedata.normalize("NFC", joined) if joined else None
 
 
 class _AddressListParser:
@@ -297,17 +312,17 @@ class _AddressListParser:
             email = self.angle
             if ":" in email and email.startswith("@"):
                 email = email.rsplit(":", 1)[1]
-            name = _phrase([w[1] for w in words])
+            name = _phrase([w[:2] for w in words])
             self._add({"name": name, "email": email})
         elif words:
             if len(words) > 1 and "@" in words[-1][2] and not words[-1][2].startswith("@"):
-                name = _phrase([w[1] for w in words[:-1]])
+                name = _phrase([w[:2] for w in words[:-1]])
                 email = words[-1][2]
             else:
                 name = None
                 email = "".join(w[2] for w in words)
             if name is None and self.comment:
-                name = _phrase([self.comment])
+                name = _phrase([("c", self.comment)])
             self._add({"name": name, "email": email})
         self._reset()
 
@@ -333,7 +348,7 @@ class _AddressListParser:
             elif kind == ",":
                 self.end_mailbox()
             elif kind == ":" and self.group is None and self.angle is None:
-                name = _phrase([w[1] for w in self.words if w[0] in "wq"])
+                name = _phrase([w[:2] for w in self.words if w[0] in "wq"])
                 self._reset()
                 self._close_open()
                 self.group = {"name": name, "addresses": []}

@@ -173,6 +173,26 @@ class AddressesTests(SynchronousTestCase):
         """
         self.assertEqual(as_addresses(' "Doe, \\"J\\"" <j@x>'), [{"name": 'Doe, "J"', "email": "j@x"}])
 
+    def test_encoded_word_in_quoted_string(self):
+        """
+        An encoded word inside a quoted string is not decoded: RFC 2047
+        section 5 does not allow one there, and RFC 8621 section 4.1.2.3
+        decodes names by the Text form's rules, under which such text MUST
+        NOT be decoded.  Encoded words outside the quotes still are.
+        """
+        self.assertEqual(
+            as_addresses(' "=?utf-8?q?J=C3=B6rg?=" <j@x>'),
+            [{"name": "=?utf-8?q?J=C3=B6rg?=", "email": "j@x"}],
+        )
+        self.assertEqual(
+            as_addresses(' "Dr." =?utf-8?q?J=C3=B6rg?= <j@x>'),
+            [{"name": "Dr. Jörg", "email": "j@x"}],
+        )
+        self.assertEqual(
+            as_grouped_addresses(' "=?utf-8?q?T=C3=A9am?=": a@x;'),
+            [{"name": "=?utf-8?q?T=C3=A9am?=", "addresses": [{"name": None, "email": "a@x"}]}],
+        )
+
     def test_best_effort(self):
         """
         Broken lists still yield addresses: an unterminated angle address,
