@@ -188,10 +188,12 @@ def as_raw(raw: str) -> str:
 
 def as_text(raw: str) -> str:
     """
-    The Text form (RFC 8621 section 4.1.2.2): unfolded, surrounding white
-    space removed, RFC 2047 encoded words decoded, in NFC.
+    The Text form (RFC 8621 section 4.1.2.2): unfolded, the SP characters
+    at the beginning removed, RFC 2047 encoded words decoded, in NFC.  Only
+    leading SP goes: the RFC keeps other white space, trailing included,
+    so a value set through the Text form reads back as it was set.
     """
-    return unicodedata.normalize("NFC", decode_encoded_words(unfold(raw).strip()))
+    return unicodedata.normalize("NFC", decode_encoded_words(unfold(raw).lstrip(" ")))
 
 
 # ---------------------------------------------------------------------------

@@ -42,9 +42,13 @@ class TextTests(SynchronousTestCase):
     def test_unfold_and_strip(self):
         """
         Folding line breaks are removed (the white space after them stays)
-        and surrounding white space is stripped.
+        and the SP characters at the beginning are removed; nothing else is
+        stripped (RFC 8621 section 4.1.2.2, step 3): trailing white space
+        and a leading tab stay.
         """
-        self.assertEqual(as_text("  Hello\r\n world \r\n"), "Hello world")
+        self.assertEqual(as_text("  Hello\r\n world"), "Hello world")
+        self.assertEqual(as_text(" Hello world \t"), "Hello world \t")
+        self.assertEqual(as_text("\tHello"), "\tHello")
 
     def test_b_and_q_words(self):
         """
