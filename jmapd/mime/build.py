@@ -687,6 +687,10 @@ def build_message(
             lower = name.lower()
             if lower in named and not lower.startswith("content-"):
                 raise BuildError("bodyStructure", f"the {name} header field is already set on the Email")
+        # The root's fields are the message's: a Date, Message-ID or
+        # MIME-Version set there is "included" (RFC 8621 section 4.6), and
+        # generating another would give the message two.
+        set_names |= {name.lower() for name, _ in root.headers}
     else:
         root = _flat_body(builder, email)
     if builder.missing:

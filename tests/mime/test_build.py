@@ -155,6 +155,28 @@ class HeaderRoundTripTests(SynchronousTestCase):
         self.assertEqual(given["messageId"], ["m@x"])
         self.assertEqual(len(header(given, "Date")), 1)
 
+    def test_generated_fields_yield_to_body_structure(self):
+        """
+        A Date, Message-ID or MIME-Version set on the bodyStructure root is
+        a field of the message, so the server generates none: RFC 8621
+        section 4.6 asks for a generated Message-ID and Date only when they
+        are not included, and a message has at most one of each.
+        """
+        raw, parsed = roundtrip(
+            {
+                "bodyStructure": {
+                    "partId": "1",
+                    "header:Date": " Mon, 1 Jan 2001 00:00:00 +0000",
+                    "header:Message-ID": " <m@x>",
+                    "header:MIME-Version": " 1.0",
+                }
+            },
+            {"1": {"value": "x"}},
+        )
+        self.assertEqual(header(parsed, "Date"), [" Mon, 1 Jan 2001 00:00:00 +0000"])
+        self.assertEqual(header(parsed, "Message-ID"), [" <m@x>"])
+        self.assertEqual(header(parsed, "MIME-Version"), [" 1.0"])
+
     def test_naive_now_is_utc(self):
         """
         A naive C{now} is taken as UTC.
