@@ -494,7 +494,7 @@ class _Builder:
             node = _Multipart([], children)
             node.set_type(media_type, [])
             content_headers = node.headers
-            self._content_headers(spec, content_headers, media_type, None, default_disposition, path)
+            self._content_headers(spec, content_headers, named, default_disposition)
             return _with_headers(node, content_headers, explicit)
 
         if spec.get("subParts") is not None:
@@ -536,12 +536,19 @@ class _Builder:
                 params.append(_name_param(spec["name"]))
             headers.append(("Content-Type", _fold("Content-Type", params, "; ")))
         headers.append(("Content-Transfer-Encoding", " " + encoding))
-        self._content_headers(spec, headers, media_type, charset, default_disposition, path)
+        self._content_headers(spec, headers, named, default_disposition)
         return _with_headers(_Leaf([], body), headers, explicit)
 
-    def _content_headers(self, spec, headers, media_type, charset, default_disposition, path) -> None:
+    def _content_headers(self, spec, headers, named, default_disposition) -> None:
+        """
+        Add the Content-Disposition, Content-ID, Content-Language and
+        Content-Location fields C{spec}'s properties stand for.  A
+        C{header:Content-Disposition} the client gave (in C{named}) is
+        written as it is, and the server's default disposition yields to
+        it, so the part does not get the field twice.
+        """
         disposition = spec.get("disposition") or default_disposition
-        if disposition:
+        if disposition and "content-disposition" not in named:
             params = [disposition.lower()]
             if spec.get("name"):
                 params.extend(_filename_params(spec["name"]))

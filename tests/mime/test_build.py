@@ -274,6 +274,26 @@ class BodyRoundTripTests(SynchronousTestCase):
         self.assertEqual(parts[3]["_encoding"], "8bit")
         self.assertTrue(parsed["hasAttachment"])
 
+    def test_explicit_content_disposition(self):
+        """
+        An attachment that sets its own C{header:Content-Disposition} gets
+        that field only, not the server's default C{attachment} as well: a
+        part has one Content-Disposition (RFC 2183), and RFC 8621 section
+        4.6 wants the header fields a create gives to be unambiguous.
+        """
+        raw, parsed = roundtrip(
+            {
+                "textBody": [{"partId": "t"}],
+                "attachments": [
+                    {"blobId": "txt", "type": "text/plain", "header:Content-Disposition": " inline; filename=a.txt"},
+                ],
+            },
+            {"t": {"value": "See attached."}},
+        )
+        part = find_part(parsed, parsed["attachments"][0])
+        self.assertEqual(header(part, "Content-Disposition"), [" inline; filename=a.txt"])
+        self.assertEqual((part["disposition"], part["name"]), ("inline", "a.txt"))
+
     def test_inline_image_is_related(self):
         """
         An attachment with a cid next to an HTML body goes in a
