@@ -601,7 +601,9 @@ def _flat_body(builder: _Builder, email: dict):
         if not isinstance(value, list) or len(value) != 1:
             raise BuildError(key, "must contain exactly one body part")
         spec = value[0]
-        if isinstance(spec, dict) and spec.get("type") not in (None, media_type):
+        given = spec.get("type") if isinstance(spec, dict) else None
+        # Media types compare case-insensitively (RFC 2045 section 5.1).
+        if given is not None and (not isinstance(given, str) or given.lower() != media_type):
             raise BuildError(f"{key}/0/type", f"must be {media_type}")
         bodies[key] = builder.part(spec, f"{key}/0/", media_type)
 

@@ -436,6 +436,20 @@ class ValidationTests(SynchronousTestCase):
             {"htmlBody": [{"partId": "1", "type": "text/plain"}]}, "htmlBody/0/type", values
         )
 
+    def test_body_type_case_insensitive(self):
+        """
+        The type of the textBody or htmlBody part is compared without
+        regard to case, as media types are (RFC 2045 section 5.1): RFC
+        8621 section 4.6 asks for a part of type text/plain or text/html,
+        and C{TEXT/HTML} is one.
+        """
+        _, parsed = roundtrip(
+            {"textBody": [{"partId": "1", "type": "Text/Plain"}], "htmlBody": [{"partId": "2", "type": "TEXT/HTML"}]},
+            {"1": {"value": "a"}, "2": {"value": "<p>b</p>"}},
+        )
+        self.assertEqual(parsed["bodyStructure"]["type"], "multipart/alternative")
+        self.assertEqual([find_part(parsed, p)["type"] for p in parsed["htmlBody"]], ["text/html"])
+
     def test_part_rules(self):
         """
         partId and blobId exclude each other; partId must be in
