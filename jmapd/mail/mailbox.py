@@ -426,14 +426,6 @@ class MailboxType(DataType):
         """
         return str(storage.query_state(ctx.txn, account_id))
 
-    def do_query(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
-        response = super().do_query(ctx, arguments)
-        if "limit" not in response and arguments.get("limit") is None:
-            # A null limit is clamped to query-max-results too, and the
-            # RFC asks that the limit used be returned then.
-            response["limit"] = ctx.config.query_max_results
-        return response
-
     def do_query_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
         """
         Mailbox/queryChanges from the changes of query-relevant properties.

@@ -596,12 +596,12 @@ def window(
     The part of a query result the client asked for (RFC 8620 section 5.5):
     by C{position} (negative counts from the end) or by C{anchor} and
     C{anchorOffset}, at most C{limit} (capped at C{query-max-results}).
+    A null limit is capped too, and the limit used is returned whenever it
+    is not the one asked for, as RFC 8620 section 5.5 says.
     """
     response: dict[str, Any] = {}
     if limit is None or limit > max_results:
-        if limit is not None:
-            response["limit"] = max_results
-        limit = max_results
+        response["limit"] = limit = max_results
     if anchor is not None:
         try:
             anchor_index = ids.index(anchor)

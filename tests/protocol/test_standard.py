@@ -680,7 +680,7 @@ class QueryTests(NotesTestCase):
         self.assertEqual(response["total"], 5)
         self.assertEqual(response["queryState"], self.state())
         self.assertTrue(response["canCalculateChanges"])
-        self.assertNotIn("limit", response)
+        self.assertEqual(response["limit"], 4)
 
     def test_limit(self):
         """
@@ -743,11 +743,13 @@ class QueryTests(NotesTestCase):
 
     def test_window(self):
         """
-        window() on its own: the position reported is where the ids start.
+        window() on its own: the position reported is where the ids start;
+        the limit is reported when it is not the one asked for (none, or
+        above the maximum), not when it is.
         """
         self.assertEqual(window(["a", "b", "c"], 1, None, 0, 1, 10), {"position": 1, "ids": ["b"]})
-        self.assertEqual(window(["a", "b", "c"], 5, None, 0, None, 10), {"position": 3, "ids": []})
-        self.assertEqual(window(["a", "b", "c"], 0, "c", 5, None, 10), {"position": 3, "ids": []})
+        self.assertEqual(window(["a", "b", "c"], 5, None, 0, None, 10), {"limit": 10, "position": 3, "ids": []})
+        self.assertEqual(window(["a", "b", "c"], 0, "c", 5, 20, 10), {"limit": 10, "position": 3, "ids": []})
 
     def test_query_changes(self):
         """
