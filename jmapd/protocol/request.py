@@ -47,9 +47,9 @@ def parse_request(body: bytes, known_capabilities: Collection[str], max_calls: i
         raise not_json(f"the request body is not valid JSON: {e}") from None
     if not isinstance(document, dict):
         raise not_request("the request must be a JSON object with 'using' and 'methodCalls'")
-    unknown = set(document) - {"using", "methodCalls", "createdIds"}
-    if unknown:
-        raise not_request(f"unknown Request members: {', '.join(sorted(unknown))}")
+    # Other members are ignored: RFC 8620 section 3.3 says the server MUST
+    # ignore properties of the Request it does not understand, which
+    # future specifications may add.
     using = document.get("using")
     if not isinstance(using, list) or not all(isinstance(u, str) for u in using):
         raise not_request("'using' must be an array of capability strings")

@@ -125,9 +125,15 @@ class ParseRequestTests(SynchronousTestCase):
 
     def test_unknown_member(self):
         """
-        A member the Request object does not define is notRequest.
+        A member the Request object does not define is ignored (RFC 8620
+        section 3.3: the server MUST ignore properties it does not
+        understand, so that future extensions stay compatible).
         """
-        self.assertRequestError(body({"using": [], "methodCalls": [], "extra": 1}), "notRequest")
+        request = parse_request(
+            body({"using": [CORE], "methodCalls": [["Core/echo", {}, "c0"]], "extra": {"x": 1}}), KNOWN, 16
+        )
+        self.assertEqual(request.method_calls, (Invocation("Core/echo", {}, "c0"),))
+        self.assertIsNone(request.created_ids)
 
     def test_unknown_capability(self):
         """
