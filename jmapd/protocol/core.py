@@ -53,7 +53,7 @@ def blob_copy(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
     args.done()
     if from_account_id == account_id:
         raise invalid_arguments("fromAccountId and accountId must differ")
-    ctx.account(from_account_id, CORE)
+    ctx.from_account(from_account_id, CORE)
     ctx.account(account_id, CORE, write=True)
     copied: dict[str, str] = {}
     not_copied: dict[str, Any] = {}
@@ -61,8 +61,9 @@ def blob_copy(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
     for blob_id in blob_ids:
         if not is_id(blob_id) or not ctx.env.registry.may_read_blob(ctx, from_account_id, blob_id):
             # In a shared account only blobs of Emails the principal may
-            # read exist for it.
-            not_copied[blob_id] = {"type": "blobNotFound", "description": f"no blob {blob_id!r} in {from_account_id}"}
+            # read exist for it.  RFC 8620 section 6.3: a blob that cannot
+            # be found is the notFound SetError.
+            not_copied[blob_id] = {"type": "notFound", "description": f"no blob {blob_id!r} in {from_account_id}"}
             continue
         record = blob_storage.get_blob(ctx.txn, from_account_id, blob_id)
         if record is not None:
@@ -74,7 +75,7 @@ def blob_copy(ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
             continue
         data = ctx.env.registry.resolve_blob(ctx.env, ctx.txn, from_account_id, blob_id)
         if data is None:
-            not_copied[blob_id] = {"type": "blobNotFound", "description": f"no blob {blob_id!r} in {from_account_id}"}
+            not_copied[blob_id] = {"type": "notFound", "description": f"no blob {blob_id!r} in {from_account_id}"}
             continue
         # A derived blob (a body part) becomes a blob of its own.
         new_blob_id = ctx.env.blobs.put(data)

@@ -31,6 +31,14 @@ log = Logger()
 CORE = "urn:ietf:params:jmap:core"
 
 
+#: The errors for the account a /copy reads from (RFC 8620 sections 5.4
+#: and 6.3), by the error L{Context.account} gives.
+_FROM_ACCOUNT_ERRORS = {
+    "accountNotFound": "fromAccountNotFound",
+    "accountNotSupportedByMethod": "fromAccountNotSupportedByMethod",
+}
+
+
 @frozen
 class Principal:
     """
@@ -271,6 +279,24 @@ class Context:
             # writing this account wait until this request commits.
             self.txn.lock_account(account_id)
         return access
+
+    def from_account(self, account_id: Any, capability: str, write: bool = False) -> AccountAccess:
+        """
+        The account a /copy reads from: checked as L{account} does, but
+        with the errors RFC 8620 gives /copy (section 5.4) and Blob/copy
+        (section 6.3) for it, so the client can tell which of the two
+        accounts is wrong.
+
+        @raise MethodError: fromAccountNotFound,
+            fromAccountNotSupportedByMethod or accountReadOnly.
+        """
+        try:
+            return self.account(account_id, capability, write=write)
+        except MethodError as e:
+            renamed = _FROM_ACCOUNT_ERRORS.get(e.type)
+            if renamed is None:
+                raise
+            raise MethodError(renamed, e.description) from None
 
     def resolve_id(self, value: str) -> str | None:
         """

@@ -462,7 +462,7 @@ class DataType:
             raise invalid_arguments(f"{ctx.method}: 'create' is required")
         if from_account_id == account_id:
             raise invalid_arguments("fromAccountId and accountId must differ")
-        ctx.account(from_account_id, self.capability, write=destroy_original)
+        ctx.from_account(from_account_id, self.capability, write=destroy_original)
         ctx.account(account_id, self.capability, write=True)
         self.check_state(ctx, from_account_id, if_from_in_state)
         old_state = self.check_state(ctx, account_id, if_in_state)

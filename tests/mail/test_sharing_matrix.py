@@ -175,7 +175,7 @@ MATRIX: list[tuple[str, str, str, str]] = [
      "Email/parse answers notFound for the blob of an Email bob may not read"),
     ("mayReadItems", "Blob_copy",
      "Blob/copy copies the message blob of a readable Email into bob's account",
-     "Blob/copy refuses (blobNotFound) the blob of an Email bob may not read"),
+     "Blob/copy refuses (notFound) the blob of an Email bob may not read"),
     ("mayReadItems", "Email_copy_out",
      "Email/copy copies a readable Email into bob's own account",
      "Email/copy answers notFound for an Email bob may not read"),
@@ -359,7 +359,7 @@ class RightsMatrixTests(SharedAccountCase):
         if granted:
             self.assertEqual(result["copied"], {email["blobId"]: email["blobId"]})
         else:
-            self.assertEqual(result["notCopied"][email["blobId"]]["type"], "blobNotFound")
+            self.assertEqual(result["notCopied"][email["blobId"]]["type"], "notFound")
 
     def check_mayReadItems_Email_copy_out(self, granted: bool) -> None:
         email = self.email(self.inbox)
@@ -773,7 +773,8 @@ class SightTests(SharedAccountCase):
     def test_unshared_accounts_isolated(self) -> None:
         """
         carol, who has no grant, gets accountNotFound for every Mail
-        method on alice's account, while bob has one.
+        method on alice's account (fromAccountNotFound copying from it),
+        while bob has one.
         """
         self.share(self.inbox, {self.bob: {"mayReadItems"}})
         email = self.email(self.inbox)
@@ -789,7 +790,7 @@ class SightTests(SharedAccountCase):
             self.assertEqual((response_name, error["type"]), ("error", "accountNotFound"), name)
         response_name, error = self.call("carol", "Blob/copy", {
             "fromAccountId": self.alice, "accountId": self.carol, "blobIds": [email["blobId"]]})
-        self.assertEqual((response_name, error["type"]), ("error", "accountNotFound"))
+        self.assertEqual((response_name, error["type"]), ("error", "fromAccountNotFound"))
 
 
 class EveryMailboxRuleTests(SharedAccountCase):
@@ -945,15 +946,15 @@ class CrossAccountTests(SharedAccountCase):
     def test_copy_from_unshared_account(self) -> None:
         """
         From an account that shares nothing with bob, Email/copy and
-        Blob/copy answer accountNotFound.
+        Blob/copy answer fromAccountNotFound (RFC 8620 sections 5.4, 6.3).
         """
         email = self.email(self.inbox)
         response_name, error = self.call("bob", "Email/copy", {"fromAccountId": self.alice, "accountId": self.bob,
                                                                 "create": {"c": {"id": email["id"]}}})
-        self.assertEqual((response_name, error["type"]), ("error", "accountNotFound"))
+        self.assertEqual((response_name, error["type"]), ("error", "fromAccountNotFound"))
         response_name, error = self.call("bob", "Blob/copy", {"fromAccountId": self.alice, "accountId": self.bob,
                                                                "blobIds": [email["blobId"]]})
-        self.assertEqual((response_name, error["type"]), ("error", "accountNotFound"))
+        self.assertEqual((response_name, error["type"]), ("error", "fromAccountNotFound"))
 
 
 class CapabilityTests(SharedAccountCase):

@@ -77,13 +77,13 @@ class BlobCopyTests(SynchronousTestCase):
         """
         Copied blobs become readable in the destination with the upload
         lifetime (nothing there references them yet, so a copy never
-        becomes a permanent blob by itself); an unknown one is
-        blobNotFound.
+        becomes a permanent blob by itself); an unknown one is the
+        notFound SetError (RFC 8620 section 6.3).
         """
         name, response, _ = self.blob_copy(blobIds=["bkept", "btemp", "bnone"])
         self.assertEqual(name, "Blob/copy")
         self.assertEqual(response["copied"], {"bkept": "bkept", "btemp": "btemp"})
-        self.assertEqual(response["notCopied"]["bnone"]["type"], "blobNotFound")
+        self.assertEqual(response["notCopied"]["bnone"]["type"], "notFound")
         self.assertEqual(response["fromAccountId"], self.alice.account_id)
         self.assertEqual(response["accountId"], self.bob.account_id)
         kept = self.blob(self.bob.account_id, "bkept")
@@ -109,11 +109,12 @@ class BlobCopyTests(SynchronousTestCase):
 
     def test_accounts_checked(self):
         """
-        An unknown source or destination is accountNotFound; a read-only
-        destination is accountReadOnly, and nothing is copied.
+        An unknown source is fromAccountNotFound (RFC 8620 section 6.3),
+        an unknown destination accountNotFound; a read-only destination is
+        accountReadOnly, and nothing is copied.
         """
         _, response, _ = self.blob_copy(fromAccountId="nope", blobIds=["bkept"])
-        self.assertEqual(response["type"], "accountNotFound")
+        self.assertEqual(response["type"], "fromAccountNotFound")
         _, response, _ = self.blob_copy(accountId="nope", blobIds=["bkept"])
         self.assertEqual(response["type"], "accountNotFound")
         _, response, _ = self.blob_copy(accountId=self.carol.account_id, blobIds=["bkept"])
@@ -137,7 +138,7 @@ class BlobCopyTests(SynchronousTestCase):
             blob_storage.add_blob, self.bob.account_id, "bbob", 1, "t", 0.0, None, write=True
         )
         _, response, _ = self.blob_copy(blobIds=["bbob"])
-        self.assertEqual(response["notCopied"]["bbob"]["type"], "blobNotFound")
+        self.assertEqual(response["notCopied"]["bbob"]["type"], "notFound")
 
     def test_core_capability_not_in_using(self):
         """

@@ -887,6 +887,26 @@ class CopyTests(NotesTestCase):
         ((_, response, _),) = self.copy(accountId=self.carol.account_id, create={})
         self.assertEqual(response["type"], "accountReadOnly")
 
+    def test_from_account_errors(self):
+        """
+        A fromAccountId that names no account the user may use is
+        fromAccountNotFound, and one without the data type's capability
+        fromAccountNotSupportedByMethod (RFC 8620 section 5.4), not the
+        errors for accountId, so the client knows which account is wrong.
+        """
+        dave = add_principal(self.env, "dave")
+
+        def lookup(env, txn, principal):
+            yield AccountAccess(dave.account_id, "dave", False, False, frozenset())
+
+        self.env.registry.account_lookups.append(lookup)
+        ((_, response, _),) = self.copy(fromAccountId="nope", create={})
+        self.assertEqual(response["type"], "fromAccountNotFound")
+        ((_, response, _),) = self.copy(fromAccountId=dave.account_id, create={})
+        self.assertEqual(response["type"], "fromAccountNotSupportedByMethod")
+        ((_, response, _),) = self.copy(accountId="nope", create={})
+        self.assertEqual(response["type"], "accountNotFound")
+
     def test_creation_id_usable_later(self):
         """
         The creation id of a copy resolves in later calls.

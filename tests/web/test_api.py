@@ -395,7 +395,9 @@ class MethodTests(ServerTestCase):
     def test_account_not_found(self) -> Any:
         """
         Blob/copy to another user's account (not shared with the caller) is
-        accountNotFound, the same as for an account that does not exist.
+        accountNotFound, the same as for an account that does not exist;
+        from such an account it is fromAccountNotFound (RFC 8620 section
+        6.3).
         """
 
         async def run() -> None:
@@ -409,8 +411,10 @@ class MethodTests(ServerTestCase):
                     ["Blob/copy", {"fromAccountId": bob, "accountId": alice, "blobIds": []}, "c2"],
                 ]
             )
-            for name, arguments, _call_id in response["methodResponses"]:
-                self.assertEqual((name, arguments["type"]), ("error", "accountNotFound"))
+            self.assertEqual(
+                [(name, arguments["type"]) for name, arguments, _call_id in response["methodResponses"]],
+                [("error", "accountNotFound"), ("error", "accountNotFound"), ("error", "fromAccountNotFound")],
+            )
 
         return ensureDeferred(run())
 

@@ -351,8 +351,8 @@ class DownloadTests(ServerTestCase):
     def test_copy_to_other_user(self) -> Any:
         """
         Blob/copy from Alice's account to Bob's is accountNotFound (Bob's
-        account is not shared with Alice), and Bob still cannot download
-        the blob.
+        account is not shared with Alice; the accountId is the wrong one),
+        and Bob still cannot download the blob.
         """
 
         async def run() -> None:
