@@ -41,8 +41,16 @@ from attrs import define, field, frozen
 from cryptography.hazmat.primitives.asymmetric import ec
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IReactorPluggableNameResolver,
+    IReactorTCP,
+    IReactorTime,
+    IResolutionReceiver,
+)
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
+from zope.interface import implementer
 
 from jmapd.protocol.arguments import Arguments, is_id
 from jmapd.protocol.engine import CORE, Context, Principal, Registry
@@ -113,11 +121,17 @@ def check_url(value: Any, allow_insecure: bool) -> str:
         raise invalid_properties("url is not a valid URL", "url") from None
     if not parts.hostname or parts.username is not None or "#" in value:
         raise invalid_properties("url must be an absolute https:// URL without user name or fragment", "url")
-    if parts.scheme == "https":
-        return value
     if parts.scheme == "http" and allow_insecure and _is_loopback(parts.hostname):
         return value
-    raise invalid_properties("url must begin with https://", "url")
+    if parts.scheme != "https":
+        raise invalid_properties("url must begin with https://", "url")
+    if not (allow_insecure and _is_loopback(parts.hostname)) and (
+        parts.hostname.lower() in _LOOPBACK_NAMES or not _public_literal(parts.hostname)
+    ):
+        # RFC 8620 section 8.6: the URL must be externally resolvable.  A
+        # name is checked when it is resolved (L{PublicNetworkReactor}).
+        raise invalid_properties("url must not name a loopback, private or reserved address", "url")
+    return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -127,6 +141,107 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_public_address(host: str, allow_loopback: bool = False) -> bool:
+    """
+    Whether a push POST may connect to the IP address C{host}: one on the
+    public Internet (not private, loopback, link-local, shared, multicast
+    or reserved), or with C{allow_loopback} also a loopback one (tests).
+    """
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if allow_loopback and address.is_loopback:
+        return True
+    return address.is_global and not address.is_multicast
+
+
+def _public_literal(host: str) -> bool:
+    """
+    Whether C{host} is a host name (to be checked once resolved) or a
+    public IP address.
+    """
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return True
+    return is_public_address(host)
+
+
+@implementer(IResolutionReceiver)
+class _PublicAddresses:
+    """
+    Pass on to C{receiver} only the resolved addresses a push may go to.
+    """
+
+    def __init__(self, receiver: Any, host: str, allow_loopback: bool) -> None:
+        self._receiver = receiver
+        self._host = host
+        self._allow_loopback = allow_loopback
+
+    def resolutionBegan(self, resolution: Any) -> None:
+        self._receiver.resolutionBegan(resolution)
+
+    def addressResolved(self, address: Any) -> None:
+        if is_public_address(str(getattr(address, "host", "")), self._allow_loopback):
+            self._receiver.addressResolved(address)
+        else:
+            log.info(
+                "push URL host {host} resolved to {address}, which is not public; not connecting to it",
+                host=self._host, address=getattr(address, "host", address),
+            )
+
+    def resolutionComplete(self) -> None:
+        self._receiver.resolutionComplete()
+
+
+@implementer(IHostnameResolver)
+class _PublicResolver:
+    def __init__(self, resolver: Any, allow_loopback: Callable[[], bool]) -> None:
+        self._resolver = resolver
+        self._allow_loopback = allow_loopback
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: Any,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
+    ) -> Any:
+        return self._resolver.resolveHostName(
+            _PublicAddresses(resolutionReceiver, hostName, self._allow_loopback()),
+            hostName, portNumber, addressTypes, transportSemantics,
+        )
+
+
+@implementer(IReactorPluggableNameResolver, IReactorTCP, IReactorTime)
+class PublicNetworkReactor:
+    """
+    The reactor as push delivery's HTTP client sees it: its name resolver
+    drops every address that is not on the public Internet, so a push URL
+    whose name resolves to the server's own network is never connected to
+    (RFC 8620 section 8.6: no server-side request forgery).  The check is
+    on the addresses the connection is then made to, so a name that
+    resolves differently the next time gains nothing.
+
+    @param allow_loopback: whether loopback addresses are allowed too
+        (C{push-allow-insecure}, for tests); asked on every resolution.
+    """
+
+    def __init__(self, reactor: Any, allow_loopback: Callable[[], bool]) -> None:
+        self._reactor = reactor
+        self.nameResolver = _PublicResolver(reactor.nameResolver, allow_loopback)
+
+    def installNameResolver(self, resolver: Any) -> Any:
+        raise NotImplementedError("the push client's resolver is fixed")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
 
 
 def check_keys(value: Any) -> tuple[str, str] | None:
@@ -489,7 +604,8 @@ class PushDelivery:
         self._notifier = notifier
         self._clock = clock
         if post is None:
-            client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+            public = PublicNetworkReactor(reactor, lambda: bool(self.config.push_allow_insecure))
+            client = HTTPClient(Agent(public, pool=HTTPConnectionPool(reactor, persistent=False)))
 
             def post(url: str, body: bytes, headers: dict[bytes, list[bytes]]) -> Deferred[Any]:
                 return client.post(url, data=body, headers=headers)  # type: ignore[arg-type]

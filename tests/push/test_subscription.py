@@ -8,18 +8,27 @@ L{task.Clock} for retries, throttling and timeouts.
 from __future__ import annotations
 
 import base64
+from types import SimpleNamespace
 from typing import Any
 
 import http_ece
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import DeferredQueue, ensureDeferred
+from twisted.internet.error import DNSLookupError
+from twisted.internet.interfaces import IHostnameResolver
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from jmapd.config import default_config
 from jmapd.protocol.errors import SetErrorException
+from jmapd.push.notifier import LocalNotifier
 from jmapd.push.subscription import (
     MAX_EXPIRY,
+    PushDelivery,
     check_keys,
     check_url,
     deliverable,
@@ -98,6 +107,82 @@ class ValueTests(SynchronousTestCase):
         self.assertNotIn(b"StateChange", body)
         clear = http_ece.decrypt(body, private_key=private, auth_secret=auth, version="aes128gcm")
         self.assertEqual(clear, b'{"@type":"StateChange"}')
+
+
+class PublicNetworkTests(SynchronousTestCase):
+    """
+    RFC 8620 section 8.6: the server MUST ensure a push URL is externally
+    resolvable, so that a client cannot make it POST to its own network.
+    """
+
+    def test_internal_literal_refused(self) -> None:
+        """
+        An https:// URL naming a loopback, private, link-local or reserved
+        address (also as an IPv4-mapped IPv6 address) or localhost is
+        invalidProperties; a public address is accepted, and with
+        push-allow-insecure loopback ones are too (tests).
+        """
+        for url in (
+            "https://127.0.0.1/p",
+            "https://10.1.2.3/p",
+            "https://192.168.0.1:8443/p",
+            "https://169.254.169.254/latest/meta-data",
+            "https://100.64.0.1/p",
+            "https://0.0.0.0/p",
+            "https://[::1]/p",
+            "https://[fd00::1]/p",
+            "https://[::ffff:10.0.0.1]/p",
+            "https://localhost/p",
+            "https://224.0.0.1/p",
+        ):
+            with self.assertRaises(SetErrorException, msg=url) as caught:
+                check_url(url, False)
+            self.assertEqual(caught.exception.error.properties, ("url",))
+        self.assertEqual(check_url("https://93.184.216.34/p", False), "https://93.184.216.34/p")
+        self.assertEqual(check_url("https://[2606:4700::1]/p", False), "https://[2606:4700::1]/p")
+        self.assertEqual(check_url("https://127.0.0.1:9/p", True), "https://127.0.0.1:9/p")
+
+    def delivery(self, allow_insecure: bool, address: str) -> tuple[PushDelivery, MemoryReactorClock]:
+        """
+        A delivery with its real HTTP client on a memory reactor whose
+        resolver answers C{address} for every name.
+        """
+        reactor = MemoryReactorClock()
+
+        @implementer(IHostnameResolver)
+        class Resolver:
+            def resolveHostName(self, receiver: Any, name: str, portNumber: int = 0, *args: Any) -> Any:
+                receiver.resolutionBegan(None)
+                receiver.addressResolved(IPv4Address("TCP", address, portNumber))
+                receiver.resolutionComplete()
+
+        reactor.installNameResolver(Resolver())
+        config = default_config(push_allow_insecure=allow_insecure)
+        env = SimpleNamespace(config=config)
+        return PushDelivery(env, LocalNotifier(), reactor, reactor), reactor
+
+    def test_name_resolving_to_internal_address(self) -> None:
+        """
+        A push to a name that resolves to an internal address never
+        connects: the POST fails as a failed lookup would.
+        """
+        delivery, reactor = self.delivery(False, "10.0.0.7")
+        d = ensureDeferred(delivery._send("https://push.example/p", None, {"@type": "StateChange"}))
+        self.failureResultOf(d, DNSLookupError)
+        self.assertEqual(reactor.tcpClients, [])
+
+    def test_name_resolving_to_public_address(self) -> None:
+        """
+        A name resolving to a public address is connected to; with
+        push-allow-insecure so is a loopback address.
+        """
+        for allow_insecure, address in ((False, "93.184.216.34"), (True, "127.0.0.1")):
+            delivery, reactor = self.delivery(allow_insecure, address)
+            d = ensureDeferred(delivery._send("https://push.example/p", None, {"@type": "StateChange"}))
+            self.assertNoResult(d)
+            self.assertEqual([client[:2] for client in reactor.tcpClients], [(address, 443)])
+            d.cancel()
+            self.failureResultOf(d)
 
 
 class SubscriptionTestCase(PushTestCase):
