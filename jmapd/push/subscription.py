@@ -422,7 +422,10 @@ class PushSubscriptionType(DataType):
             for given in ids:
                 real = ctx.resolve_id(given)
                 if real is None:
-                    not_found.append(given)
+                    # RFC 8620 section 5.1: an id given twice is reported
+                    # once.
+                    if given not in not_found:
+                        not_found.append(given)
                 elif real not in resolved:
                     resolved.append(real)
             by_id = {obj["id"]: obj for obj in self.fetch(ctx, account_id, resolved, wanted, {})}

@@ -374,6 +374,24 @@ class MethodTests(SubscriptionTestCase):
 
         return ensureDeferred(run())
 
+    def test_get_duplicate_ids(self) -> None:
+        """
+        An id given more than once to PushSubscription/get is in list or
+        notFound once (RFC 8620 section 5.1), an unknown creation id too.
+        """
+
+        async def run() -> None:
+            await self.start()
+            created = (await self.create())["created"]["c"]
+            _, got, _ = await self.call(
+                "PushSubscription/get",
+                {"ids": [created["id"], created["id"], "pnone", "pnone", "#nope", "#nope"]},
+            )
+            self.assertEqual([obj["id"] for obj in got["list"]], [created["id"]])
+            self.assertEqual(sorted(got["notFound"]), ["#nope", "pnone"])
+
+        return ensureDeferred(run())
+
     def test_destroy(self) -> None:
         """
         A destroyed subscription is gone from /get and from delivery.
