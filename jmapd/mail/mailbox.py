@@ -443,7 +443,7 @@ class MailboxType(DataType):
         filter = args.any("filter")
         sort = args.any("sort")
         since_query_state = args.string("sinceQueryState", required=True, nullable=False)
-        max_changes = args.unsigned_int("maxChanges", positive=True)
+        max_changes = args.unsigned_int("maxChanges")
         args.id("upToId", required=False, nullable=True)
         calculate_total = args.boolean("calculateTotal")
         extra = self.query_arguments(args)

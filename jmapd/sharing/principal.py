@@ -299,8 +299,9 @@ class PrincipalType(DataType):
         filter = args.any("filter")
         sort = args.any("sort")
         since_query_state = args.string("sinceQueryState", required=True, nullable=False)
-        max_changes = args.unsigned_int("maxChanges", positive=True)
-        up_to_id = args.id("upToId", required=False, nullable=True)
+        # An UnsignedInt, 0 included (unlike /changes, RFC 8620 section 5.2).
+        max_changes = args.unsigned_int("maxChanges")
+        args.id("upToId", required=False, nullable=True)
         calculate_total = args.boolean("calculateTotal")
         args.done()
         ctx.account(account_id, self.capability)
@@ -308,7 +309,10 @@ class PrincipalType(DataType):
         created, updated, destroyed = self._changes_since(ctx, since_query_state)
         ids = self.query(ctx, account_id, filter, sort, {})
         touched = set(created) | set(updated) | set(destroyed)
-        removed, added = query_changes(ids, touched, set(created), up_to_id)
+        # upToId is ignored: a Principal's name, email and type can change,
+        # and RFC 8620 section 5.6 lets it cut the changes short only for
+        # queries on immutable properties.
+        removed, added = query_changes(ids, touched, set(created), None)
         return query_changes_response(
             account_id, since_query_state, self.state(ctx, account_id), ids, removed, added,
             max_changes, calculate_total,

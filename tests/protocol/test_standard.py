@@ -773,7 +773,11 @@ class QueryTests(NotesTestCase):
 
     def test_query_changes_up_to_id(self):
         """
-        Additions after upToId are left out.
+        upToId is ignored, and additions after it are reported too: a
+        Note's title can change, and RFC 8620 section 5.6 lets upToId cut
+        the changes short only for a query on immutable properties (with a
+        mutable one, the object it names may have moved, and the client's
+        cache would miss what moved in front of it).
         """
         old = self.query()["queryState"]
         (first,) = self.create("0")
@@ -782,7 +786,7 @@ class QueryTests(NotesTestCase):
         response = self.ok(
             "Note/queryChanges", sinceQueryState=old, sort=[{"property": "title"}], upToId=b
         )
-        self.assertEqual(response["added"], [{"id": first, "index": 0}])
+        self.assertEqual(response["added"], [{"id": first, "index": 0}, {"id": last, "index": 6}])
 
     def test_query_changes_max_changes(self):
         """
@@ -792,6 +796,19 @@ class QueryTests(NotesTestCase):
         self.create("x", "y")
         self.assertEqual(self.error("Note/queryChanges", sinceQueryState=old, maxChanges=1), "tooManyChanges")
         self.assertEqual(len(self.ok("Note/queryChanges", sinceQueryState=old, maxChanges=2)["added"]), 2)
+
+    def test_query_changes_max_changes_zero(self):
+        """
+        maxChanges 0 is allowed in /queryChanges (an UnsignedInt, RFC 8620
+        section 5.6; only /changes asks for a positive one): with no change
+        the answer is empty, with any it is tooManyChanges.
+        """
+        old = self.query()["queryState"]
+        response = self.ok("Note/queryChanges", sinceQueryState=old, maxChanges=0)
+        self.assertEqual((response["removed"], response["added"]), ([], []))
+        self.create("x")
+        self.assertEqual(self.error("Note/queryChanges", sinceQueryState=old, maxChanges=0), "tooManyChanges")
+        self.assertEqual(self.error("Note/queryChanges", sinceQueryState=old, maxChanges=-1), "invalidArguments")
 
     def test_query_changes_bad_state(self):
         """
