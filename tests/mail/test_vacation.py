@@ -41,6 +41,13 @@ def registry_with_vacation() -> Any:
     return registry
 
 
+def vacation_set(account_id: str, call_id: str, **arguments: Any) -> list[Any]:
+    """
+    A VacationResponse/set method call.
+    """
+    return ["VacationResponse/set", {"accountId": account_id, **arguments}, call_id]
+
+
 class VacationResponseMethodTests(ServerTestCase):
     """
     VacationResponse/get and /set over the API.
@@ -128,7 +135,7 @@ class VacationResponseMethodTests(ServerTestCase):
             }
             response = await server.api(
                 [
-                    ["VacationResponse/set", {"accountId": alice, "update": {"singleton": update}}, "0"],
+                    vacation_set(alice, "0", update={"singleton": update}),
                     ["VacationResponse/get", {"accountId": alice}, "1"],
                 ],
                 using=USING,
@@ -154,17 +161,10 @@ class VacationResponseMethodTests(ServerTestCase):
             alice = server.add_account("alice", ("alice@example.com",))
             response = await server.api(
                 [
-                    [
-                        "VacationResponse/set",
-                        {
-                            "accountId": alice,
-                            "update": {"singleton": {"fromDate": "2024-07-01T00:00:00+02:00"}},
-                        },
-                        "0",
-                    ],
-                    ["VacationResponse/set", {"accountId": alice, "update": {"singleton": {"isEnabled": 1}}}, "1"],
-                    ["VacationResponse/set", {"accountId": alice, "update": {"singleton": {"textBody": 5}}}, "2"],
-                    ["VacationResponse/set", {"accountId": alice, "update": {"other": {"isEnabled": True}}}, "3"],
+                    vacation_set(alice, "0", update={"singleton": {"fromDate": "2024-07-01T00:00:00+02:00"}}),
+                    vacation_set(alice, "1", update={"singleton": {"isEnabled": 1}}),
+                    vacation_set(alice, "2", update={"singleton": {"textBody": 5}}),
+                    vacation_set(alice, "3", update={"other": {"isEnabled": True}}),
                 ],
                 using=USING,
             )
@@ -192,13 +192,9 @@ class VacationResponseMethodTests(ServerTestCase):
             update = {"fromDate": "2024-07-01T00:00:00.000Z", "toDate": "2024-07-15T00:00:00.250Z"}
             response = await server.api(
                 [
-                    ["VacationResponse/set", {"accountId": alice, "update": {"singleton": update}}, "0"],
+                    vacation_set(alice, "0", update={"singleton": update}),
                     ["VacationResponse/get", {"accountId": alice, "properties": ["fromDate", "toDate"]}, "1"],
-                    [
-                        "VacationResponse/set",
-                        {"accountId": alice, "update": {"singleton": {"fromDate": "2024-07-02T00:00:00Z"}}},
-                        "2",
-                    ],
+                    vacation_set(alice, "2", update={"singleton": {"fromDate": "2024-07-02T00:00:00Z"}}),
                 ],
                 using=USING,
             )
@@ -224,15 +220,12 @@ class VacationResponseMethodTests(ServerTestCase):
             alice = server.add_account("alice", ("alice@example.com",))
             response = await server.api(
                 [
-                    [
-                        "VacationResponse/set",
-                        {
-                            "accountId": alice,
-                            "create": {"c": {"isEnabled": True}, "d": {"nonsense": 1}},
-                            "destroy": ["singleton", "other"],
-                        },
+                    vacation_set(
+                        alice,
                         "0",
-                    ],
+                        create={"c": {"isEnabled": True}, "d": {"nonsense": 1}},
+                        destroy=["singleton", "other"],
+                    ),
                     ["VacationResponse/get", {"accountId": alice}, "1"],
                 ],
                 using=USING,
