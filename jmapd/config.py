@@ -57,6 +57,8 @@ __all__ = [
     "origin",
     "origins",
     "path",
+    "pem_file",
+    "positive_duration",
     "rate_limit",
     "readable_file",
     "size",
@@ -311,6 +313,18 @@ def duration(value: Any, context: ParseContext) -> float:
     return float(seconds)
 
 
+def positive_duration(value: Any, context: ParseContext) -> float:
+    """
+    A L{duration} longer than 0, for a timeout: a timeout of 0 would fail
+    every attempt at once (or, for some libraries, mean no timeout at
+    all), so it is refused rather than taken literally.
+    """
+    seconds = duration(value, context)
+    if seconds == 0:
+        raise _expected("a duration longer than 0", value)
+    return seconds
+
+
 _BYTES = {
     "": Decimal(1),
     "b": Decimal(1),
@@ -431,6 +445,47 @@ def readable_file(value: Any, context: ParseContext) -> str:
     except OSError as error:
         raise InvalidValue(f"cannot read {resolved!r}: {error.strerror}") from None
     return resolved
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+
+
+def pem_file(what: str, labels: Sequence[str]) -> Parser:
+    """
+    A parser for a L{readable_file} in PEM form, holding C{what}: a block
+    whose label (C{-----BEGIN LABEL-----}) is one of C{labels}.  A file
+    that is not PEM (DER, an empty file, the key where the certificate
+    belongs) must stop start-up with its key and name here, not with an
+    OpenSSL error list once the configuration has been accepted.
+    """
+    accepted = frozenset(label.encode("ascii") for label in labels)
+    expected = (
+        f"a PEM file holding {what} (a '-----BEGIN {labels[0]}-----' block)"
+    )
+
+    def parse(value: Any, context: ParseContext) -> str:
+        resolved = path(value, context)
+        try:
+            with open(resolved, "rb") as f:
+                content = f.read()
+        except OSError as error:
+            raise InvalidValue(f"cannot read {resolved!r}: {error.strerror}") from None
+        if not any(
+            match.group(1) in accepted for match in _PEM_BLOCK.finditer(content)
+        ):
+            raise InvalidValue(f"expected {expected}, got {resolved!r}")
+        return resolved
+
+    return parse
+
+
+#: What a certificate and a private key file must hold.  An encrypted key
+#: is refused: jmapd has no passphrase to open it with.
+certificate_file = pem_file("a certificate", ["CERTIFICATE"])
+private_key_file = pem_file(
+    "an unencrypted private key",
+    ["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "DSA PRIVATE KEY"],
+)
 
 
 def _split(text: str) -> SplitResult | None:
@@ -693,7 +748,7 @@ class Config:
     jmap_cert_path: str | None = field(
         metadata=_key(
             "jmap-cert-path",
-            optional(readable_file),
+            optional(certificate_file),
             None,
             "PEM certificate (chain) for HTTPS; set together with jmap-key-path.",
         )
@@ -701,7 +756,7 @@ class Config:
     jmap_key_path: str | None = field(
         metadata=_key(
             "jmap-key-path",
-            optional(readable_file),
+            optional(private_key_file),
             None,
             "PEM private key for HTTPS; set together with jmap-cert-path.",
         )
@@ -974,7 +1029,7 @@ class Config:
     push_timeout: float = field(
         metadata=_key(
             "push-timeout",
-            duration,
+            positive_duration,
             10.0,
             "How long one POST to a PushSubscription URL may take before it counts as failed.",
             "seconds",
@@ -1037,7 +1092,7 @@ class Config:
     ws_client_timeout: float = field(
         metadata=_key(
             "ws-client-timeout",
-            duration,
+            positive_duration,
             60.0,
             "Seconds a WebSocket client may take to answer a ping before the"
             " connection is closed.",
@@ -1096,7 +1151,7 @@ class Config:
     smtp_relay_ca_path: str | None = field(
         metadata=_key(
             "smtp-relay-ca-path",
-            optional(readable_file),
+            optional(certificate_file),
             None,
             "PEM file of the certificate authorities trusted for the relay's"
             " certificate; unset: the system's trust store.",
@@ -1105,7 +1160,7 @@ class Config:
     smtp_relay_timeout: float = field(
         metadata=_key(
             "smtp-relay-timeout",
-            duration,
+            positive_duration,
             30.0,
             "How long jmapd waits for each answer of the relay (and to connect)"
             " before the attempt counts as a temporary failure.",
@@ -1161,7 +1216,7 @@ class Config:
     lmtp_cert_path: str | None = field(
         metadata=_key(
             "lmtp-cert-path",
-            optional(readable_file),
+            optional(certificate_file),
             None,
             "PEM certificate (chain) offered with STARTTLS on the LMTP listener;"
             " set together with lmtp-key-path.",
@@ -1170,7 +1225,7 @@ class Config:
     lmtp_key_path: str | None = field(
         metadata=_key(
             "lmtp-key-path",
-            optional(readable_file),
+            optional(private_key_file),
             None,
             "PEM private key for LMTP STARTTLS; set together with lmtp-cert-path.",
         )
@@ -1424,6 +1479,91 @@ def derived_url(bind_addr: str, port: int, tls: bool) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def _directory_problem(directory: str) -> str | None:
+    """
+    Why jmapd could not create or write the directory C{directory}, or
+    None when it looks usable.  Nothing is created here: the check only
+    looks, so that a wrong db-path is reported with the other problems
+    instead of as a bare OS error once the service is being built.
+    """
+    if os.path.lexists(directory):
+        if not os.path.isdir(directory):
+            return "it is not a directory"
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return "it is not writable"
+        return None
+    parent = os.path.dirname(directory)
+    while parent != directory and not os.path.lexists(parent):
+        directory, parent = parent, os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent!r} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"it does not exist and {parent!r} is not writable"
+    return None
+
+
+def _rule_problems(parsed: Mapping[str, Any]) -> list[str]:
+    """
+    The problems between keys that each parse well on its own: settings
+    that would otherwise only fail once listeners are up (LMTP STARTTLS),
+    at the first message sent (relay authentication without a password),
+    or be ignored without a word (a relay password without a user name).
+    A key that did not parse is left out: its own problem is reported.
+    """
+    problems = []
+
+    def given(name: str) -> bool:
+        return parsed.get(name) is not None
+
+    cert, key = "lmtp-cert-path", "lmtp-key-path"
+    if cert in parsed and key in parsed and given(cert) != given(key):
+        present, missing = (cert, key) if given(cert) else (key, cert)
+        problems.append(
+            f"{cert}, {key}: set both to offer STARTTLS, or neither;"
+            f" {present} is set but {missing} is not"
+        )
+    if (
+        parsed.get("lmtp-tls-only")
+        and cert in parsed
+        and key in parsed
+        and not (given(cert) and given(key))
+    ):
+        problems.append(
+            f"lmtp-tls-only: true needs {cert} and {key}"
+            " (a client cannot start TLS without them)"
+        )
+
+    auth, secret, secret_file = (
+        "smtp-relay-auth",
+        "smtp-relay-secret",
+        "smtp-relay-secret-file",
+    )
+    if all(name in parsed for name in (auth, secret, secret_file)):
+        if given(auth) and not (given(secret) or given(secret_file)):
+            problems.append(
+                f"{auth}: set {secret} or {secret_file} too; there is no"
+                f" password to authenticate to the relay as {parsed[auth]!r}"
+            )
+        for name in (secret, secret_file):
+            if given(name) and not given(auth):
+                problems.append(
+                    f"{name}: has no effect without {auth} (the user name"
+                    " to authenticate to the relay with)"
+                )
+
+    # db-path holds the SQLite database, and the blob files unless they
+    # are kept in PostgreSQL.
+    uses_db_path = not given("db-url") or parsed.get("blob-store") == "files"
+    if "db-path" in parsed and "db-url" in parsed and uses_db_path:
+        problem = _directory_problem(parsed["db-path"])
+        if problem is not None:
+            problems.append(
+                "db-path: expected a directory jmapd can create or write to,"
+                f" got {parsed['db-path']!r}: {problem}"
+            )
+    return problems
+
+
 def _build(
     values: Mapping[str, _Value],
     base_dir: str,
@@ -1456,6 +1596,8 @@ def _build(
                 f" {given} is set but {missing} is not"
             )
         tls = parsed[cert] is not None and parsed[key] is not None
+
+    problems.extend(_rule_problems(parsed))
 
     url_defaulted = parsed.get("jmap-url", "") is None
     if url_defaulted and "jmap-bind-addr" in parsed and "jmap-port" in parsed:

@@ -23,6 +23,10 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(TOP, "conf", "jmapd.yaml")
 REFERENCE = os.path.join(TOP, "docs", "configuration.md")
 
+#: The labels a certificate and a private key file must hold; the blocks'
+#: content is only read by OpenSSL when the service starts.
+PEM_STAND_IN = "-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n"
+
 
 class ConfigTestCase(SynchronousTestCase):
     """
@@ -71,9 +75,10 @@ class ConfigTestCase(SynchronousTestCase):
     def certificate(self) -> str:
         """
         Make a file standing in for a certificate or key (only its
-        readability is checked) and return its absolute path.
+        readability and its PEM labels are checked) and return its absolute
+        path.
         """
-        return os.path.abspath(self.write("-----BEGIN NOTHING-----\n"))
+        return os.path.abspath(self.write(PEM_STAND_IN))
 
 
 class KeyTableTests(SynchronousTestCase):
@@ -695,7 +700,7 @@ class PathTests(ConfigTestCase):
         os.makedirs(os.path.join(directory, "conf", "tls"))
         for name in ["cert.pem", "key.pem"]:
             with open(os.path.join(directory, "conf", "tls", name), "w") as f:
-                f.write("x")
+                f.write(PEM_STAND_IN)
         path = os.path.join(directory, "conf", "jmapd.yaml")
         with open(path, "w") as f:
             f.write(
@@ -751,6 +756,181 @@ class PathTests(ConfigTestCase):
             f"jmap-cert-path: {missing}\njmap-key-path: {self.certificate()}\n",
             f"jmap-cert-path: cannot read '{missing}': No such file or directory",
         )
+
+    def test_notPEM(self) -> None:
+        """
+        A certificate, key or CA file that holds no PEM block of its kind
+        (not PEM at all, the key where the certificate belongs, an
+        encrypted key) is a configuration problem naming the key and the
+        file, for every such key at once, instead of an OpenSSL error once
+        the configuration was accepted (or, for the relay's CA file, a
+        failed verification at every send).
+        """
+        garbage = os.path.abspath(self.write("not a certificate\n"))
+        key_only = os.path.abspath(self.write("-----BEGIN PRIVATE KEY-----\n"))
+        encrypted = os.path.abspath(self.write("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"))
+        certificate = "a certificate (a '-----BEGIN CERTIFICATE-----' block)"
+        key = "an unencrypted private key (a '-----BEGIN PRIVATE KEY-----' block)"
+        self.assertEqual(
+            self.problems(
+                f"jmap-cert-path: {key_only}\n"
+                f"jmap-key-path: {garbage}\n"
+                f"lmtp-cert-path: {garbage}\n"
+                f"lmtp-key-path: {encrypted}\n"
+                f"smtp-relay-ca-path: {garbage}\n"
+            ),
+            [
+                f"jmap-cert-path: expected a PEM file holding {certificate}, got '{key_only}'",
+                f"jmap-key-path: expected a PEM file holding {key}, got '{garbage}'",
+                f"smtp-relay-ca-path: expected a PEM file holding {certificate}, got '{garbage}'",
+                f"lmtp-cert-path: expected a PEM file holding {certificate}, got '{garbage}'",
+                f"lmtp-key-path: expected a PEM file holding {key}, got '{encrypted}'",
+            ],
+        )
+
+    def test_PEMLabels(self) -> None:
+        """
+        PKCS#8 and traditional RSA and EC keys are accepted, and one file
+        may hold both the certificate (chain) and the key.
+        """
+        for label in ["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"]:
+            key = os.path.abspath(self.write(f"-----BEGIN {label}-----\n"))
+            config = self.load(f"jmap-cert-path: {self.certificate()}\njmap-key-path: {key}\n")
+            self.assertEqual(config.jmap_key_path, key)
+        both = self.certificate()
+        config = self.load(f"lmtp-cert-path: {both}\nlmtp-key-path: {both}\n")
+        self.assertEqual((config.lmtp_cert_path, config.lmtp_key_path), (both, both))
+
+    def test_dataDirectory(self) -> None:
+        """
+        A db-path that is a file, or under one, or that cannot be written
+        to or created, is a configuration problem naming the key and the
+        path, instead of an OS error once the service is being built.
+        """
+        blocker = os.path.abspath(self.write(""))
+        expected = "db-path: expected a directory jmapd can create or write to, got"
+        self.assertProblem(
+            f"db-path: {blocker}\n", f"{expected} '{blocker}': it is not a directory"
+        )
+        self.assertProblem(
+            f"db-path: {blocker}/data/jmapd\n",
+            f"{expected} '{blocker}/data/jmapd': '{blocker}' is not a directory",
+        )
+        parent = os.path.abspath(self.mktemp())
+        os.mkdir(parent)
+        self.patch(os, "access", lambda path, mode: path != parent)
+        self.assertProblem(
+            f"db-path: {parent}/data\n",
+            f"{expected} '{parent}/data': it does not exist and '{parent}' is not writable",
+        )
+        self.assertProblem(f"db-path: {parent}\n", f"{expected} '{parent}': it is not writable")
+        creatable = os.path.join(os.path.abspath(self.mktemp()), "x", "data")
+        self.assertEqual(self.load(f"db-path: {creatable}\n").db_path, creatable)
+
+    def test_dataDirectoryUnused(self) -> None:
+        """
+        With db-url and blob-store database nothing is kept under db-path,
+        so it is not checked.
+        """
+        blocker = os.path.abspath(self.write(""))
+        config = self.load(
+            f"db-path: {blocker}\ndb-url: postgresql://jmapd@db/jmapd\nblob-store: database\n"
+        )
+        self.assertEqual(config.db_path, blocker)
+        self.assertEqual(
+            len(self.problems(f"db-path: {blocker}\ndb-url: postgresql://jmapd@db/jmapd\n")), 1
+        )
+
+
+class RuleTests(ConfigTestCase):
+    """
+    Settings of several keys that only make sense together are checked
+    with the rest of the configuration, before anything listens.
+    """
+
+    def test_timeoutsNotZero(self) -> None:
+        """
+        push-timeout, smtp-relay-timeout and ws-client-timeout must be
+        longer than 0: a timeout of 0 would fail every push and relay
+        attempt at once, and autobahn takes a ping timeout of 0 as none.
+        Other durations still accept 0.
+        """
+        self.assertEqual(
+            self.problems(
+                "push-timeout: 0\nsmtp-relay-timeout: 0s\nws-client-timeout: 0ms\n"
+            ),
+            [
+                "push-timeout: expected a duration longer than 0, got 0",
+                "ws-client-timeout: expected a duration longer than 0, got '0ms'",
+                "smtp-relay-timeout: expected a duration longer than 0, got '0s'",
+            ],
+        )
+        config = self.load("push-timeout: 500ms\npush-retry-interval: 0\n")
+        self.assertEqual((config.push_timeout, config.push_retry_interval), (0.5, 0.0))
+
+    def test_lmtpCertificateWithoutKey(self) -> None:
+        """
+        An LMTP certificate without its key (or the other way round), and
+        lmtp-tls-only without both, are configuration problems reported
+        with the others, not a start-up failure after the JMAP listener
+        bound.
+        """
+        self.assertEqual(
+            self.problems(
+                f"lmtp-key-path: {self.certificate()}\nlmtp-tls-only: true\nlog-level: loud\n"
+            ),
+            [
+                "log-level: expected one of error, warn, info, debug, trace, got 'loud'",
+                "lmtp-cert-path, lmtp-key-path: set both to offer STARTTLS, or neither;"
+                " lmtp-key-path is set but lmtp-cert-path is not",
+                "lmtp-tls-only: true needs lmtp-cert-path and lmtp-key-path"
+                " (a client cannot start TLS without them)",
+            ],
+        )
+        self.assertProblem(
+            f"lmtp-cert-path: {self.certificate()}\n",
+            "lmtp-cert-path, lmtp-key-path: set both to offer STARTTLS, or neither;"
+            " lmtp-cert-path is set but lmtp-key-path is not",
+        )
+        both = self.certificate()
+        config = self.load(
+            f"lmtp-cert-path: {both}\nlmtp-key-path: {both}\nlmtp-tls-only: true\n"
+        )
+        self.assertTrue(config.lmtp_tls_only)
+
+    def test_relayAuthenticationWithoutPassword(self) -> None:
+        """
+        smtp-relay-auth without smtp-relay-secret or smtp-relay-secret-file
+        is a problem: every message would fail authentication at the
+        relay.
+        """
+        self.assertProblem(
+            "smtp-relay-host: smtp.example.com\nsmtp-relay-auth: jmapd\n",
+            "smtp-relay-auth: set smtp-relay-secret or smtp-relay-secret-file"
+            " too; there is no password to authenticate to the relay as 'jmapd'",
+        )
+
+    def test_relayPasswordWithoutUser(self) -> None:
+        """
+        A relay password without smtp-relay-auth would be ignored: it is a
+        problem, not a silent default.
+        """
+        secret_file = os.path.abspath(self.write("pw\n"))
+        self.assertEqual(
+            self.problems(
+                f"smtp-relay-secret: pw\nsmtp-relay-secret-file: {secret_file}\n"
+            ),
+            [
+                "smtp-relay-secret: has no effect without smtp-relay-auth"
+                " (the user name to authenticate to the relay with)",
+                "smtp-relay-secret-file: has no effect without smtp-relay-auth"
+                " (the user name to authenticate to the relay with)",
+            ],
+        )
+        config = self.load(
+            f"smtp-relay-auth: jmapd\nsmtp-relay-secret-file: {secret_file}\n"
+        )
+        self.assertEqual(config.smtp_relay_secret_file, secret_file)
 
 
 class OverrideTests(ConfigTestCase):

@@ -154,13 +154,14 @@ class TLSTests(ServerTestCase):
 
     def test_unusableCertificate(self) -> None:
         """
-        A certificate file that is not PEM stops start-up with a
-        L{StartupError} naming the keys, not an OpenSSL traceback.
+        A certificate file OpenSSL cannot load (the configuration only
+        checks that it is PEM) stops start-up with a L{StartupError} naming
+        the keys, not an OpenSSL traceback.
         """
         directory = os.path.abspath(self.mktemp())
         cert_path, key_path = make_certificate(directory)
         with open(cert_path, "w") as f:
-            f.write("not a certificate\n")
+            f.write("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
         config = default_config(
             lmtp_port=0,
             jmap_port=0,

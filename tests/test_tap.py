@@ -267,12 +267,26 @@ class MakeServiceTests(OptionsTestCase, ServerTestCase):
     def test_schemaOrFileProblem(self) -> None:
         """
         A data directory that cannot be created exits with the reason, not
-        a traceback.
+        a traceback, also when it became impossible after the configuration
+        was checked (which refuses one that cannot be created).
+        """
+        blocker = os.path.join(self.directory, "file")
+        path = self.write_config(f"db-path: {blocker}/data\n")
+        options = self.parse("--config", path)
+        with open(blocker, "w") as f:
+            f.write("")
+        error = self.assertRaises(SystemExit, tap.makeService, options)
+        self.assertTrue(str(error.code).startswith("jmapd: "), error.code)
+
+    def test_dataDirectoryProblem(self) -> None:
+        """
+        A db-path that cannot be created is a configuration error naming
+        the key, reported before anything is built.
         """
         blocker = os.path.join(self.directory, "file")
         with open(blocker, "w") as f:
             f.write("")
         path = self.write_config(f"db-path: {blocker}/data\n")
-        error = self.assertRaises(SystemExit, tap.makeService, self.parse("--config", path))
-        self.assertTrue(str(error.code).startswith("jmapd: "), error.code)
+        error = self.assertRaises(UsageError, self.parse, "--config", path)
+        self.assertIn(f"db-path: expected a directory jmapd can create or write to, got '{blocker}/data'", str(error))
 
