@@ -58,10 +58,19 @@ class Options(usage.Options):
 class _LogLevelService(Service):
     """
     Apply log-level to twistd's observers while the server runs.
+
+    It is installed in L{privilegedStartService}, which twistd calls on
+    this service before the listeners', so that what they log while they
+    bind (C{JMAP listening on ...}, the jmap-url warning) is filtered and
+    labelled with the node like every later line.
     """
 
     def __init__(self, log_level: str, node: str | None = None) -> None:
         self._filter = LevelFilter(log_level, node=node)
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._filter.install()
 
     def startService(self) -> None:
         super().startService()
@@ -69,6 +78,13 @@ class _LogLevelService(Service):
 
     def stopService(self) -> None:
         super().stopService()
+        self._filter.uninstall()
+
+    def abandon(self) -> None:
+        """
+        Give twistd's observers back when start-up fails, so that nothing
+        of the service is left behind by the exit.
+        """
         self._filter.uninstall()
 
 
@@ -92,13 +108,20 @@ class _TwistdService(MultiService):
         web = self.jmap.web
         if web.startup_error is not None:
             web.listening.addErrback(lambda _: None)
+            self._abandon()
             raise SystemExit(f"jmapd: {web.startup_error}")
         lmtp = self.jmap.lmtp
         if lmtp is not None and lmtp.listening is not None:
             failures: list[Any] = []
             lmtp.listening.addErrback(failures.append)
             if failures:
+                self._abandon()
                 raise SystemExit(f"jmapd: {failures[0].value}")
+
+    def _abandon(self) -> None:
+        for child in self:
+            if isinstance(child, _LogLevelService):
+                child.abandon()
 
     def startService(self) -> None:
         if self.jmap.web.listening is None:

@@ -6,11 +6,12 @@ FILE [--set key=value]...}.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.logger import FilteringLogObserver, globalLogPublisher
+from twisted.logger import FilteringLogObserver, LogLevel, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import TestCase
@@ -221,6 +222,32 @@ class MakeServiceTests(OptionsTestCase, ServerTestCase):
             await top.stopService()
             self.assertEqual(set(globalLogPublisher._observers), set(observers))
             self.assertTrue(top.jmap.env.workers.pool.joined)
+
+        return ensureDeferred(run())
+
+    def test_startupLinesFiltered(self) -> None:
+        """
+        log-level and node-id apply from the first line the listeners log
+        while they bind in C{privilegedStartService}: at warn, C{JMAP
+        listening on ...} (info) is not written, and the jmap-url warning
+        is, labelled with the node.
+        """
+
+        async def run() -> None:
+            top = self.make("jmap-port=0", "log-level=warn", "node-id=node-t")
+            events: list[dict[str, Any]] = []
+            globalLogPublisher.addObserver(events.append)
+            self.addCleanup(globalLogPublisher.removeObserver, events.append)
+            top.privilegedStartService()
+            top.startService()
+            self.addCleanup(lambda: top.stopService() if top.running else None)
+            await top.jmap.web.listening
+            await top.stopService()
+            service_events = [e for e in events if e.get("log_namespace") == "jmapd.service"]
+            self.assertEqual(
+                [(e["log_level"], e.get("log_system")) for e in service_events],
+                [(LogLevel.warn, "node-t jmapd.service#warn")],
+            )
 
         return ensureDeferred(run())
 
