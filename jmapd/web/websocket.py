@@ -113,6 +113,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self._inflight = 0
+        self._too_big = False
         self._channel: ThrottledChannel | None = None
         self._follower: Follower | None = None
         self._open = False
@@ -153,6 +154,55 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         """
         if self.state == self.STATE_OPEN:
             self.sendCloseFrame(code, reason.encode("utf-8")[:123])
+
+    # -- maxSizeRequest --
+
+    # autobahn's maxMessagePayloadSize would fail the whole connection (close
+    # code 1009) on a larger message, dropping every request in flight, and
+    # it also refuses to send a larger message, so a Response bigger than
+    # maxSizeRequest (which bounds requests only) could not go out.  Instead
+    # a message is counted here as it arrives, its payload dropped once it
+    # passes maxSizeRequest, and it is answered with the limit error of RFC
+    # 8620 section 3.6.1, as the same request over HTTP would be; the
+    # connection and its other requests go on.
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)
+        self._too_big = False
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        super().onMessageFrameBegin(length)
+        self._check_size()
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        # A compressed frame's inflated size is only known here.
+        self._check_size()
+        if not self._too_big:
+            super().onMessageFrameData(payload)
+
+    def onMessageEnd(self) -> None:
+        if not self._too_big:
+            super().onMessageEnd()
+            return
+        self._too_big = False
+        self.message_data = []
+        size = self.message_data_total_length
+        maximum = self.factory.env.config.max_size_request
+        log.info(
+            "WebSocket for {account}: a message of {size} bytes is over maxSizeRequest ({maximum})",
+            account=self.login.principal.name,
+            size=size,
+            maximum=maximum,
+        )
+        self._send_text(
+            _request_error(limit("maxSizeRequest", f"the request is {size} bytes; the limit is {maximum}"), None)
+        )
+
+    def _check_size(self) -> None:
+        if not self._too_big and self.message_data_total_length > self.factory.env.config.max_size_request:
+            self._too_big = True
+            self.message_data = []
+            self.frame_data = []
 
     # -- messages --
 
@@ -351,10 +401,9 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
         self.connections: set[JMAPWebSocketProtocol] = set()
         self._next_login: Any = None
         config = env.config
-        options: dict[str, Any] = {
-            "maxMessagePayloadSize": config.max_size_request,
-            "maxFramePayloadSize": config.max_size_request,
-        }
+        # No maxMessagePayloadSize: the protocol applies maxSizeRequest to
+        # what it receives only (see JMAPWebSocketProtocol.onMessageBegin).
+        options: dict[str, Any] = {}
         if config.ws_heartbeat_interval > 0:
             options["autoPingInterval"] = config.ws_heartbeat_interval
             options["autoPingTimeout"] = config.ws_client_timeout

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from twisted.internet.defer import ensureDeferred
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -211,6 +212,58 @@ class RequestTests(PushTestCase):
             self.assertEqual((error["type"], error["requestId"]), (ERROR + "notRequest", "s"))
             ws.send(echo("ok"))
             self.assertEqual((await ws.next())["requestId"], "ok")
+
+        return ensureDeferred(run())
+
+    def test_request_over_max_size(self) -> None:
+        """
+        A message larger than maxSizeRequest, in one frame or in fragments
+        each below it, is answered with the RequestError limit naming
+        maxSizeRequest (RFC 8620 section 3.6.1) and the connection stays
+        open for the next request.
+        """
+
+        async def run() -> None:
+            await self.start_push_server(max_size_request=3000)
+            ws = await open_websocket(self)
+            ws.send(echo("huge", "y" * 5000))
+            error = await ws.next()
+            self.assertEqual(
+                (error["@type"], error["type"], error["limit"], error["status"]),
+                ("RequestError", ERROR + "limit", "maxSizeRequest", 400),
+            )
+            ws.protocol.sendMessage(orjson.dumps(echo("parts", "z" * 5000)), isBinary=False, fragmentSize=1000)
+            error = await ws.next()
+            self.assertEqual((error["type"], error["limit"]), (ERROR + "limit", "maxSizeRequest"))
+            ws.send(echo("small"))
+            self.assertEqual((await ws.next())["requestId"], "small")
+
+        return ensureDeferred(run())
+
+    def test_response_over_max_size(self) -> None:
+        """
+        maxSizeRequest bounds requests only: a Response larger than it is
+        sent whole.
+        """
+
+        async def run() -> None:
+            await self.start_push_server(max_size_request=3000)
+            ws = await open_websocket(self)
+            value = "x" * 1500
+            ws.send(
+                {
+                    "@type": "Request",
+                    "id": "twice",
+                    "using": [CORE],
+                    "methodCalls": [
+                        ["Core/echo", {"v": value}, "a"],
+                        ["Core/echo", {"#v": {"resultOf": "a", "name": "Core/echo", "path": "/v"}}, "b"],
+                    ],
+                }
+            )
+            response = await ws.next()
+            self.assertEqual((response["@type"], response["requestId"]), ("Response", "twice"))
+            self.assertEqual([r[1]["v"] for r in response["methodResponses"]], [value, value])
 
         return ensureDeferred(run())
 
