@@ -1331,7 +1331,8 @@ class Config:
             optional(origins),
             None,
             "Origins (scheme://host[:port]) allowed to make cross-origin"
-            " requests; default: the origin of jmap-url.",
+            " requests under strict-cors, and always to open WebSockets;"
+            " default: the origin of jmap-url.",
         )
     )
 

@@ -4,9 +4,9 @@ JMAP over WebSocket (RFC 8887) at C{/jmap/ws}, with autobahn.
 
 The upgrade request goes through the resource tree like any request:
 L{WebSocketUpgradeResource} checks the C{jmap} subprotocol, the Origin
-(under C{strict-cors}) and the credentials (the same L{Authenticator} as
-the API) before autobahn takes the connection over, so an unauthenticated
-client never gets a WebSocket.
+(always against C{cors-allowed-origins}) and the credentials (the same
+L{Authenticator} as the API) before autobahn takes the connection over, so
+an unauthenticated client never gets a WebSocket.
 
 On the socket, each text message is one JSON object with an C{@type}:
 
@@ -452,7 +452,17 @@ class WebSocketUpgradeResource(Resource):
         self._auth = authenticator
         self._factory = factory
         config = env.config
-        self._origins = CORSPolicy(config.strict_cors, config.cors_allowed_origins)
+        # Always strict, whatever strict-cors says: permissive CORS is safe
+        # because a page on another origin can only send the credentials it
+        # holds itself (no Access-Control-Allow-Credentials), but a browser's
+        # WebSocket API cannot set an Authorization header at all, and the
+        # browser adds the credentials it has cached for this server to the
+        # upgrade of any page, which CORS does not guard: a page on any site
+        # could read the user's mail (cross-site WebSocket hijacking).  The
+        # security considerations of RFC 8887 (section 6) apply RFC 6455
+        # section 10.2 to browser clients: check the Origin and answer 403 to
+        # one not expected.  Clients outside a browser send no Origin.
+        self._origins = CORSPolicy(True, config.cors_allowed_origins)
 
     def render(self, request: Any) -> Any:
         try:

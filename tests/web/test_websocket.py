@@ -139,6 +139,30 @@ class UpgradeTests(PushTestCase):
 
         return ensureDeferred(run())
 
+    def test_origin_checked_without_strict_cors(self) -> None:
+        """
+        Without strict-cors (CORS headers for any origin) an upgrade from an
+        origin outside cors-allowed-origins is still refused (403): the
+        browser sends its cached credentials with the upgrade of any page,
+        which CORS does not guard.  An allowed origin, and a client outside
+        a browser (no Origin), connect.
+        """
+
+        async def run() -> None:
+            await self.start_push_server(strict_cors=False, cors_allowed_origins=("https://app.example",))
+            headers = {**UPGRADE, b"origin": [b"https://evil.example"]}
+            response, body = await self.server.request("GET", "/jmap/ws", headers=headers)
+            self.assertEqual(response.code, 403)
+            self.assertEqual(self.hub.websocket.connections, set())
+            ws = await open_websocket(self, origin="https://app.example")
+            ws.send(echo("allowed"))
+            self.assertEqual((await ws.next())["requestId"], "allowed")
+            ws = await open_websocket(self)
+            ws.send(echo("no origin"))
+            self.assertEqual((await ws.next())["requestId"], "no origin")
+
+        return ensureDeferred(run())
+
 
 class RequestTests(PushTestCase):
     def test_request_response(self) -> None:
