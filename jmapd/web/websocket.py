@@ -21,13 +21,15 @@ On the socket, each text message is one JSON object with an C{@type}:
 - C{WebSocketPushDisable}: stop pushing.
 
 Pings go out every C{ws-heartbeat-interval} seconds and a client that
-does not answer within C{ws-client-timeout} seconds is dropped (autobahn's
-auto-ping).
+does not answer within C{ws-client-timeout} seconds is dropped, on the
+injected clock (not autobahn's auto-ping, whose timers are rounded down to
+whole seconds).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,6 +119,9 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         self._channel: ThrottledChannel | None = None
         self._follower: Follower | None = None
         self._open = False
+        self._ping_call: Any = None
+        self._pong_timer: Any = None
+        self._ping_payload: bytes | None = None
         self.closed: Deferred[None] = Deferred()
 
     # -- handshake --
@@ -131,10 +136,12 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         self._open = True
         self.factory.connections.add(self)
+        self._schedule_ping()
         log.debug("WebSocket open for {account}", account=self.login.principal.name)
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         self._open = False
+        self._stop_pings()
         self.factory.connections.discard(self)
         self._push_off()
         if not self.closed.called:
@@ -142,6 +149,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
+        self._stop_pings()
         if not self.closed.called:
             self._push_off()
             self.factory.connections.discard(self)
@@ -154,6 +162,56 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         """
         if self.state == self.STATE_OPEN:
             self.sendCloseFrame(code, reason.encode("utf-8")[:123])
+
+    # -- heartbeat --
+
+    # autobahn's autoPingInterval/autoPingTimeout run on a batched timer
+    # that rounds every deadline down to a whole second: a timeout under a
+    # second fired at once, before any pong could come back, and dropped
+    # every client; longer ones were up to a second short.  These timers run
+    # on the factory's clock instead.
+
+    def _schedule_ping(self) -> None:
+        interval = self.factory.env.config.ws_heartbeat_interval
+        if interval > 0 and self._open:
+            self._ping_call = self.factory.clock.callLater(interval, self._ping)
+
+    def _ping(self) -> None:
+        self._ping_call = None
+        if not self._open:
+            return
+        self._ping_payload = os.urandom(8)
+        self.sendPing(self._ping_payload)
+        timeout = self.factory.env.config.ws_client_timeout
+        if timeout > 0:
+            self._pong_timer = self.factory.clock.callLater(timeout, self._pong_missing, timeout)
+        else:
+            self._schedule_ping()
+
+    def onPong(self, payload: bytes) -> None:
+        if self._ping_payload is None or payload != self._ping_payload:
+            return
+        self._ping_payload = None
+        if self._pong_timer is not None and self._pong_timer.active():
+            self._pong_timer.cancel()
+        self._pong_timer = None
+        self._schedule_ping()
+
+    def _pong_missing(self, timeout: float) -> None:
+        self._pong_timer = None
+        log.info(
+            "WebSocket for {account}: no pong within {timeout} s; dropping the connection",
+            account=self.login.principal.name,
+            timeout=timeout,
+        )
+        self.dropConnection(abort=True)
+
+    def _stop_pings(self) -> None:
+        for call in (self._ping_call, self._pong_timer):
+            if call is not None and call.active():
+                call.cancel()
+        self._ping_call = self._pong_timer = None
+        self._ping_payload = None
 
     # -- maxSizeRequest --
 
@@ -400,14 +458,9 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
         self.clock = clock
         self.connections: set[JMAPWebSocketProtocol] = set()
         self._next_login: Any = None
-        config = env.config
-        # No maxMessagePayloadSize: the protocol applies maxSizeRequest to
-        # what it receives only (see JMAPWebSocketProtocol.onMessageBegin).
-        options: dict[str, Any] = {}
-        if config.ws_heartbeat_interval > 0:
-            options["autoPingInterval"] = config.ws_heartbeat_interval
-            options["autoPingTimeout"] = config.ws_client_timeout
-        self.setProtocolOptions(**options)
+        # No autobahn size limits or auto-ping: the protocol applies
+        # maxSizeRequest to what it receives only and runs its own pings
+        # (see JMAPWebSocketProtocol).
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol: Any = super().buildProtocol(addr)

@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.web.test.requesthelper import DummyRequest
 
 from jmapd.protocol.engine import CORE
@@ -485,6 +487,53 @@ class PushTests(PushTestCase):
             await connection.closed
             self.assertEqual(self.hub.notifier.listening(self.account), 0)
             self.assertEqual(self.hub.websocket.connections, set())
+
+        return ensureDeferred(run())
+
+    def test_sub_second_ping_timeout(self) -> None:
+        """
+        A client that answers every ping stays connected even when
+        ws-heartbeat-interval and ws-client-timeout are under a second (the
+        pings and their timeouts run on the injected clock, to the
+        millisecond).
+        """
+
+        async def run() -> None:
+            await self.start_push_server(ws_heartbeat_interval=0.5, ws_client_timeout=0.5)
+            ws = await open_websocket(self)
+            pings: list[bytes] = []
+            answer = ws.protocol.onPing
+            ws.protocol.onPing = lambda payload: (pings.append(payload), answer(payload))
+            (connection,) = self.hub.websocket.connections
+            for count in range(1, 4):
+                self.clock.advance(0.5)
+                await settle(lambda count=count: len(pings) >= count)
+                # Time for the pong to come back.
+                await deferLater(reactor, 0.3, lambda: None)
+            self.clock.advance(0.49)
+            self.assertEqual(self.hub.websocket.connections, {connection})
+            ws.send(echo("alive"))
+            self.assertEqual((await ws.next())["requestId"], "alive")
+
+        return ensureDeferred(run())
+
+    def test_unanswered_ping(self) -> None:
+        """
+        A client that does not answer a ping within ws-client-timeout is
+        dropped, and not before.
+        """
+
+        async def run() -> None:
+            await self.start_push_server(ws_heartbeat_interval=10, ws_client_timeout=5)
+            ws = await open_websocket(self)
+            pings: list[bytes] = []
+            ws.protocol.onPing = pings.append
+            self.clock.advance(10)
+            await settle(lambda: len(pings) == 1)
+            self.clock.advance(4.9)
+            self.assertEqual(len(self.hub.websocket.connections), 1)
+            self.clock.advance(0.1)
+            await ws.when_lost()
 
         return ensureDeferred(run())
 
