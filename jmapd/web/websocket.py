@@ -270,6 +270,13 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
+            # RFC 8887 section 4.3.1: a binary message SHOULD be logged; the
+            # client still gets an answer, so it can tell what went wrong.
+            log.warn(
+                "WebSocket for {account}: a binary message of {size} bytes, answered with notJSON",
+                account=self.login.principal.name,
+                size=len(payload),
+            )
             self._send_text(_request_error(not_json("JMAP messages are JSON text messages, not binary"), None))
             return
         try:

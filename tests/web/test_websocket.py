@@ -11,6 +11,7 @@ import orjson
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
 
 from jmapd.protocol.engine import CORE
@@ -223,8 +224,12 @@ class RequestTests(PushTestCase):
     def test_bad_messages(self) -> None:
         """
         Invalid JSON and binary messages are RequestError notJSON, an
-        unknown @type notRequest; the connection stays usable.
+        unknown @type notRequest; the connection stays usable.  A binary
+        message is logged as a warning (RFC 8887 section 4.3.1: SHOULD).
         """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
 
         async def run() -> None:
             await self.start_push_server()
@@ -233,6 +238,8 @@ class RequestTests(PushTestCase):
             self.assertEqual((await ws.next())["type"], ERROR + "notJSON")
             ws.send_raw(b"\x00\x01", binary=True)
             self.assertEqual((await ws.next())["type"], ERROR + "notJSON")
+            warned = [e for e in events if e.get("log_level") == LogLevel.warn and "binary" in e.get("log_format", "")]
+            self.assertEqual([e["size"] for e in warned], [2])
             ws.send({"@type": "Subscribe", "id": "s"})
             error = await ws.next()
             self.assertEqual((error["type"], error["requestId"]), (ERROR + "notRequest", "s"))
