@@ -5,8 +5,11 @@ Basic (account name and password, checked against the argon2 hash) and
 Bearer tokens (created with C{jmapd-admin token create}).
 
 Both look the account up in the database in a worker thread and answer
-with the account id as the avatar id; the realm turns it into a
-L{jmapd.protocol.engine.Principal}.
+with the account id, its name, its auth version and the name of the
+credential that was checked (L{jmapd.storage.accounts.password_credential}
+or L{jmapd.storage.accounts.token_credential}: a PushSubscription belongs
+to the credential that created it, RFC 8620 section 7.2) as the avatar
+id; the realm turns it into a L{jmapd.protocol.engine.Principal}.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class IPrincipal(Interface):
 class PasswordChecker:
     """
     Check an account name and password against the stored argon2 hash.
-    The avatar id is C{(account id, auth version)}.
+    The avatar id is C{(account id, name, auth version, credential)}, the
+    credential being the password of its current version.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -71,7 +75,7 @@ class PasswordChecker:
                 raise UnauthorizedLogin("unknown account or wrong password")
             if not verify_password(account.password_hash, password):
                 raise UnauthorizedLogin("unknown account or wrong password")
-            return (account.id, account.name, account.auth_version)
+            return (account.id, account.name, account.auth_version, account.password_credential)
 
         d = self._database.run_interaction(accounts.get_account_by_name, name)
         d.addCallback(lambda account: self._database.run_in_thread(verify, account))
@@ -94,8 +98,8 @@ class TokenChecker:
             found = accounts.find_token(txn, credentials.token)
             if found is None:
                 raise UnauthorizedLogin("unknown or revoked token")
-            _token, account = found
-            return (account.id, account.name, account.auth_version)
+            token, account = found
+            return (account.id, account.name, account.auth_version, accounts.token_credential(token.id))
 
         return self._database.run_interaction(check)
 
@@ -113,8 +117,9 @@ class PrincipalRealm:
 
         if IPrincipal not in interfaces:
             raise NotImplementedError("only IPrincipal avatars")
-        account_id, name, auth_version = avatarId
-        return IPrincipal, (Principal(account_id=account_id, name=name), auth_version), lambda: None
+        account_id, name, auth_version, credential = avatarId
+        principal = Principal(account_id=account_id, name=name, credential=credential)
+        return IPrincipal, (principal, auth_version), lambda: None
 
 
 def make_portal(database: Any) -> Portal:

@@ -42,11 +42,16 @@ _FROM_ACCOUNT_ERRORS = {
 @frozen
 class Principal:
     """
-    Who is making the request: the authenticated account.
+    Who is making the request: the authenticated account, and the
+    credential it authenticated with (L{jmapd.storage.accounts}: its
+    password or one of its tokens), which PushSubscriptions belong to
+    (RFC 8620 section 7.2); C{None} for callers that did not authenticate
+    (the push delivery's own followers), which have no PushSubscriptions.
     """
 
     account_id: str
     name: str
+    credential: str | None = None
 
 
 @frozen

@@ -3,11 +3,26 @@
 PushSubscription (RFC 8620 section 7.2): the data type, and the delivery
 of PushVerification and StateChange objects to the subscribed URLs.
 
-A subscription belongs to the account that created it and is not
-account-scoped in the protocol: its methods take no C{accountId}, and
-C{/get} never returns C{url} or C{keys}.  The server's verification code
-is never returned either until the client has set it, since a client
-that could read it would not need the push to prove it owns the URL.
+A subscription belongs to the credentials that authenticated the request
+that created it (RFC 8620 section 7.2): the account's password (of its
+current version) or one of its API tokens, as the request's L{Principal}
+names it.  Only they see it: L{PushSubscriptionType} lists, changes and
+destroys the subscriptions of the requesting credential alone, and any
+other is C{notFound}, as if absent.  Revoking the credential (a token
+revoked, the password changed) destroys them in the same transaction
+(L{jmapd.storage.accounts.destroy_push_subscriptions}); delivery reads
+only those whose credential is still valid and checks again before every
+POST, since the revocation may come from another process (C{jmapd-admin})
+that cannot tell this one.  It is not account-scoped in the protocol:
+its methods take no C{accountId}, and C{/get} never returns C{url} or
+C{keys}.  The server's verification code is never returned either until
+the client has set it, since a client that could read it would not need
+the push to prove it owns the URL.
+
+jmapd's credentials have no expiry of their own (Basic passwords and
+tokens last until changed or revoked), so, as RFC 8620 says for such
+credentials, the server sets C{expires} when the client gives none and
+shortens one too far away, to L{MAX_EXPIRY}.
 
 A subscription receives the changes of the accounts its user's Session
 lists, their own and the shared ones they are subscribed to, kept current
@@ -58,6 +73,7 @@ from jmapd.protocol.errors import MethodError, invalid_arguments, invalid_proper
 from jmapd.protocol.standard import DataType, register_standard_methods
 from jmapd.push.follow import Follower
 from jmapd.push.notifier import LocalNotifier, state_change, subscriptions_changed
+from jmapd.storage.accounts import credential_is_valid, valid_credential_sql
 from jmapd.storage.ids import new_id
 
 log = Logger()
@@ -311,6 +327,11 @@ _COLUMNS = (
     " verified, expires_at, types"
 )
 
+#: The condition on a push_subscriptions row that its credential can still
+#: authenticate (RFC 8620 section 7.2: nothing is pushed to a subscription
+#: of revoked credentials).
+_VALID_CREDENTIAL = valid_credential_sql("push_subscriptions.credential", "push_subscriptions.account_id")
+
 
 def _to_subscription(row: Any) -> Subscription:
     types = orjson.loads(row[9]) if row[9] is not None else None
@@ -320,14 +341,29 @@ def _to_subscription(row: Any) -> Subscription:
 
 def deliverable(txn: Any, account_id: str, now: float) -> list[Subscription]:
     """
-    The verified, unexpired subscriptions that receive the account's
-    changes.
+    The verified, unexpired subscriptions whose credentials are still
+    valid, that receive the account's changes.
     """
     rows = txn.fetchall(
-        f"SELECT {_COLUMNS} FROM push_subscriptions WHERE account_id = ? AND verified = 1 AND expires_at > ?",
+        f"SELECT {_COLUMNS} FROM push_subscriptions WHERE account_id = ? AND verified = 1 AND expires_at > ?"
+        f" AND {_VALID_CREDENTIAL}",
         (account_id, now),
     )
     return [_to_subscription(row) for row in rows]
+
+
+def still_deliverable(txn: Any, subscription_id: str, now: float) -> bool:
+    """
+    Whether the subscription still exists, unexpired, and its credentials
+    are still valid: asked before every POST, since a list of
+    L{deliverable} subscriptions is kept for a while and credentials may
+    be revoked by another process meanwhile.
+    """
+    row = txn.fetchone(
+        f"SELECT 1 FROM push_subscriptions WHERE id = ? AND expires_at > ? AND {_VALID_CREDENTIAL}",
+        (subscription_id, now),
+    )
+    return row is not None
 
 
 def accounts_with_subscriptions(txn: Any, now: float) -> set[str]:
@@ -355,10 +391,22 @@ def _delivery(env: Any) -> Any:
     return None if hub is None else hub.delivery
 
 
+def _credential(ctx: Context) -> str:
+    """
+    The credential of the request, which its PushSubscriptions belong to.
+    """
+    credential = ctx.principal.credential
+    if credential is None:
+        raise MethodError("forbidden", "PushSubscriptions belong to the credentials of an authenticated request")
+    return credential
+
+
 class PushSubscriptionType(DataType):
     """
-    PushSubscription/get and /set, for the authenticated user's own
-    subscriptions only.
+    PushSubscription/get and /set, for the subscriptions of the requesting
+    credential only (RFC 8620 section 7.2: the server MUST only return
+    push subscriptions created with the same credentials); those of the
+    account's other credentials are C{notFound}, as if absent.
     """
 
     name = PUSH_SUBSCRIPTION
@@ -376,8 +424,8 @@ class PushSubscriptionType(DataType):
     def fetch(
         self, ctx: Context, account_id: str, ids: list[str] | None, properties: frozenset[str], extra: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        sql = f"SELECT {_COLUMNS} FROM push_subscriptions WHERE account_id = ? AND expires_at > ?"
-        params: list[Any] = [account_id, ctx.now]
+        sql = f"SELECT {_COLUMNS} FROM push_subscriptions WHERE account_id = ? AND credential = ? AND expires_at > ?"
+        params: list[Any] = [account_id, _credential(ctx), ctx.now]
         if ids is not None:
             ids = [i for i in ids if is_id(i)]
             if not ids:
@@ -414,6 +462,7 @@ class PushSubscriptionType(DataType):
         if ids is not None and len(ids) > limit:
             raise MethodError("requestTooLarge", f"{len(ids)} ids requested; maxObjectsInGet is {limit}")
         account_id = ctx.principal.account_id
+        _credential(ctx)  # refused at once without one
         not_found: list[str] = []
         if ids is None:
             found = self.fetch(ctx, account_id, None, wanted, {})
@@ -440,6 +489,7 @@ class PushSubscriptionType(DataType):
         update = args.object("update", values=lambda v: isinstance(v, dict), expected="a map of ids to PatchObjects")
         destroy = args.id_list("destroy")
         args.done()
+        _credential(ctx)  # refused at once without one
         result = self.run_set(ctx, ctx.principal.account_id, None, create, update, destroy, {})
         for name in ("accountId", "oldState", "newState"):
             result.pop(name, None)
@@ -474,15 +524,25 @@ class PushSubscriptionType(DataType):
         delivery = _delivery(ctx.env)
         if delivery is None:
             raise set_error("forbidden", "push delivery is not running on this server")
+        credential = _credential(ctx)
+        # A transaction revoking the credential may be running now (on
+        # PostgreSQL): it updates the account's row, so holding the
+        # account's writer lock orders the two, and this check then sees
+        # what it committed (or it sees, and destroys, this subscription).
+        ctx.txn.lock_account(account_id)
+        if not credential_is_valid(ctx.txn, account_id, credential):
+            raise set_error("forbidden", "the credentials of this request were revoked")
         subscription_id = new_id("p")
         code = secrets.token_hex(16)
         ctx.txn.execute(
             "INSERT INTO push_subscriptions (id, account_id, device_client_id, url, keys_p256dh, keys_auth,"
-            " verification_code, verified, expires_at, types, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+            " verification_code, verified, expires_at, types, created_at, credential)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
             (
                 subscription_id, account_id, device_client_id, url,
                 keys[0] if keys else None, keys[1] if keys else None,
                 code, expires_at, orjson.dumps(types).decode() if types is not None else None, ctx.now,
+                credential,
             ),
         )
         ctx.txn.after_commit(lambda: delivery.verify(subscription_id, url, keys, code))
@@ -532,7 +592,10 @@ class PushSubscriptionType(DataType):
         return changed or None
 
     def destroy(self, ctx: Context, account_id: str, object_id: str, extra: dict[str, Any]) -> None:
-        ctx.txn.execute("DELETE FROM push_subscriptions WHERE id = ? AND account_id = ?", (object_id, account_id))
+        ctx.txn.execute(
+            "DELETE FROM push_subscriptions WHERE id = ? AND account_id = ? AND credential = ?",
+            (object_id, account_id, _credential(ctx)),
+        )
         subscriptions_changed(ctx.txn, account_id)
         delivery = _delivery(ctx.env)
         if delivery is not None:
@@ -626,7 +689,10 @@ class PushDelivery:
         self.running = False
         #: Called with C{(subscription id, outcome)} once each POST's outcome
         #: ("verification sent", "verification failed", "sent", "failed",
-        #: "given up") has been dealt with, retries scheduled included.
+        #: "given up") has been dealt with, retries scheduled included, and
+        #: with "dropped" (or "verification dropped") when no POST was made
+        #: because the subscription is gone or its credentials are no longer
+        #: valid.
         self.observers: list[Callable[[str, str], None]] = []
 
     @property
@@ -740,6 +806,14 @@ class PushDelivery:
         async def attempts() -> bool:
             for attempt in range(1, self.config.push_attempts_max + 1):
                 try:
+                    if not await self._still_deliverable(subscription_id):
+                        log.info(
+                            "PushVerification {subscription} not sent: the subscription is gone"
+                            " or its credentials were revoked",
+                            subscription=subscription_id,
+                        )
+                        self._observe(subscription_id, "verification dropped")
+                        return False
                     await self._send(url, keys, payload)
                 except CancelledError:
                     raise
@@ -770,6 +844,21 @@ class PushDelivery:
             return result
 
         return d.addBoth(done)
+
+    def _still_deliverable(self, subscription_id: str) -> Deferred[bool]:
+        now = float(self._clock.seconds())
+        return self._env.database.run_interaction(still_deliverable, subscription_id, now)  # type: ignore[no-any-return]
+
+    async def _push(self, subscription: Subscription, payload: dict[str, Any]) -> bool:
+        """
+        POST C{payload} unless the subscription was destroyed or its
+        credentials revoked since its list was read (RFC 8620 section 7.2);
+        whether it was POSTed.
+        """
+        if not await self._still_deliverable(subscription.id):
+            return False
+        await self._send(subscription.url, subscription.keys, payload)
+        return True
 
     # -- changes --
 
@@ -855,12 +944,22 @@ class PushDelivery:
             self._endpoints.pop(subscription.id, None)
             return
         endpoint.sending, endpoint.pending = endpoint.pending, {}
-        d = ensureDeferred(self._send(subscription.url, subscription.keys, state_change(endpoint.sending)))
+        d = ensureDeferred(self._push(subscription, state_change(endpoint.sending)))
         endpoint.in_flight = d
         d.addCallbacks(self._sent, self._failed, callbackArgs=(endpoint,), errbackArgs=(endpoint,))
 
-    def _sent(self, result: Any, endpoint: _Endpoint) -> None:
+    def _sent(self, posted: bool, endpoint: _Endpoint) -> None:
         endpoint.in_flight = None
+        if not posted:
+            subscription = endpoint.subscription
+            log.info(
+                "push to {subscription} of {account} dropped: the subscription is gone or its credentials"
+                " were revoked",
+                subscription=subscription.id, account=subscription.account_id,
+            )
+            self.forget(subscription.id, subscription.account_id)
+            self._observe(subscription.id, "dropped")
+            return
         endpoint.sending = None
         endpoint.attempts = 0
         endpoint.not_before = float(self._clock.seconds()) + self.config.push_throttle

@@ -3,7 +3,15 @@
 Accounts, their addresses and their API tokens.
 
 Every function takes a transaction as its first argument and runs inside
-it; none of them knows about JMAP.
+it; none of them knows about JMAP, except that the credentials they
+revoke take with them the PushSubscriptions made with them (RFC 8620
+section 7.2), in the same transaction.
+
+A credential, the password of an account or one of its tokens, is named
+by a string that never names another one: C{password:N} for the
+password of version N (L{Account.password_version}, which moves on every
+L{set_password}), C{token:ID} for a token.  A PushSubscription records
+the credential that created it.
 """
 
 from __future__ import annotations
@@ -29,6 +37,15 @@ class Account:
     password_hash: str | None
     auth_version: int
     addresses: tuple[str, ...] = ()
+    #: Moves whenever the password is set (L{password_credential}).
+    password_version: int = 0
+
+    @property
+    def password_credential(self) -> str:
+        """
+        The name of the account's current password as a credential.
+        """
+        return password_credential(self.password_version)
 
 
 @frozen
@@ -65,10 +82,73 @@ def _row_to_account(txn: Any, row: Sequence[Any]) -> Account:
             (row[0],),
         )
     )
-    return Account(id=row[0], name=row[1], password_hash=row[2], auth_version=row[3], addresses=addresses)
+    return Account(
+        id=row[0], name=row[1], password_hash=row[2], auth_version=row[3], addresses=addresses,
+        password_version=row[4],
+    )
 
 
-_ACCOUNT_COLUMNS = "id, name, password_hash, auth_version"
+_ACCOUNT_COLUMNS = "id, name, password_hash, auth_version, password_version"
+
+
+def password_credential(version: int) -> str:
+    """
+    The credential name of an account's password of version C{version}.
+    """
+    return f"password:{version}"
+
+
+def token_credential(token_id: str) -> str:
+    """
+    The credential name of the token C{token_id}.
+    """
+    return f"token:{token_id}"
+
+
+def valid_credential_sql(credential: str, account_id: str) -> str:
+    """
+    An SQL condition: the credential named by the expression C{credential}
+    can still authenticate as the account C{account_id} (an expression
+    too): it is the account's current password, or one of its tokens.
+    """
+    return (
+        f"(EXISTS (SELECT 1 FROM accounts ca WHERE ca.id = {account_id} AND ca.password_hash IS NOT NULL"
+        f" AND {credential} = 'password:' || ca.password_version)"
+        f" OR EXISTS (SELECT 1 FROM tokens ct WHERE ct.account_id = {account_id}"
+        f" AND {credential} = 'token:' || ct.id))"
+    )
+
+
+def credential_is_valid(txn: Any, account_id: str, credential: str) -> bool:
+    """
+    Whether C{credential} can still authenticate as the account.
+    """
+    row = txn.fetchone(
+        "SELECT 1 FROM (SELECT CAST(? AS TEXT) AS credential, CAST(? AS TEXT) AS account_id) c"
+        f" WHERE {valid_credential_sql('c.credential', 'c.account_id')}",
+        (credential, account_id),
+    )
+    return row is not None
+
+
+def destroy_push_subscriptions(txn: Any, account_id: str) -> list[str]:
+    """
+    Destroy the account's PushSubscriptions whose credential no longer
+    authenticates (RFC 8620 section 7.2: should the credentials be revoked
+    the push subscription MUST be destroyed); the rows go, URL and keys
+    with them.  Called in the transaction that revokes the credential.
+
+    @return: the ids of the destroyed subscriptions.
+    """
+    rows = txn.fetchall(
+        "SELECT id FROM push_subscriptions WHERE account_id = ?"
+        f" AND NOT {valid_credential_sql('credential', 'account_id')}",
+        (account_id,),
+    )
+    destroyed = [row[0] for row in rows]
+    for subscription_id in destroyed:
+        txn.execute("DELETE FROM push_subscriptions WHERE id = ?", (subscription_id,))
+    return destroyed
 
 
 def add_account(
@@ -120,17 +200,24 @@ def list_accounts(txn: Any) -> list[Account]:
     return [_row_to_account(txn, row) for row in rows]
 
 
-def set_password(txn: Any, name: str, password_hash: str | None) -> None:
+def set_password(txn: Any, name: str, password_hash: str | None) -> list[str]:
     """
     Replace the password hash; the auth version changes, so cached
-    verifications of the old password stop working at once.
+    verifications of the old password stop working at once.  The old
+    password is a credential revoked: its version changes and the
+    PushSubscriptions made with it are destroyed.
+
+    @return: the ids of the destroyed PushSubscriptions.
     """
     txn.execute(
-        "UPDATE accounts SET password_hash = ?, auth_version = auth_version + 1 WHERE name = ?",
+        "UPDATE accounts SET password_hash = ?, auth_version = auth_version + 1,"
+        " password_version = password_version + 1 WHERE name = ?",
         (password_hash, name),
     )
     if txn.rowcount == 0:
         raise AccountNotFound(name)
+    account_id = txn.fetchvalue("SELECT id FROM accounts WHERE name = ?", (name,))
+    return destroy_push_subscriptions(txn, account_id)
 
 
 def remove_account(txn: Any, name: str) -> str:
@@ -193,13 +280,15 @@ def list_tokens(txn: Any, name: str) -> list[Token]:
 def revoke_token(txn: Any, token_id: str) -> bool:
     """
     Delete a token by its id; the auth version of its account changes so a
-    cached verification of it is dropped.
+    cached verification of it is dropped, and the PushSubscriptions made
+    with it are destroyed.
     """
     row = txn.fetchone("SELECT account_id FROM tokens WHERE id = ?", (token_id,))
     if row is None:
         return False
     txn.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
     txn.execute("UPDATE accounts SET auth_version = auth_version + 1 WHERE id = ?", (row[0],))
+    destroy_push_subscriptions(txn, row[0])
     return True
 
 

@@ -66,10 +66,11 @@ class CheckerTests(SynchronousTestCase):
 
     def test_password_accepted(self):
         """
-        The right password gives (account id, name, auth version).
+        The right password gives (account id, name, auth version,
+        credential): the password of its current version.
         """
         d = PasswordChecker(self.database).requestAvatarId(UsernamePassword(b"alice", PASSWORD.encode()))
-        self.assertEqual(self.successResultOf(d), (self.account.id, "alice", 0))
+        self.assertEqual(self.successResultOf(d), (self.account.id, "alice", 0, "password:0"))
 
     def test_password_wrong(self):
         """
@@ -96,7 +97,8 @@ class CheckerTests(SynchronousTestCase):
     def test_auth_version_follows_password_change(self):
         """
         After a password change the avatar id carries the new auth version
-        and the old password is refused.
+        and names a new credential (the password's new version), and the
+        old password is refused.
         """
         self.database.run_sync(accounts.set_password, "alice", hash_password("new"), write=True)
         checker = PasswordChecker(self.database)
@@ -104,14 +106,15 @@ class CheckerTests(SynchronousTestCase):
             checker.requestAvatarId(UsernamePassword(b"alice", PASSWORD.encode())), UnauthorizedLogin
         )
         d = checker.requestAvatarId(UsernamePassword(b"alice", b"new"))
-        self.assertEqual(self.successResultOf(d), (self.account.id, "alice", 1))
+        self.assertEqual(self.successResultOf(d), (self.account.id, "alice", 1, "password:1"))
 
     def test_token_accepted(self):
         """
-        A known token gives its account.
+        A known token gives its account, and the token as the credential.
         """
+        (token,) = self.database.run_sync(accounts.list_tokens, "alice")
         d = TokenChecker(self.database).requestAvatarId(BearerToken("tok-secret"))
-        self.assertEqual(self.successResultOf(d), (self.account.id, "alice", 0))
+        self.assertEqual(self.successResultOf(d), (self.account.id, "alice", 0, f"token:{token.id}"))
 
     def test_token_unknown_or_revoked(self):
         """
@@ -125,14 +128,18 @@ class CheckerTests(SynchronousTestCase):
 
     def test_portal(self):
         """
-        The portal routes both credential kinds to a Principal avatar with
-        the auth version.
+        The portal routes both credential kinds to a Principal avatar naming
+        the credential, with the auth version.
         """
         portal = make_portal(self.database)
-        for credentials in (UsernamePassword(b"alice", PASSWORD.encode()), BearerToken("tok-secret")):
+        (token,) = self.database.run_sync(accounts.list_tokens, "alice")
+        for credentials, credential in (
+            (UsernamePassword(b"alice", PASSWORD.encode()), "password:0"),
+            (BearerToken("tok-secret"), f"token:{token.id}"),
+        ):
             interface, avatar, logout = self.successResultOf(portal.login(credentials, None, IPrincipal))
             self.assertIs(interface, IPrincipal)
-            self.assertEqual(avatar, (Principal(self.account.id, "alice"), 0))
+            self.assertEqual(avatar, (Principal(self.account.id, "alice", credential), 0))
             logout()
 
     def test_realm_rejects_other_interfaces(self):
@@ -145,5 +152,5 @@ class CheckerTests(SynchronousTestCase):
             pass
 
         self.assertRaises(
-            NotImplementedError, PrincipalRealm().requestAvatar, ("a", "alice", 0), None, IOther
+            NotImplementedError, PrincipalRealm().requestAvatar, ("a", "alice", 0, "password:0"), None, IOther
         )

@@ -8,6 +8,9 @@ L{task.Clock} for retries, throttling and timeouts.
 from __future__ import annotations
 
 import base64
+import io
+import os
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,7 +26,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from jmapd.admin import main as admin_main
 from jmapd.config import default_config
+from jmapd.protocol.engine import CORE
 from jmapd.protocol.errors import SetErrorException
 from jmapd.push.notifier import LocalNotifier
 from jmapd.push.subscription import (
@@ -36,7 +41,11 @@ from jmapd.push.subscription import (
     format_utc,
     parse_utc,
 )
-from tests.push.support import PushTestCase, start_receiver
+from jmapd.storage import accounts, migrations
+from jmapd.storage.database import Database
+from tests import pg
+from tests.push.support import PushTestCase, Receiver, start_receiver
+from tests.support import basic
 
 
 def b64(data: bytes) -> str:
@@ -584,3 +593,266 @@ class DeliveryTests(SubscriptionTestCase):
             self.assertEqual(await self.outcomes.get(), (created["id"], "verification sent"))
 
         return ensureDeferred(run())
+
+
+def bearer(secret: str) -> bytes:
+    return b"Bearer " + secret.encode()
+
+
+class CredentialTests(SubscriptionTestCase):
+    """
+    RFC 8620 section 7.2: a subscription is tied to the credentials that
+    created it.  alice logs in with her password and with an API token;
+    each credential sees only its own subscriptions, and revoking one
+    (C{jmapd-admin token revoke}, C{jmapd-admin account passwd}, run while
+    the server runs, as an operator would) destroys its subscriptions and
+    ends their pushes.
+    """
+
+    async def start(self, **config: Any) -> None:
+        config.setdefault("push_throttle", 0.0)
+        await super().start(**config)
+        self.token_receiver, self.token_url = start_receiver(self)
+
+    def admin(self, *argv: str, stdin: str = "") -> str:
+        """
+        Run C{jmapd-admin} on the server's database; its standard output.
+        """
+        config = self.server.env.config
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "jmapd.yaml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"db-path: {config.db_path}\n")
+            if config.db_url:
+                f.write(f"db-url: {config.db_url}\n")
+        out, err = io.StringIO(), io.StringIO()
+        status = admin_main(["--config", path, *argv], stdin=io.StringIO(stdin), stdout=out, stderr=err, environ={})
+        self.assertEqual(status, 0, err.getvalue())
+        return out.getvalue()
+
+    def make_token(self) -> tuple[str, str]:
+        """
+        C{jmapd-admin token create alice}: the token's secret and id.
+        """
+        secret = self.admin("token", "create", "alice").strip()
+        (token,) = self.server.env.database.run_sync(accounts.list_tokens, "alice")
+        return secret, token.id
+
+    async def call_as(self, authorization: bytes, *calls: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """
+        One Request authenticated with the Authorization header
+        C{authorization}; the arguments of each response.
+        """
+        request = {"using": [CORE], "methodCalls": [[n, a, str(i)] for i, (n, a) in enumerate(calls)]}
+        response, content = await self.server.request(
+            "POST", "/jmap/", orjson.dumps(request),
+            {b"content-type": [b"application/json"], b"authorization": [authorization]}, auth=None,
+        )
+        self.assertEqual(response.code, 200, content)
+        return [result for _, result, _ in orjson.loads(content)["methodResponses"]]
+
+    async def subscribe_as(self, authorization: bytes, receiver: Receiver, url: str) -> str:
+        """
+        Create and verify a subscription to C{url} with the credentials of
+        C{authorization}; its id.
+        """
+        (result,) = await self.call_as(
+            authorization, ("PushSubscription/set", {"create": {"c": {"deviceClientId": "d", "url": url}}})
+        )
+        subscription_id: str = result["created"]["c"]["id"]
+        code = (await receiver.next_json())["verificationCode"]
+        self.assertEqual(await self.outcomes.get(), (subscription_id, "verification sent"))
+        (result,) = await self.call_as(
+            authorization, ("PushSubscription/set", {"update": {subscription_id: {"verificationCode": code}}})
+        )
+        self.assertEqual(result["updated"], {subscription_id: None})
+        return subscription_id
+
+    def stored(self) -> list[str]:
+        """
+        The ids of the subscriptions in the database.
+        """
+        rows = self.server.env.database.run_sync(
+            lambda txn: txn.fetchall("SELECT id FROM push_subscriptions ORDER BY id")
+        )
+        return [row[0] for row in rows]
+
+    async def both_pushed(self, password_id: str, token_id: str) -> None:
+        """
+        A change reaches both subscriptions (and the delivery holds them).
+        """
+        states = await self.touch("Mailbox")
+        self.assertEqual((await self.receiver.next_json())["changed"], {self.account: states})
+        self.assertEqual((await self.token_receiver.next_json())["changed"], {self.account: states})
+        outcomes = {await self.outcomes.get(), await self.outcomes.get()}
+        self.assertEqual(outcomes, {(password_id, "sent"), (token_id, "sent")})
+
+    def test_each_credential_sees_its_own(self) -> None:
+        """
+        The password and a token of one account each get, change and
+        destroy only the subscriptions they created; the other's are
+        notFound, as if absent.  A second token of the account sees
+        neither.
+        """
+
+        async def run() -> None:
+            await self.start()
+            secret, _ = self.make_token()
+            password = basic("alice")
+            (created,) = await self.call_as(
+                password, ("PushSubscription/set", {"create": {"c": {"deviceClientId": "pw", "url": self.url}}})
+            )
+            password_id = created["created"]["c"]["id"]
+            (created,) = await self.call_as(
+                bearer(secret),
+                ("PushSubscription/set", {"create": {"c": {"deviceClientId": "tok", "url": self.token_url}}}),
+            )
+            token_id = created["created"]["c"]["id"]
+
+            for authorization, own, other in ((password, password_id, token_id), (bearer(secret), token_id, password_id)):
+                listed, got, changed, destroyed = await self.call_as(
+                    authorization,
+                    ("PushSubscription/get", {"ids": None}),
+                    ("PushSubscription/get", {"ids": [own, other]}),
+                    ("PushSubscription/set", {"update": {other: {"types": ["Email"]}}}),
+                    ("PushSubscription/set", {"destroy": [other]}),
+                )
+                self.assertEqual([obj["id"] for obj in listed["list"]], [own])
+                self.assertEqual(([obj["id"] for obj in got["list"]], got["notFound"]), ([own], [other]))
+                self.assertEqual(changed["notUpdated"][other]["type"], "notFound")
+                self.assertEqual(destroyed["notDestroyed"][other]["type"], "notFound")
+
+            other_secret = self.admin("token", "create", "alice").strip()
+            (listed,) = await self.call_as(bearer(other_secret), ("PushSubscription/get", {"ids": None}))
+            self.assertEqual(listed["list"], [])
+            self.assertEqual(self.stored(), sorted([password_id, token_id]))
+
+        return ensureDeferred(run())
+
+    def test_token_revoked(self) -> None:
+        """
+        C{jmapd-admin token revoke} destroys the token's subscriptions in
+        its transaction, and the running delivery, which still held them,
+        POSTs nothing more to them; the password's subscription goes on.
+        """
+
+        async def run() -> None:
+            await self.start()
+            secret, token = self.make_token()
+            token_id = await self.subscribe_as(bearer(secret), self.token_receiver, self.token_url)
+            password_id = await self.subscribe_as(basic("alice"), self.receiver, self.url)
+            await self.both_pushed(password_id, token_id)
+
+            self.admin("token", "revoke", token)
+            self.assertEqual(self.stored(), [password_id])
+            states = await self.touch("Email")
+            self.assertEqual((await self.receiver.next_json())["changed"], {self.account: states})
+            outcomes = {await self.outcomes.get(), await self.outcomes.get()}
+            self.assertEqual(outcomes, {(password_id, "sent"), (token_id, "dropped")})
+            self.assertEqual(self.token_receiver.posts.pending, [])
+            self.assertEqual(self.server.env.database.run_sync(deliverable, self.account, 0.0)[0].id, password_id)
+
+        return ensureDeferred(run())
+
+    def test_password_changed(self) -> None:
+        """
+        C{jmapd-admin account passwd} destroys the subscriptions made with
+        the old password, and no more POSTs go to them; the new password
+        is a new credential, which sees none of them, and the token's
+        subscription goes on.
+        """
+
+        async def run() -> None:
+            await self.start()
+            secret, _ = self.make_token()
+            token_id = await self.subscribe_as(bearer(secret), self.token_receiver, self.token_url)
+            password_id = await self.subscribe_as(basic("alice"), self.receiver, self.url)
+            await self.both_pushed(password_id, token_id)
+
+            self.admin("account", "passwd", "alice", "--password-stdin", stdin="a new password\n")
+            self.assertEqual(self.stored(), [token_id])
+            (listed,) = await self.call_as(basic("alice", "a new password"), ("PushSubscription/get", {"ids": None}))
+            self.assertEqual(listed["list"], [])
+            (touched,) = await self.call_as(bearer(secret), ("Test/touch", {"types": ["Email"]}))
+            change = await self.token_receiver.next_json()
+            self.assertEqual(change["changed"], {self.account: touched["states"]})
+            outcomes = {await self.outcomes.get(), await self.outcomes.get()}
+            self.assertEqual(outcomes, {(password_id, "dropped"), (token_id, "sent")})
+            self.assertEqual(self.receiver.posts.pending, [])
+
+        return ensureDeferred(run())
+
+
+class CredentialMigrationTests(SynchronousTestCase):
+    """
+    The migration that ties PushSubscriptions to credentials, on a
+    database that has subscriptions from before it.
+    """
+
+    VERSION = 12
+
+    def test_existing_subscriptions(self) -> None:
+        """
+        Existing subscriptions are tied to the account's current password;
+        those of an account without a password to its token when it has
+        exactly one, and are destroyed when it has several (nothing tells
+        which one made them).  Afterwards they are delivered while that
+        credential is valid and destroyed with it.
+        """
+        database = Database(pg.make_engine(self, migrated=False))
+        self.addCleanup(database.close)
+        known = migrations.migrations
+
+        def before(engine_name: str | None = None, directory: str | None = None) -> list[tuple[int, str]]:
+            return [m for m in known(engine_name, directory) if m[0] < self.VERSION]
+
+        self.patch(migrations, "migrations", before)
+        database.migrate()
+        now = time.time()
+
+        def fill(txn: Any) -> None:
+            for account_id, password_hash, tokens in (
+                ("aalice", "hash", ["talice"]), ("abob", None, ["tbob"]), ("acarol", None, ["tcarol1", "tcarol2"]),
+            ):
+                txn.execute(
+                    "INSERT INTO accounts (id, name, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                    (account_id, account_id[1:], password_hash, now),
+                )
+                for token_id in tokens:
+                    txn.execute(
+                        "INSERT INTO tokens (id, account_id, token_hash, created_at) VALUES (?, ?, ?, ?)",
+                        (token_id, account_id, token_id, now),
+                    )
+                txn.execute(
+                    "INSERT INTO push_subscriptions (id, account_id, device_client_id, url, verification_code,"
+                    " verified, expires_at, created_at) VALUES (?, ?, 'd', 'https://push.example/', 'c', 1, ?, ?)",
+                    ("p" + account_id, account_id, now + 86400, now),
+                )
+
+        database.run_sync(fill, write=True)
+        self.patch(migrations, "migrations", known)
+        self.assertEqual(database.migrate(), known()[-1][0])
+
+        def credentials(txn: Any) -> dict[str, str]:
+            return dict(txn.fetchall("SELECT id, credential FROM push_subscriptions"))
+
+        alice = database.run_sync(accounts.get_account_by_id, "aalice")
+        self.assertEqual(
+            database.run_sync(credentials), {"paalice": alice.password_credential, "pabob": "token:tbob"}
+        )
+        for account_id in ("aalice", "abob"):
+            (found,) = database.run_sync(deliverable, account_id, now)
+            self.assertEqual(found.id, "p" + account_id)
+        self.assertTrue(database.run_sync(accounts.credential_is_valid, "aalice", "password:0"))
+        self.assertTrue(database.run_sync(accounts.credential_is_valid, "abob", "token:tbob"))
+        self.assertFalse(database.run_sync(accounts.credential_is_valid, "abob", "password:0"))
+        self.assertFalse(database.run_sync(accounts.credential_is_valid, "abob", "token:talice"))
+        database.run_sync(accounts.set_password, "alice", "other", write=True)
+        database.run_sync(accounts.revoke_token, "tbob", write=True)
+        self.assertEqual(database.run_sync(credentials), {})
+        self.assertFalse(database.run_sync(accounts.credential_is_valid, "aalice", "password:0"))
+        self.assertTrue(database.run_sync(accounts.credential_is_valid, "aalice", "password:1"))
+
+
+pg.add_postgresql_variants(globals(), CredentialTests, CredentialMigrationTests)
