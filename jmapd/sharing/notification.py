@@ -200,6 +200,19 @@ class ShareNotificationType(DataType):
     def create(self, ctx: Context, account_id: str, obj: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         raise set_error("forbidden", "ShareNotifications are made by the server only")
 
+    def _update_one(
+        self, ctx: Context, account_id: str, object_id: str, patch: dict[str, Any], extra: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """
+        Every update of a notification is C{forbidden}, whatever its patch
+        says: RFC 9670 section 3.5 says any attempt to update MUST be
+        rejected so, where the standard checks would make a patch of a
+        server-set property (all of them are) C{invalidProperties}.
+        """
+        if not self.fetch(ctx, account_id, [object_id], frozenset({"id"}), extra):
+            raise set_error("notFound", f"no {self.name} {object_id!r}")
+        raise set_error("forbidden", "ShareNotifications cannot be updated, only destroyed")
+
     def check_create(self, obj: Any) -> dict[str, Any]:
         raise set_error("forbidden", "ShareNotifications are made by the server only")
 

@@ -1064,6 +1064,34 @@ class PrincipalChangesTests(SharedAccountCase):
             self.assertEqual((response_name, error["type"]), ("error", "cannotCalculateChanges"), since)
 
 
+class ShareNotificationTests(SharedAccountCase):
+    """
+    ShareNotifications (RFC 9670 section 3): made by the server when a
+    user's rights on an object change, in the user's own account.
+    """
+
+    def notifications(self, who: str = "bob") -> list[dict[str, Any]]:
+        got = self.ok(who, "ShareNotification/get", {"accountId": self.users[who].account_id, "ids": None})
+        return got["list"]  # type: ignore[no-any-return]
+
+    def test_update_forbidden(self) -> None:
+        """
+        Any update of a ShareNotification is forbidden (RFC 9670 section
+        3.5), whatever the patch: an empty one, one that changes a
+        property and one that repeats a value; an unknown id is notFound.
+        """
+        self.share(self.inbox, {self.bob: {"mayReadItems"}})
+        [notification] = self.notifications()
+        nid = notification["id"]
+        for patch in ({}, {"name": "Other"}, {"objectType": "Mailbox"}):
+            result = self.ok("bob", "ShareNotification/set", {"accountId": self.bob, "update": {nid: patch}})
+            self.assertEqual(result["notUpdated"][nid]["type"], "forbidden", patch)
+        result = self.ok("bob", "ShareNotification/set", {"accountId": self.bob, "update": {"nope": {}}})
+        self.assertEqual(result["notUpdated"]["nope"]["type"], "notFound")
+        result = self.ok("bob", "ShareNotification/set", {"accountId": self.bob, "create": {"n": {}}})
+        self.assertEqual(result["notCreated"]["n"]["type"], "forbidden")
+
+
 class CacheEquivalenceTests(SharedAccountCase):
     """
     The sharings and acl caches change nothing: a scripted sequence of
