@@ -167,12 +167,16 @@ def change_share_with(
     ctx: Context, account_id: str, mailbox: Mailbox, grants: dict[str, frozenset[str]]
 ) -> None:
     """
-    Store a Mailbox's new grants and tell every individual whose rights
-    on it changed (ShareNotification; not for groups, RFC 9670 section 3).
+    Store a Mailbox's new grants and tell every individual whose own
+    grant changed their rights on it (ShareNotification).  A change of a
+    group's grant makes none, for its members either: RFC 9670 section 3
+    says the server SHOULD NOT notify for permission changes to a group
+    principal, even if the user is in the group.
     """
     old = storage.get_share_with(ctx.txn, account_id, [mailbox.id]).get(mailbox.id, {})
     everyone = set(old) | set(grants)
     groups = [p.id for p in principal_storage.get_principals(ctx.txn, everyone) if p.type != "individual"]
+    named = {user for user in everyone - set(groups) if old.get(user) != grants.get(user)}
     individuals = everyone - set(groups)
     for group_id in groups:
         # Members of groups in the group too: they inherit its rights.
@@ -194,7 +198,11 @@ def change_share_with(
     )
     reading = [u for u in individuals if _may_read(before[u]) != _may_read(after[u])]
     principal_storage.record_mailbox_contents_sight(ctx.txn, account_id, [mailbox.id], reading)
-    for user in sorted(individuals):
+    # A member of a group gets no notification to move a state of their
+    # own account, which is what tells their push channels to follow the
+    # account or stop (L{jmapd.push.follow}): that state is moved here.
+    principal_storage.touch_shared_accounts(ctx.txn, sorted(u for u in seeing if u not in named))
+    for user in sorted(individuals & named):
         notification.notify(
             ctx.txn, user, ctx.principal.account_id, "Mailbox", account_id, mailbox.id, mailbox.name,
             before[user], after[user], ctx.now,

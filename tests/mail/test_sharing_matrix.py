@@ -1091,6 +1091,27 @@ class ShareNotificationTests(SharedAccountCase):
         result = self.ok("bob", "ShareNotification/set", {"accountId": self.bob, "create": {"n": {}}})
         self.assertEqual(result["notCreated"]["n"]["type"], "forbidden")
 
+    def test_no_notification_for_group_grants(self) -> None:
+        """
+        A grant to a group, its change and its revocation make no
+        ShareNotification for the group's members (RFC 9670 section 3:
+        SHOULD NOT for permission changes to a group principal, even if
+        the user is in the group); a grant to bob himself on the same
+        Mailbox still makes one for him, with his rights before and after
+        (the group's included), and none for carol.
+        """
+        team = self.env.database.run_sync(principals.add_group, "team", [self.bob, self.carol], write=True)
+        self.share(self.inbox, {team: {"mayReadItems"}})
+        self.share(self.inbox, {team: {"mayReadItems", "mayAddItems"}})
+        self.share(self.inbox, None)
+        self.assertEqual((self.notifications("bob"), self.notifications("carol")), ([], []))
+        self.share(self.inbox, {team: {"mayReadItems"}})
+        self.share(self.inbox, {team: {"mayReadItems"}, self.bob: {"maySetSeen"}})
+        [notification] = self.notifications("bob")
+        self.assertEqual(notification["oldRights"], {r: r == "mayReadItems" for r in RIGHTS})
+        self.assertEqual(notification["newRights"], {r: r in ("mayReadItems", "maySetSeen") for r in RIGHTS})
+        self.assertEqual(self.notifications("carol"), [])
+
 
 class CacheEquivalenceTests(SharedAccountCase):
     """
