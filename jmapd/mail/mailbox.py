@@ -666,6 +666,8 @@ class MailboxType(DataType):
         if not owner:
             storage.set_subscribed(ctx.txn, account_id, mailbox.id, ctx.principal.account_id, subscribe)
             mailbox = attrs.evolve(mailbox, is_subscribed=subscribe)
+            if subscribe:
+                notification.dismiss(ctx.txn, ctx.principal.account_id, "Mailbox", account_id, mailbox.id)
         full = to_json(mailbox, my_rights(ctx, account_id, mailbox), grants if owner else None)
         defaults = {
             key: full[key] for key in ("parentId", "role", "sortOrder", "isSubscribed", "shareWith") if key not in obj
@@ -699,6 +701,8 @@ class MailboxType(DataType):
             if subscribe != current["isSubscribed"]:
                 storage.set_subscribed(ctx.txn, account_id, object_id, ctx.principal.account_id, subscribe)
                 storage.record_update(ctx.txn, account_id, object_id)
+                if subscribe:
+                    notification.dismiss(ctx.txn, ctx.principal.account_id, "Mailbox", account_id, object_id)
         mailbox = attrs.evolve(stored, **read)
         changed = {
             prop

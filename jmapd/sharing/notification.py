@@ -95,6 +95,28 @@ def notify(
     changelog.record_change(txn, grantee_id, TYPE_NAME, notification_id, changelog.CREATED)
 
 
+def dismiss(txn: Any, user_id: str, object_type: str, object_account_id: str, object_id: str) -> None:
+    """
+    Destroy the user's notifications about an object they have just
+    subscribed to: RFC 9670 section 3.1 says the server SHOULD, since
+    subscribing shows they have seen the change.
+    """
+    found = [
+        row[0]
+        for row in txn.fetchall(
+            "SELECT id FROM share_notifications WHERE account_id = ? AND object_type = ?"
+            " AND object_account_id = ? AND object_id = ?",
+            (user_id, object_type, object_account_id, object_id),
+        )
+    ]
+    if not found:
+        return
+    txn.lock_account(user_id)
+    for notification_id in found:
+        txn.execute("DELETE FROM share_notifications WHERE account_id = ? AND id = ?", (user_id, notification_id))
+        changelog.record_change(txn, user_id, TYPE_NAME, notification_id, changelog.DESTROYED)
+
+
 def _loads(text: Any) -> Any:
     return None if text is None else orjson.loads(text)
 

@@ -1112,6 +1112,26 @@ class ShareNotificationTests(SharedAccountCase):
         self.assertEqual(notification["newRights"], {r: r in ("mayReadItems", "maySetSeen") for r in RIGHTS})
         self.assertEqual(self.notifications("carol"), [])
 
+    def test_subscribing_destroys_notifications(self) -> None:
+        """
+        When bob subscribes to a Mailbox shared with him, his
+        notifications about it are destroyed (RFC 9670 section 3.1: the
+        server SHOULD), and ShareNotification/changes reports them
+        destroyed; those about another Mailbox stay, and unsubscribing
+        and changing nothing else keeps them.
+        """
+        self.share(self.inbox, {self.bob: {"mayReadItems"}})
+        self.share(self.archive, {self.bob: {"mayReadItems"}})
+        notes = {n["objectId"]: n["id"] for n in self.notifications()}
+        since = self.ok("bob", "ShareNotification/get", {"accountId": self.bob, "ids": []})["state"]
+        result = self.ok("bob", "Mailbox/set", {"update": {self.inbox: {"isSubscribed": True}}})
+        self.assertIn(self.inbox, result["updated"], result)
+        self.assertEqual([n["objectId"] for n in self.notifications()], [self.archive])
+        changes = self.ok("bob", "ShareNotification/changes", {"accountId": self.bob, "sinceState": since})
+        self.assertEqual(changes["destroyed"], [notes[self.inbox]])
+        self.ok("bob", "Mailbox/set", {"update": {self.archive: {"isSubscribed": False}}})
+        self.assertEqual([n["objectId"] for n in self.notifications()], [self.archive])
+
 
 class CacheEquivalenceTests(SharedAccountCase):
     """
