@@ -17,9 +17,15 @@ from typing import Any
 
 import orjson
 
+from jmapd.protocol.arguments import Arguments
 from jmapd.protocol.engine import Context, Registry
 from jmapd.protocol.errors import MethodError, invalid_arguments, set_error
-from jmapd.protocol.standard import DataType, register_standard_methods
+from jmapd.protocol.standard import (
+    DataType,
+    check_filter_and_sort,
+    query_changes_response,
+    register_standard_methods,
+)
 from jmapd.sharing import PRINCIPALS
 from jmapd.storage import changelog
 from jmapd.storage import principals as principal_storage
@@ -27,6 +33,10 @@ from jmapd.storage import principals as principal_storage
 TYPE_NAME = "ShareNotification"
 
 _CONDITIONS = frozenset({"after", "before", "objectType", "objectAccountId"})
+
+#: The state of the ShareNotifications of an account other than the
+#: user's own: they have none there, now or ever.
+ELSEWHERE_STATE = "0"
 
 
 
@@ -143,6 +153,66 @@ class ShareNotificationType(DataType):
     )
     server_set = frozenset(properties)
     methods = ("get", "changes", "set", "query", "queryChanges")
+
+    def state(self, ctx: Context, account_id: str) -> str:
+        """
+        The changelog's in the user's own account; elsewhere always
+        L{ELSEWHERE_STATE}, since the owner's notifications are none of
+        theirs (nor when the owner gets one).
+        """
+        if account_id != ctx.principal.account_id:
+            return ELSEWHERE_STATE
+        return super().state(ctx, account_id)
+
+    def do_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
+        """
+        In an account other than the user's own nothing ever changes: the
+        changelog there is the owner's notifications, which /get does not
+        show the user, so /changes must not name them either.
+        """
+        if arguments.get("accountId") == ctx.principal.account_id:
+            return super().do_changes(ctx, arguments)
+        args = Arguments(arguments, ctx.method)
+        account_id = args.id("accountId")
+        since_state = args.string("sinceState", required=True, nullable=False)
+        args.unsigned_int("maxChanges", positive=True)
+        args.done()
+        ctx.account(account_id, self.capability)
+        if since_state != ELSEWHERE_STATE:
+            raise MethodError("cannotCalculateChanges", f"{since_state!r} is not a {self.name} state")
+        return {
+            "accountId": account_id,
+            "oldState": since_state,
+            "newState": ELSEWHERE_STATE,
+            "hasMoreChanges": False,
+            "created": [],
+            "updated": [],
+            "destroyed": [],
+        }
+
+    def do_query_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
+        """
+        As L{do_changes}: nothing changes in another account's (empty)
+        results, and none of the owner's notifications is named removed.
+        """
+        if arguments.get("accountId") == ctx.principal.account_id:
+            return super().do_query_changes(ctx, arguments)
+        args = Arguments(arguments, ctx.method)
+        account_id = args.id("accountId")
+        filter = args.any("filter")
+        sort = args.any("sort")
+        since_query_state = args.string("sinceQueryState", required=True, nullable=False)
+        max_changes = args.unsigned_int("maxChanges")
+        args.id("upToId", required=False, nullable=True)
+        calculate_total = args.boolean("calculateTotal")
+        args.done()
+        ctx.account(account_id, self.capability)
+        ids = self.query(ctx, account_id, filter, check_filter_and_sort(filter, sort), {})
+        if since_query_state != ELSEWHERE_STATE:
+            raise MethodError("cannotCalculateChanges", f"{since_query_state!r} is not a query state")
+        return query_changes_response(
+            account_id, since_query_state, ELSEWHERE_STATE, ids, [], [], max_changes, calculate_total
+        )
 
     def _rows(self, ctx: Context, account_id: str) -> list[Any]:
         if account_id != ctx.principal.account_id:

@@ -1132,6 +1132,32 @@ class ShareNotificationTests(SharedAccountCase):
         self.ok("bob", "Mailbox/set", {"update": {self.archive: {"isSubscribed": False}}})
         self.assertEqual([n["objectId"] for n in self.notifications()], [self.archive])
 
+    def test_owner_notifications_not_named_to_grantee(self) -> None:
+        """
+        In alice's account, where bob has no ShareNotifications, his
+        ShareNotification/get, /changes and /queryChanges show nothing:
+        not the ids of alice's own notifications (carol shared with her),
+        nor, through the state, when she got one.
+        """
+        self.share(self.inbox, {self.bob: {"mayReadItems"}})
+        before = self.ok("bob", "ShareNotification/get", {"ids": []})["state"]
+        query_state = self.ok("bob", "ShareNotification/query", {})["queryState"]
+        carol_inbox = self.role("inbox", "carol")
+        result = self.ok("carol", "Mailbox/set", {"accountId": self.carol, "update": {
+            carol_inbox: {"shareWith": {self.alice: {"mayReadItems": True}}}}})
+        self.assertIn(carol_inbox, result["updated"], result)
+        [mine] = self.notifications("alice")
+        got = self.ok("bob", "ShareNotification/get", {"ids": None})
+        self.assertEqual((got["list"], got["state"]), ([], before))
+        for since in ("0", before):
+            changes = self.ok("bob", "ShareNotification/changes", {"sinceState": since})
+            self.assertNotIn(mine["id"], self.named(changes))
+            self.assertEqual(changes["newState"], before)
+        self.ok("alice", "ShareNotification/set", {"destroy": [mine["id"]]})
+        changes = self.ok("bob", "ShareNotification/queryChanges", {"sinceQueryState": query_state})
+        self.assertEqual((changes["removed"], changes["added"]), ([], []))
+        self.assertEqual(changes["newQueryState"], query_state)
+
 
 class CacheEquivalenceTests(SharedAccountCase):
     """
