@@ -11,6 +11,7 @@ may only destroy them.  Grants to groups make none (section 3).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -29,6 +30,7 @@ from jmapd.protocol.standard import (
 from jmapd.sharing import PRINCIPALS
 from jmapd.storage import changelog
 from jmapd.storage import principals as principal_storage
+from jmapd.storage.emails import parse_date_ms
 
 TYPE_NAME = "ShareNotification"
 
@@ -46,18 +48,68 @@ def _equals(name: str, wanted: str, notification: dict[str, Any]) -> bool:
     """
     return bool(notification[name] == wanted)
 
+def parse_filter(value: Any, depth: int = 0) -> Callable[[dict[str, Any]], bool]:
+    """
+    A ShareNotification/query filter as a predicate: a FilterCondition
+    (RFC 9670 section 3.6) or, as in every standard /query (RFC 8620
+    section 5.5), a FilterOperator of them.
+
+    @raise MethodError: unsupportedFilter or invalidArguments.
+    """
+    if value is None:
+        return lambda notification: True
+    if not isinstance(value, dict):
+        raise invalid_arguments("filter: a FilterOperator or FilterCondition must be an object")
+    if depth > 16:
+        raise MethodError("unsupportedFilter", "filters nested deeper than 16 levels are not supported")
+    if "operator" in value:
+        operator = value["operator"]
+        conditions = value.get("conditions")
+        if not isinstance(conditions, list) or set(value) - {"operator", "conditions"}:
+            raise invalid_arguments("filter: a FilterOperator has an operator and a list of conditions")
+        children = [parse_filter(c, depth + 1) for c in conditions]
+        if operator == "AND":
+            return lambda notification: all(test(notification) for test in children)
+        if operator == "OR":
+            return lambda notification: any(test(notification) for test in children)
+        if operator == "NOT":
+            return lambda notification: not any(test(notification) for test in children)
+        raise MethodError("unsupportedFilter", f"filter: unknown operator {operator!r}; use AND, OR or NOT")
+    tests: list[Callable[[dict[str, Any]], bool]] = []
+    for name, wanted in value.items():
+        if name not in _CONDITIONS:
+            raise MethodError("unsupportedFilter", f"ShareNotification/query has no condition {name!r}")
+        if name in ("after", "before"):
+            if wanted is not None:
+                tests.append(partial(_created_test, name, _parse_utc(wanted)))
+        else:
+            if not isinstance(wanted, str):
+                raise invalid_arguments(f"filter: {name} must be a String")
+            tests.append(partial(_equals, name, wanted))
+    return lambda notification: all(test(notification) for test in tests)
+
+
+def _created_test(name: str, when: float, notification: dict[str, Any]) -> bool:
+    """
+    A filter test: created on or C{after} C{when}, or C{before} it.
+    """
+    created = notification["_created"]
+    return bool(created >= when if name == "after" else created < when)
+
+
 def _utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_utc(value: Any) -> float:
-    if not isinstance(value, str):
-        raise invalid_arguments("filter: after and before must be UTCDates")
-    try:
-        parsed = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        raise invalid_arguments(f"filter: {value!r} is not a UTCDate") from None
-    return parsed.timestamp()
+    """
+    Seconds since the epoch for a UTCDate, with its fraction of a second
+    if it has one (RFC 8620 section 1.4 omits it only when zero).
+    """
+    ms = parse_date_ms(value, utc_only=True)
+    if ms is None:
+        raise invalid_arguments(f"filter: after and before must be UTCDates, got {value!r}")
+    return ms / 1000
 
 
 def notify(
@@ -255,31 +307,15 @@ class ShareNotificationType(DataType):
     def query(
         self, ctx: Context, account_id: str, filter: Any, sort: list[dict[str, Any]], extra: dict[str, Any]
     ) -> list[str]:
-        tests = []
-        if filter is not None:
-            if "operator" in filter:
-                raise MethodError("unsupportedFilter", "ShareNotification/query takes one FilterCondition")
-            for name, wanted in filter.items():
-                if name not in _CONDITIONS:
-                    raise MethodError("unsupportedFilter", f"ShareNotification/query has no condition {name!r}")
-                if name == "after":
-                    if wanted is not None:
-                        after = _parse_utc(wanted)
-                        tests.append(lambda n, after=after: n["_created"] >= after)
-                elif name == "before":
-                    if wanted is not None:
-                        before = _parse_utc(wanted)
-                        tests.append(lambda n, before=before: n["_created"] < before)
-                else:
-                    if not isinstance(wanted, str):
-                        raise invalid_arguments(f"filter: {name} must be a String")
-                    tests.append(partial(_equals, name, wanted))
+        test = parse_filter(filter)
         ascending = True
         for comparator in sort:
             if comparator["property"] != "created":
                 raise MethodError("unsupportedSort", "ShareNotifications are sorted by created only")
-            ascending = comparator.get("isAscending", True) is not False
-        found = [n for n in self.fetch(ctx, account_id, None, frozenset(), {}) if all(t(n) for t in tests)]
+            ascending = comparator.get("isAscending", True)
+            if not isinstance(ascending, bool):
+                raise invalid_arguments("sort: isAscending must be a Boolean")
+        found = [n for n in self.fetch(ctx, account_id, None, frozenset(), {}) if test(n)]
         found.sort(key=lambda n: (n["_created"], n["id"]), reverse=not ascending)
         return [n["id"] for n in found]
 

@@ -1158,6 +1158,42 @@ class ShareNotificationTests(SharedAccountCase):
         self.assertEqual((changes["removed"], changes["added"]), ([], []))
         self.assertEqual(changes["newQueryState"], query_state)
 
+    def test_query_filters(self) -> None:
+        """
+        ShareNotification/query is a standard /query (RFC 8620 section
+        5.5): FilterOperators combine its FilterConditions; after and
+        before take any UTCDate, one with a fraction of a second too
+        (RFC 8620 section 1.4); sorting by created takes a Boolean
+        isAscending, and another value is invalidArguments.
+        """
+        self.share(self.inbox, {self.bob: {"mayReadItems"}})
+        self.env.clock.advance(60)
+        carol_inbox = self.role("inbox", "carol")
+        self.ok("carol", "Mailbox/set", {"accountId": self.carol, "update": {
+            carol_inbox: {"shareWith": {self.bob: {"mayReadItems": True}}}}})
+        by_account = {n["objectAccountId"]: n["id"] for n in self.notifications()}
+        created = {n["objectAccountId"]: n["created"] for n in self.notifications()}
+
+        def query(**arguments: Any) -> list[str]:
+            name, result = self.call("bob", "ShareNotification/query", {"accountId": self.bob, **arguments})
+            self.assertEqual(name, "ShareNotification/query", result)
+            return result["ids"]  # type: ignore[no-any-return]
+
+        both = [by_account[self.alice], by_account[self.carol]]
+        either = {"operator": "OR", "conditions": [
+            {"objectAccountId": self.alice}, {"objectAccountId": self.carol}]}
+        self.assertEqual(query(filter=either), both)
+        self.assertEqual(query(filter={"operator": "NOT", "conditions": [{"objectAccountId": self.alice}]}),
+                         [by_account[self.carol]])
+        self.assertEqual(query(filter={"operator": "AND", "conditions": [
+            {"objectType": "Mailbox"}, {"before": created[self.carol]}]}), [by_account[self.alice]])
+        fraction = created[self.alice].replace("Z", ".5Z")
+        self.assertEqual(query(filter={"after": fraction}), [by_account[self.carol]])
+        self.assertEqual(query(sort=[{"property": "created", "isAscending": False}]), both[::-1])
+        name, error = self.call("bob", "ShareNotification/query", {
+            "accountId": self.bob, "sort": [{"property": "created", "isAscending": "no"}]})
+        self.assertEqual((name, error["type"]), ("error", "invalidArguments"))
+
 
 class CacheEquivalenceTests(SharedAccountCase):
     """
