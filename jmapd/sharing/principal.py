@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import zoneinfo
+from collections.abc import Callable
 from typing import Any
 
 from jmapd.protocol.arguments import Arguments
+from jmapd.protocol.core import COLLATIONS
 from jmapd.protocol.engine import Capability, Context, Principal, Registry
 from jmapd.protocol.errors import MethodError, invalid_arguments, invalid_properties, set_error
 from jmapd.protocol.standard import (
@@ -30,8 +32,16 @@ from jmapd.protocol.standard import (
 from jmapd.sharing import OWNER, PRINCIPALS
 from jmapd.storage import principals as storage
 from jmapd.storage.principals import PrincipalRecord
+from jmapd.storage.search import ascii_casemap, ascii_numeric, unicode_casemap
 
 _CONDITIONS = frozenset({"accountIds", "email", "name", "text", "type", "timeZone"})
+
+#: The sort key of each collation of the Core capability.
+_COLLATION_KEYS: dict[str, Callable[[str], Any]] = {
+    "i;unicode-casemap": unicode_casemap,
+    "i;ascii-casemap": ascii_casemap,
+    "i;ascii-numeric": ascii_numeric,
+}
 
 
 def principals_account_capability(env: Any, txn: Any, account_id: str) -> dict[str, Any]:
@@ -278,15 +288,24 @@ class PrincipalType(DataType):
         self, ctx: Context, account_id: str, filter: Any, sort: list[dict[str, Any]], extra: dict[str, Any]
     ) -> list[str]:
         check_filter(filter)
+        keys = []
         for comparator in sort:
             if comparator["property"] not in ("name", "email", "type"):
                 raise MethodError("unsupportedSort", f"Principals cannot be sorted by {comparator['property']!r}")
+            ascending = comparator.get("isAscending", True)
+            collation = comparator.get("collation", "i;unicode-casemap")
+            if not isinstance(ascending, bool) or not isinstance(collation, str):
+                raise invalid_arguments("sort: isAscending must be a Boolean and collation a String")
+            # RFC 8620 section 5.5: a collation the server does not
+            # recognise is unsupportedSort, not silently another one.
+            if collation not in COLLATIONS:
+                raise MethodError("unsupportedSort", f"unknown collation {collation!r}")
+            keys.append((comparator["property"], _COLLATION_KEYS[collation], ascending))
         found = [to_json(ctx, record) for record in storage.get_principals(ctx.txn)]
         chosen = [p for p in found if filter is None or _matches(filter, p)]
         chosen.sort(key=lambda p: p["id"])
-        for comparator in reversed(sort):
-            name = comparator["property"]
-            chosen.sort(key=lambda p: (p[name] or "").casefold(), reverse=not comparator.get("isAscending", True))
+        for name, key, ascending in reversed(keys):
+            chosen.sort(key=lambda p, name=name, key=key: key(p[name] or ""), reverse=not ascending)
         return [p["id"] for p in chosen]
 
     def do_query_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -1064,6 +1064,31 @@ class PrincipalChangesTests(SharedAccountCase):
             self.assertEqual((response_name, error["type"]), ("error", "cannotCalculateChanges"), since)
 
 
+class PrincipalQueryTests(SharedAccountCase):
+    """
+    Principal/query (RFC 9670 section 2.4), a standard /query.
+    """
+
+    def test_sort_collation(self) -> None:
+        """
+        A comparator's collation is one of the Core capability's
+        collationAlgorithms, used as given; one the server does not
+        recognise is unsupportedSort (RFC 8620 section 5.5), and a
+        non-Boolean isAscending is invalidArguments.
+        """
+        everyone = [self.alice, self.bob, self.carol]
+        for collation in ("i;ascii-casemap", "i;unicode-casemap"):
+            result = self.ok("bob", "Principal/query", {"accountId": self.bob, "sort": [
+                {"property": "name", "collation": collation, "isAscending": False}]})
+            self.assertEqual(result["ids"], everyone[::-1], collation)
+        for comparator, error in (
+            ({"property": "name", "collation": "i;octet-unknown"}, "unsupportedSort"),
+            ({"property": "name", "isAscending": "no"}, "invalidArguments"),
+        ):
+            name, result = self.call("bob", "Principal/query", {"accountId": self.bob, "sort": [comparator]})
+            self.assertEqual((name, result.get("type")), ("error", error), comparator)
+
+
 class ShareNotificationTests(SharedAccountCase):
     """
     ShareNotifications (RFC 9670 section 3): made by the server when a
