@@ -17,6 +17,8 @@ import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
+from twisted.logger import Logger
+
 from jmapd.protocol.arguments import Arguments
 from jmapd.protocol.core import COLLATIONS
 from jmapd.protocol.engine import Capability, Context, Principal, Registry
@@ -33,6 +35,8 @@ from jmapd.sharing import OWNER, PRINCIPALS
 from jmapd.storage import principals as storage
 from jmapd.storage.principals import PrincipalRecord
 from jmapd.storage.search import ascii_casemap, ascii_numeric, unicode_casemap
+
+log = Logger()
 
 _CONDITIONS = frozenset({"accountIds", "email", "name", "text", "type", "timeZone"})
 
@@ -282,6 +286,16 @@ class PrincipalType(DataType):
                 raise invalid_properties("timeZone must be an IANA time zone id or null", "timeZone")
             values["time_zone"] = zone
         storage.update_principal(ctx.txn, object_id, **values)
+        # RFC 9670 section 7.1: a Principal's description (and name) can
+        # be used to pass for someone else, so the server SHOULD keep logs
+        # of such changes, as an audit trail.
+        log.info(
+            "Principal {principal_id} changed {properties} from {old} to {new}",
+            principal_id=object_id,
+            properties=sorted(changed),
+            old={p: current.get(p) for p in sorted(changed)},
+            new={p: new.get(p) for p in sorted(changed)},
+        )
         return None
 
     def query(

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import ensureDeferred
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.config import default_config
@@ -1064,9 +1065,10 @@ class PrincipalChangesTests(SharedAccountCase):
             self.assertEqual((response_name, error["type"]), ("error", "cannotCalculateChanges"), since)
 
 
-class PrincipalQueryTests(SharedAccountCase):
+class PrincipalTests(SharedAccountCase):
     """
-    Principal/query (RFC 9670 section 2.4), a standard /query.
+    Principal/query (RFC 9670 section 2.4), a standard /query, and
+    Principal/set (section 2.3).
     """
 
     def test_sort_collation(self) -> None:
@@ -1087,6 +1089,24 @@ class PrincipalQueryTests(SharedAccountCase):
         ):
             name, result = self.call("bob", "Principal/query", {"accountId": self.bob, "sort": [comparator]})
             self.assertEqual((name, result.get("type")), ("error", error), comparator)
+
+    def test_principal_change_logged(self) -> None:
+        """
+        A user's change of their own Principal's description or timeZone
+        is logged with the Principal and the old and new values, as the
+        audit trail RFC 9670 section 7.1 asks for (a description can be
+        used to pass for someone else).
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        result = self.ok("bob", "Principal/set", {"accountId": self.bob, "update": {
+            self.bob: {"description": "Head of payroll", "timeZone": "Europe/Paris"}}})
+        self.assertIn(self.bob, result["updated"], result)
+        [event] = [e for e in events if e.get("principal_id") == self.bob]
+        self.assertEqual(event["old"], {"description": None, "timeZone": None})
+        self.assertEqual(event["new"], {"description": "Head of payroll", "timeZone": "Europe/Paris"})
+        self.assertIn("Head of payroll", formatEvent(event))
 
 
 class ShareNotificationTests(SharedAccountCase):
