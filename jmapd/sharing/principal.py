@@ -12,6 +12,7 @@ a digest of the accounts the user may use (see L{PrincipalType.state}).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zoneinfo
 from collections.abc import Callable
@@ -146,6 +147,13 @@ def _matches(value: dict[str, Any], principal: dict[str, Any], depth: int = 0) -
         elif principal["timeZone"] != wanted:
             return False
     return True
+
+
+def _sort_key(name: str, key: Callable[[str], Any], principal: dict[str, Any]) -> Any:
+    """
+    A Principal's sort key for a property (null sorts as the empty string).
+    """
+    return key(principal[name] or "")
 
 
 def check_filter(value: Any, depth: int = 0) -> None:
@@ -302,7 +310,7 @@ class PrincipalType(DataType):
         self, ctx: Context, account_id: str, filter: Any, sort: list[dict[str, Any]], extra: dict[str, Any]
     ) -> list[str]:
         check_filter(filter)
-        keys = []
+        keys: list[tuple[str, Callable[[str], Any], bool]] = []
         for comparator in sort:
             if comparator["property"] not in ("name", "email", "type"):
                 raise MethodError("unsupportedSort", f"Principals cannot be sorted by {comparator['property']!r}")
@@ -319,7 +327,7 @@ class PrincipalType(DataType):
         chosen = [p for p in found if filter is None or _matches(filter, p)]
         chosen.sort(key=lambda p: p["id"])
         for name, key, ascending in reversed(keys):
-            chosen.sort(key=lambda p, name=name, key=key: key(p[name] or ""), reverse=not ascending)
+            chosen.sort(key=functools.partial(_sort_key, name, key), reverse=not ascending)
         return [p["id"] for p in chosen]
 
     def do_query_changes(self, ctx: Context, arguments: dict[str, Any]) -> dict[str, Any]:
