@@ -30,7 +30,6 @@ import attrs
 from jmapd import sharing
 from jmapd.mail import MAIL
 from jmapd.protocol.arguments import Arguments, is_id, is_unsigned_int
-from jmapd.protocol.core import COLLATIONS
 from jmapd.protocol.engine import Context, Registry
 from jmapd.protocol.errors import (
     MethodError,
@@ -42,8 +41,11 @@ from jmapd.protocol.errors import (
 from jmapd.protocol.standard import (
     DataType,
     check_filter_and_sort,
+    comparator_order,
+    filter_predicate,
     query_changes,
     query_changes_response,
+    read_query_changes_arguments,
     register_standard_methods,
 )
 from jmapd.sharing import hide_changes, notification
@@ -447,20 +449,15 @@ class MailboxType(DataType):
         total would otherwise keep the ones that left).
         """
         args = Arguments(arguments, ctx.method)
-        account_id = args.id("accountId")
-        filter = args.any("filter")
-        sort = args.any("sort")
-        since_query_state = args.string("sinceQueryState", required=True, nullable=False)
-        max_changes = args.unsigned_int("maxChanges")
-        args.id("upToId", required=False, nullable=True)
-        calculate_total = args.boolean("calculateTotal")
+        request = read_query_changes_arguments(args)
         extra = self.query_arguments(args)
         args.done()
+        account_id = request.account_id
         ctx.account(account_id, self.capability)
-        sort = check_filter_and_sort(filter, sort)
-        since = self.parse_state(since_query_state)
+        sort = check_filter_and_sort(request.filter, request.sort)
+        since = self.parse_state(request.since_query_state)
         if since is None:
-            raise MethodError("cannotCalculateChanges", f"{since_query_state!r} is not a Mailbox query state")
+            raise MethodError("cannotCalculateChanges", f"{request.since_query_state!r} is not a Mailbox query state")
         try:
             touched, created = storage.query_changes_since(ctx.txn, account_id, since)
         except changelog.CannotCalculateChanges as e:
@@ -470,7 +467,7 @@ class MailboxType(DataType):
             moved = sharing.hide_removed(
                 ctx, account_id, storage.TYPE_NAME, since, storage.query_state(ctx.txn, account_id), touched
             )
-        ids = self.query(ctx, account_id, filter, sort, extra)
+        ids = self.query(ctx, account_id, request.filter, sort, extra)
         if touched and (extra["sortAsTree"] or extra["filterAsTree"]):
             touched |= set(ids)
         if touched and extra["filterAsTree"]:
@@ -482,8 +479,8 @@ class MailboxType(DataType):
             seen = moved | {m.id for m in visible_mailboxes(ctx, account_id)}
             removed = [i for i in removed if i in seen]
         return query_changes_response(
-            account_id, since_query_state, self.query_state(ctx, account_id), ids, removed, added,
-            max_changes, calculate_total,
+            account_id, request.since_query_state, self.query_state(ctx, account_id), ids, removed, added,
+            request.max_changes, request.calculate_total,
         )
 
     # -- /changes ----------------------------------------------------------
@@ -758,34 +755,20 @@ _MAILBOX_CONDITIONS = frozenset({"parentId", "name", "role", "hasAnyRole", "isSu
 _MAILBOX_SORTS = frozenset({"sortOrder", "name"})
 
 
-def parse_mailbox_filter(value: Any, depth: int = 0) -> Callable[[Mailbox], bool]:
+def parse_mailbox_filter(value: Any) -> Callable[[Mailbox], bool]:
     """
     A Mailbox/query filter (RFC 8621 section 2.3) as a predicate.
 
     @raise MethodError: unsupportedFilter for unknown conditions or
         operators, invalidArguments for values of the wrong type.
     """
-    if value is None:
-        return lambda mailbox: True
-    if not isinstance(value, dict):
-        raise invalid_arguments("filter: a FilterOperator or FilterCondition must be an object")
-    if depth > 16:
-        raise MethodError("unsupportedFilter", "filters nested deeper than 16 levels are not supported")
-    if "operator" in value:
-        operator = value["operator"]
-        conditions = value.get("conditions")
-        if not isinstance(operator, str) or not isinstance(conditions, list):
-            raise invalid_arguments("filter: a FilterOperator needs an operator and conditions")
-        if set(value) - {"operator", "conditions"}:
-            raise invalid_arguments("filter: a FilterOperator has only operator and conditions")
-        children = [parse_mailbox_filter(c, depth + 1) for c in conditions]
-        if operator == "AND":
-            return lambda mailbox: all(test(mailbox) for test in children)
-        if operator == "OR":
-            return lambda mailbox: any(test(mailbox) for test in children)
-        if operator == "NOT":
-            return lambda mailbox: not any(test(mailbox) for test in children)
-        raise MethodError("unsupportedFilter", f"filter: unknown operator {operator!r}; use AND, OR or NOT")
+    return filter_predicate(value, _mailbox_condition)
+
+
+def _mailbox_condition(value: dict[str, Any]) -> Callable[[Mailbox], bool]:
+    """
+    One Mailbox/query FilterCondition as a predicate.
+    """
     tests: list[Callable[[Mailbox], bool]] = []
     for name, wanted in value.items():
         if name not in _MAILBOX_CONDITIONS:
@@ -854,12 +837,7 @@ def parse_mailbox_sort(sort: list[dict[str, Any]]) -> list[tuple[Callable[[Mailb
         name = item["property"]
         if name not in _MAILBOX_SORTS:
             raise MethodError("unsupportedSort", f"Mailboxes cannot be sorted by {name!r}")
-        ascending = item.get("isAscending", True)
-        collation = item.get("collation", "i;unicode-casemap")
-        if not isinstance(ascending, bool) or not isinstance(collation, str):
-            raise invalid_arguments("sort: isAscending must be a Boolean and collation a String")
-        if collation not in COLLATIONS:
-            raise MethodError("unsupportedSort", f"unknown collation {collation!r}")
+        ascending, collation = comparator_order(item)
         if name == "sortOrder":
             keys.append((_sort_order, ascending))
         else:

@@ -38,10 +38,14 @@ from typing import Any
 
 from jmapd.mail import MAIL
 from jmapd.protocol.arguments import Arguments, is_id, is_unsigned_int
-from jmapd.protocol.core import COLLATIONS
 from jmapd.protocol.engine import Context, Registry
 from jmapd.protocol.errors import MethodError, invalid_arguments
-from jmapd.protocol.standard import check_filter_and_sort, query_changes, query_changes_response
+from jmapd.protocol.standard import (
+    check_filter_and_sort,
+    comparator_order,
+    query_changes,
+    query_changes_response,
+)
 from jmapd.storage import changelog, emails, search
 from jmapd.storage.search import (
     Comparator,
@@ -280,14 +284,7 @@ def parse_sort(value: Any) -> tuple[Comparator, ...]:
         name = item["property"]
         if name not in SORT_PROPERTIES:
             raise MethodError("unsupportedSort", f"Emails cannot be sorted by {name!r}")
-        ascending = item.get("isAscending", True)
-        if not isinstance(ascending, bool):
-            raise invalid_arguments(f"sort: isAscending must be a Boolean, got {ascending!r}")
-        collation = item.get("collation", "i;unicode-casemap")
-        if not isinstance(collation, str):
-            raise invalid_arguments(f"sort: collation must be a String, got {collation!r}")
-        if collation not in COLLATIONS:
-            raise MethodError("unsupportedSort", f"unknown collation {collation!r}")
+        ascending, collation = comparator_order(item)
         keyword = None
         if name in _KEYWORD_SORTS:
             keyword = _keyword(item.get("keyword"), f"the {name} sort's keyword")

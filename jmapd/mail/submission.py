@@ -26,10 +26,9 @@ import orjson
 
 from jmapd.mime.headers import as_addresses
 from jmapd.protocol.arguments import Arguments, is_id
-from jmapd.protocol.core import COLLATIONS
 from jmapd.protocol.engine import Context, Registry, ResponseList
 from jmapd.protocol.errors import MethodError, invalid_arguments, invalid_properties, set_error
-from jmapd.protocol.standard import DataType, register_standard_methods
+from jmapd.protocol.standard import DataType, comparator_order, register_standard_methods
 from jmapd.storage import emails, identities
 from jmapd.storage import submissions as storage
 from jmapd.submission import SUBMISSION, is_address, sending_enabled
@@ -438,16 +437,9 @@ class EmailSubmissionType(DataType):
             column = storage.SORT_COLUMNS.get(comparator["property"])
             if column is None:
                 raise MethodError("unsupportedSort", f"EmailSubmissions cannot be sorted by {comparator['property']!r}")
-            ascending = comparator.get("isAscending", True)
-            if not isinstance(ascending, bool):
-                raise invalid_arguments("isAscending must be a Boolean")
             # Ids and dates ignore the collation, but one the server does
             # not know is still unsupportedSort (RFC 8620 section 5.5).
-            collation = comparator.get("collation", "i;unicode-casemap")
-            if not isinstance(collation, str):
-                raise invalid_arguments("collation must be a String")
-            if collation not in COLLATIONS:
-                raise MethodError("unsupportedSort", f"unknown collation {collation!r}")
+            ascending, _ = comparator_order(comparator)
             order.append((column, ascending))
         return storage.query_submissions(ctx.txn, account_id, where, params, order)
 

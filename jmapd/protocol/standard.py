@@ -14,10 +14,13 @@ behaves the same.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
+
+from attrs import frozen
 
 from jmapd.protocol.arguments import Arguments, is_id
+from jmapd.protocol.core import COLLATIONS
 from jmapd.protocol.engine import Context, Registry, ResponseList
 from jmapd.protocol.errors import (
     MethodError,
@@ -28,6 +31,8 @@ from jmapd.protocol.errors import (
 )
 from jmapd.protocol.patch import apply_patch
 from jmapd.storage import changelog
+
+_T = TypeVar("_T")
 
 # A state is a modseq in ASCII digits (str.isdigit also accepts "²", which
 # int() then rejects).
@@ -410,34 +415,28 @@ class DataType:
         ids the client never had).
         """
         args = Arguments(arguments, ctx.method)
-        account_id = args.id("accountId")
-        filter = args.any("filter")
-        sort = args.any("sort")
-        since_query_state = args.string("sinceQueryState", required=True, nullable=False)
-        # An UnsignedInt, 0 included (unlike /changes, RFC 8620 section 5.2).
-        max_changes = args.unsigned_int("maxChanges")
-        args.id("upToId", required=False, nullable=True)
-        calculate_total = args.boolean("calculateTotal")
+        request = read_query_changes_arguments(args)
         extra = self.query_arguments(args)
         args.done()
+        account_id = request.account_id
         ctx.account(account_id, self.capability)
-        sort = check_filter_and_sort(filter, sort)
-        since = self.parse_state(since_query_state)
+        sort = check_filter_and_sort(request.filter, request.sort)
+        since = self.parse_state(request.since_query_state)
         if since is None:
-            raise MethodError("cannotCalculateChanges", f"{since_query_state!r} is not a query state")
+            raise MethodError("cannotCalculateChanges", f"{request.since_query_state!r} is not a query state")
         try:
             changes = changelog.changes_since(ctx.txn, account_id, self.name, since, 1 << 62)
         except changelog.CannotCalculateChanges as e:
             raise MethodError("cannotCalculateChanges", str(e)) from None
-        ids = self.query(ctx, account_id, filter, sort, extra)
+        ids = self.query(ctx, account_id, request.filter, sort, extra)
         touched = set(changes.updated) | set(changes.destroyed) | set(changes.created)
         # upToId is ignored: it may only cut the changes short when the
         # filter and sort use immutable properties (RFC 8620 section 5.6),
         # which this generic code cannot know; reporting them all is right.
         removed, added = query_changes(ids, touched, set(changes.created), None)
         return query_changes_response(
-            account_id, since_query_state, self.query_state(ctx, account_id), ids, removed, added,
-            max_changes, calculate_total,
+            account_id, request.since_query_state, self.query_state(ctx, account_id), ids, removed, added,
+            request.max_changes, request.calculate_total,
         )
 
     # -- /copy -----------------------------------------------------------
@@ -539,6 +538,94 @@ def check_filter_and_sort(filter: Any, sort: Any) -> list[dict[str, Any]]:
     ):
         raise invalid_arguments("'sort' must be an array of Comparator objects with a 'property'")
     return sort
+
+
+@frozen
+class QueryChangesArguments:
+    """
+    The arguments every /queryChanges takes (RFC 8620 section 5.6).
+    C{upToId} is checked but not kept: it may only cut the changes short
+    for a query on immutable properties, which the data types that use
+    this do not have.
+    """
+
+    account_id: str
+    filter: Any
+    sort: Any
+    since_query_state: str
+    max_changes: int | None
+    calculate_total: bool
+
+
+def read_query_changes_arguments(args: Arguments) -> QueryChangesArguments:
+    """
+    Read the /queryChanges arguments from C{args} (the caller reads its
+    own extra ones, then calls C{args.done()}).
+    """
+    account_id = args.id("accountId")
+    filter = args.any("filter")
+    sort = args.any("sort")
+    since_query_state = args.string("sinceQueryState", required=True, nullable=False)
+    # An UnsignedInt, 0 included (unlike /changes, RFC 8620 section 5.2).
+    max_changes = args.unsigned_int("maxChanges")
+    args.id("upToId", required=False, nullable=True)
+    calculate_total = args.boolean("calculateTotal")
+    return QueryChangesArguments(account_id, filter, sort, since_query_state, max_changes, calculate_total)
+
+
+def comparator_order(comparator: dict[str, Any]) -> tuple[bool, str]:
+    """
+    The C{isAscending} and C{collation} of a Comparator (RFC 8620 section
+    5.5), checked: a Boolean and a String, and a collation this server
+    knows, which is C{unsupportedSort} otherwise even where the property
+    sorted by is not text.
+
+    @raise MethodError: invalidArguments or unsupportedSort.
+    """
+    ascending = comparator.get("isAscending", True)
+    collation = comparator.get("collation", "i;unicode-casemap")
+    if not isinstance(ascending, bool) or not isinstance(collation, str):
+        raise invalid_arguments("sort: isAscending must be a Boolean and collation a String")
+    if collation not in COLLATIONS:
+        raise MethodError("unsupportedSort", f"unknown collation {collation!r}")
+    return ascending, collation
+
+
+def filter_predicate(
+    value: Any, condition: Callable[[dict[str, Any]], Callable[[_T], bool]], depth: int = 0
+) -> Callable[[_T], bool]:
+    """
+    A /query C{filter} (RFC 8620 section 5.5: a FilterOperator of AND, OR
+    or NOT over filters, or a FilterCondition) as a predicate, for data
+    types filtered in Python; C{condition} makes the predicate of one
+    FilterCondition (and checks it).  Null matches everything.
+
+    @raise MethodError: invalidArguments for a malformed filter,
+        unsupportedFilter for an unknown operator or one nested deeper than
+        16 levels (and whatever C{condition} raises).
+    """
+    if value is None:
+        return lambda item: True
+    if not isinstance(value, dict):
+        raise invalid_arguments("filter: a FilterOperator or FilterCondition must be an object")
+    if depth > 16:
+        raise MethodError("unsupportedFilter", "filters nested deeper than 16 levels are not supported")
+    if "operator" not in value:
+        return condition(value)
+    operator = value["operator"]
+    conditions = value.get("conditions")
+    if not isinstance(operator, str) or not isinstance(conditions, list):
+        raise invalid_arguments("filter: a FilterOperator needs an operator and conditions")
+    if set(value) - {"operator", "conditions"}:
+        raise invalid_arguments("filter: a FilterOperator has only operator and conditions")
+    children = [filter_predicate(c, condition, depth + 1) for c in conditions]
+    if operator == "AND":
+        return lambda item: all(test(item) for test in children)
+    if operator == "OR":
+        return lambda item: any(test(item) for test in children)
+    if operator == "NOT":
+        return lambda item: not any(test(item) for test in children)
+    raise MethodError("unsupportedFilter", f"filter: unknown operator {operator!r}; use AND, OR or NOT")
 
 
 def query_changes(

@@ -24,7 +24,9 @@ from jmapd.protocol.errors import MethodError, invalid_arguments, set_error
 from jmapd.protocol.standard import (
     DataType,
     check_filter_and_sort,
+    filter_predicate,
     query_changes_response,
+    read_query_changes_arguments,
     register_standard_methods,
 )
 from jmapd.sharing import PRINCIPALS
@@ -48,7 +50,7 @@ def _equals(name: str, wanted: str, notification: dict[str, Any]) -> bool:
     """
     return bool(notification[name] == wanted)
 
-def parse_filter(value: Any, depth: int = 0) -> Callable[[dict[str, Any]], bool]:
+def parse_filter(value: Any) -> Callable[[dict[str, Any]], bool]:
     """
     A ShareNotification/query filter as a predicate: a FilterCondition
     (RFC 9670 section 3.6) or, as in every standard /query (RFC 8620
@@ -56,25 +58,13 @@ def parse_filter(value: Any, depth: int = 0) -> Callable[[dict[str, Any]], bool]
 
     @raise MethodError: unsupportedFilter or invalidArguments.
     """
-    if value is None:
-        return lambda notification: True
-    if not isinstance(value, dict):
-        raise invalid_arguments("filter: a FilterOperator or FilterCondition must be an object")
-    if depth > 16:
-        raise MethodError("unsupportedFilter", "filters nested deeper than 16 levels are not supported")
-    if "operator" in value:
-        operator = value["operator"]
-        conditions = value.get("conditions")
-        if not isinstance(conditions, list) or set(value) - {"operator", "conditions"}:
-            raise invalid_arguments("filter: a FilterOperator has an operator and a list of conditions")
-        children = [parse_filter(c, depth + 1) for c in conditions]
-        if operator == "AND":
-            return lambda notification: all(test(notification) for test in children)
-        if operator == "OR":
-            return lambda notification: any(test(notification) for test in children)
-        if operator == "NOT":
-            return lambda notification: not any(test(notification) for test in children)
-        raise MethodError("unsupportedFilter", f"filter: unknown operator {operator!r}; use AND, OR or NOT")
+    return filter_predicate(value, _condition)
+
+
+def _condition(value: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """
+    One ShareNotification/query FilterCondition as a predicate.
+    """
     tests: list[Callable[[dict[str, Any]], bool]] = []
     for name, wanted in value.items():
         if name not in _CONDITIONS:
@@ -250,20 +240,15 @@ class ShareNotificationType(DataType):
         if arguments.get("accountId") == ctx.principal.account_id:
             return super().do_query_changes(ctx, arguments)
         args = Arguments(arguments, ctx.method)
-        account_id = args.id("accountId")
-        filter = args.any("filter")
-        sort = args.any("sort")
-        since_query_state = args.string("sinceQueryState", required=True, nullable=False)
-        max_changes = args.unsigned_int("maxChanges")
-        args.id("upToId", required=False, nullable=True)
-        calculate_total = args.boolean("calculateTotal")
+        request = read_query_changes_arguments(args)
         args.done()
-        ctx.account(account_id, self.capability)
-        ids = self.query(ctx, account_id, filter, check_filter_and_sort(filter, sort), {})
-        if since_query_state != ELSEWHERE_STATE:
-            raise MethodError("cannotCalculateChanges", f"{since_query_state!r} is not a query state")
+        ctx.account(request.account_id, self.capability)
+        ids = self.query(ctx, request.account_id, request.filter, check_filter_and_sort(request.filter, request.sort), {})
+        if request.since_query_state != ELSEWHERE_STATE:
+            raise MethodError("cannotCalculateChanges", f"{request.since_query_state!r} is not a query state")
         return query_changes_response(
-            account_id, since_query_state, ELSEWHERE_STATE, ids, [], [], max_changes, calculate_total
+            request.account_id, request.since_query_state, ELSEWHERE_STATE, ids, [], [], request.max_changes,
+            request.calculate_total,
         )
 
     def _rows(self, ctx: Context, account_id: str) -> list[Any]:

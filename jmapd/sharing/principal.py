@@ -21,14 +21,15 @@ from typing import Any
 from twisted.logger import Logger
 
 from jmapd.protocol.arguments import Arguments
-from jmapd.protocol.core import COLLATIONS
 from jmapd.protocol.engine import Capability, Context, Principal, Registry
 from jmapd.protocol.errors import MethodError, invalid_arguments, invalid_properties, set_error
 from jmapd.protocol.standard import (
     DataType,
     check_filter_and_sort,
+    comparator_order,
     query_changes,
     query_changes_response,
+    read_query_changes_arguments,
     register_standard_methods,
     window,
 )
@@ -314,14 +315,7 @@ class PrincipalType(DataType):
         for comparator in sort:
             if comparator["property"] not in ("name", "email", "type"):
                 raise MethodError("unsupportedSort", f"Principals cannot be sorted by {comparator['property']!r}")
-            ascending = comparator.get("isAscending", True)
-            collation = comparator.get("collation", "i;unicode-casemap")
-            if not isinstance(ascending, bool) or not isinstance(collation, str):
-                raise invalid_arguments("sort: isAscending must be a Boolean and collation a String")
-            # RFC 8620 section 5.5: a collation the server does not
-            # recognise is unsupportedSort, not silently another one.
-            if collation not in COLLATIONS:
-                raise MethodError("unsupportedSort", f"unknown collation {collation!r}")
+            ascending, collation = comparator_order(comparator)
             keys.append((comparator["property"], _COLLATION_KEYS[collation], ascending))
         found = [to_json(ctx, record) for record in storage.get_principals(ctx.txn)]
         chosen = [p for p in found if filter is None or _matches(filter, p)]
@@ -336,27 +330,21 @@ class PrincipalType(DataType):
         again where it is in the current results.
         """
         args = Arguments(arguments, ctx.method)
-        account_id = args.id("accountId")
-        filter = args.any("filter")
-        sort = args.any("sort")
-        since_query_state = args.string("sinceQueryState", required=True, nullable=False)
-        # An UnsignedInt, 0 included (unlike /changes, RFC 8620 section 5.2).
-        max_changes = args.unsigned_int("maxChanges")
-        args.id("upToId", required=False, nullable=True)
-        calculate_total = args.boolean("calculateTotal")
+        request = read_query_changes_arguments(args)
         args.done()
+        account_id = request.account_id
         ctx.account(account_id, self.capability)
-        sort = check_filter_and_sort(filter, sort)
-        created, updated, destroyed = self._changes_since(ctx, since_query_state)
-        ids = self.query(ctx, account_id, filter, sort, {})
+        sort = check_filter_and_sort(request.filter, request.sort)
+        created, updated, destroyed = self._changes_since(ctx, request.since_query_state)
+        ids = self.query(ctx, account_id, request.filter, sort, {})
         touched = set(created) | set(updated) | set(destroyed)
         # upToId is ignored: a Principal's name, email and type can change,
         # and RFC 8620 section 5.6 lets it cut the changes short only for
         # queries on immutable properties.
         removed, added = query_changes(ids, touched, set(created), None)
         return query_changes_response(
-            account_id, since_query_state, self.state(ctx, account_id), ids, removed, added,
-            max_changes, calculate_total,
+            account_id, request.since_query_state, self.state(ctx, account_id), ids, removed, added,
+            request.max_changes, request.calculate_total,
         )
 
 
