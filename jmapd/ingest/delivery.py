@@ -54,6 +54,7 @@ the database store, server CPU 3.75 to 2.65 ms per message.
 from __future__ import annotations
 
 import functools
+import re
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -157,17 +158,32 @@ def _received_date(second: int) -> str:
     return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(value: str) -> str:
+    """
+    C{value} with every control character (CR, LF, NUL, ...) made a
+    space, to go in a header field the server writes.
+    """
+    return _CONTROL.sub(" ", value)
+
+
 def trace_fields(envelope: Envelope, address: str, host: str, queue_id: str, now: float) -> bytes:
     """
     The header fields final delivery adds in front of a message: the
     Return-Path (RFC 5321 section 4.4), the Delivered-To of this recipient
     and a Received field.
     """
-    helo = envelope.helo or "unknown"
+    # LHLO's argument is the rest of the command line as the client sent
+    # it: a bare CR or LF in it would end the Received field early and
+    # start a header field of the client's choosing in the stored message.
+    helo = _one_line(envelope.helo) or "unknown"
     protocol = "LMTPS" if envelope.tls else "LMTP"
     date = _received_date(int(now))
+    mail_from, address = _one_line(envelope.mail_from), _one_line(address)
     text = (
-        f"Return-Path: <{envelope.mail_from}>\r\n"
+        f"Return-Path: <{mail_from}>\r\n"
         f"Delivered-To: {address}\r\n"
         f"Received: from {helo} ([{envelope.peer}])\r\n"
         f"\tby {host} (jmapd) with {protocol} id {queue_id}\r\n"

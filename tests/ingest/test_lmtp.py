@@ -97,6 +97,36 @@ class DeliveryTests(LMTPTestCase):
 
         return ensureDeferred(run())
 
+    def test_lhloLineBreak(self) -> Any:
+        """
+        A bare LF or CR in the LHLO argument (a line ends only at CRLF)
+        does not end the Received field: the stored message gets no header
+        field of the client's making.
+        """
+
+        async def run() -> None:
+            server, _, port = await self.start_lmtp()
+            alice = server.add_account("alice", ("alice@example.com",))
+
+            def deliver() -> list[bytes]:
+                return converse(port, [
+                    b"LHLO mta\nX-Injected: lf\rX-Injected: cr",
+                    b"MAIL FROM:<bob@example.org>",
+                    b"RCPT TO:<alice@example.com>",
+                    b"DATA",
+                    message().rstrip(b"\r\n") + b"\r\n.",
+                ])
+
+            replies = await self.in_thread(deliver)
+            self.assertTrue(replies[-1].startswith(b"250 "), replies)
+            (stored,) = self.stored(server, alice)
+            head = stored.partition(b"\r\n\r\n")[0]
+            self.assertNotIn(b"\n", head.replace(b"\r\n", b""))
+            self.assertNotIn(b"\r", head.replace(b"\r\n", b""))
+            self.assertIn(b"Received: from mta X-Injected: lf X-Injected: cr ([127.0.0.1])", head)
+
+        return ensureDeferred(run())
+
     def test_nullSender(self) -> Any:
         """
         A message with the null reverse-path (a bounce) is delivered, with
