@@ -94,9 +94,19 @@ _PART_FIELDS = {
 
 _LINE = 78
 
+#: A type/subtype: no white space, "/", ";" or control characters in
+#: either half.
+_MEDIA_TYPE = re.compile(r"[^\s/;\x00-\x1f\x7f]+/[^\s/;\x00-\x1f\x7f]+")
+
 
 # ---------------------------------------------------------------------------
 # Header values
+
+
+#: Characters that must not reach a header field as they are: a CR or LF
+#: would end the field (and start one of the client's choosing), a NUL is
+#: not allowed in a message at all (RFC 5322 section 2.2).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _check_text(value: object, prop: str) -> str:
@@ -188,8 +198,12 @@ def _render_address(address: object, prop: str) -> str:
         raise BuildError(prop, "expected an EmailAddress object")
     email = address.get("email")
     name = address.get("name")
-    if not isinstance(email, str) or any(c in email for c in "\r\n\x00"):
+    if not isinstance(email, str) or _CONTROL.search(email):
         raise BuildError(prop, "an EmailAddress needs an email string")
+    if "<" in email or ">" in email:
+        # It is written between angle brackets: a ">" would close them and
+        # make one EmailAddress several addresses in the header field.
+        raise BuildError(prop, f"not an email address: {email!r}")
     if name is not None and not isinstance(name, str):
         raise BuildError(prop, "an EmailAddress name is a string or null")
     if name:
@@ -226,11 +240,25 @@ def _render_grouped(name: str, value: object, prop: str) -> str:
     return _fold(name, tokens, ", ")
 
 
+def _bracketable(item: object) -> bool:
+    """
+    Whether C{item} can go between angle brackets as one message id or
+    URL: a non-empty string without white space, brackets or control
+    characters.
+    """
+    return (
+        isinstance(item, str)
+        and bool(item)
+        and not any(c.isspace() or c in "<>" for c in item)
+        and not _CONTROL.search(item)
+    )
+
+
 def _render_message_ids(name: str, value: object, prop: str) -> str:
     if not isinstance(value, list) or not value:
         raise BuildError(prop, "expected a non-empty list of message ids")
     for item in value:
-        if not isinstance(item, str) or not item or any(c.isspace() or c in "<>" for c in item):
+        if not _bracketable(item):
             raise BuildError(prop, f"not a message id: {item!r}")
     return _fold(name, [f"<{item}>" for item in value], " ")
 
@@ -255,7 +283,7 @@ def _render_urls(name: str, value: object, prop: str) -> str:
     if not isinstance(value, list) or not value:
         raise BuildError(prop, "expected a non-empty list of URLs")
     for item in value:
-        if not isinstance(item, str) or not item or any(c.isspace() or c in "<>" for c in item):
+        if not _bracketable(item):
             raise BuildError(prop, f"not a URL: {item!r}")
     return _fold(name, [f"<{item}>" for item in value], ", ")
 
@@ -264,6 +292,10 @@ def _render_raw(name: str, value: object, prop: str) -> str:
     text = _check_text(value, prop)
     if re.search(r"\r(?!\n)|(?<!\r)\n|\r\n(?![ \t])", text):
         raise BuildError(prop, "a Raw value may only contain line breaks that fold")
+    if re.search(r"\r\n[ \t]*(?:\r\n|$)", text):
+        # A line of white space only (RFC 5322 section 3.2.2 forbids
+        # making one): a parser may take it for the end of the header.
+        raise BuildError(prop, "a Raw value may not fold into a line of white space only")
     return text
 
 
@@ -466,17 +498,19 @@ class _Builder:
 
         media_type = spec.get("type")
         if media_type is not None and (
-            not isinstance(media_type, str) or not re.match(r"^[^\s/;]+/[^\s/;]+$", media_type)
+            # fullmatch, not "$", which also matches before a final "\n".
+            not isinstance(media_type, str) or not _MEDIA_TYPE.fullmatch(media_type)
         ):
             raise BuildError(path + "type", "expected a type/subtype string")
         media_type = (media_type or default_type).lower()
         for key in ("name", "charset", "disposition", "cid", "location"):
             value = spec.get(key)
-            if value is not None and (not isinstance(value, str) or "\n" in value or "\r" in value):
+            if value is not None and (not isinstance(value, str) or _CONTROL.search(value)):
                 raise BuildError(path + key, "expected a single-line string")
         language = spec.get("language")
         if language is not None and (
-            not isinstance(language, list) or not all(isinstance(t, str) and t.strip() for t in language)
+            not isinstance(language, list)
+            or not all(isinstance(t, str) and t.strip() and not _CONTROL.search(t) for t in language)
         ):
             raise BuildError(path + "language", "expected a list of language tags")
 

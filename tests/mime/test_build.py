@@ -515,6 +515,35 @@ class ValidationTests(SynchronousTestCase):
         self.assertBuildError({"header:X-Raw": " a\r\nb"}, "header:X-Raw")
         self.assertBuildError({"subject": 5}, "subject")
 
+    def test_no_line_breaks_or_nul_in_header_fields(self):
+        """
+        No value a client gives can end a header field early (and so add
+        fields, or end the header) or put a NUL in one: a CR, LF or NUL in
+        a language tag, a media type (also a final LF, which "$" would
+        have let through), a message id, a URL or any single-line part
+        property is rejected; so is a Raw value that folds into a line of
+        white space only, and an email with an angle bracket, which would
+        close the brackets it is written in.
+        """
+        values = {"1": {"value": "x"}}
+        self.assertBuildError(
+            {"textBody": [{"partId": "1", "language": ["en\r\nBcc: victim@example.org"]}]},
+            "textBody/0/language",
+            values,
+        )
+        self.assertBuildError(
+            {"bodyStructure": {"partId": "1", "type": "text/plain\n"}}, "bodyStructure/type", values
+        )
+        self.assertBuildError({"bodyStructure": {"partId": "1", "type": "text/pl\x00in"}}, "bodyStructure/type", values)
+        self.assertBuildError({"messageId": ["a\x00b@example.org"]}, "messageId")
+        self.assertBuildError({"header:List-Post:asURLs": ["mailto:a@b\x00"]}, "header:List-Post:asURLs")
+        for key in ("name", "charset", "disposition", "cid", "location"):
+            self.assertBuildError({"attachments": [{"blobId": "txt", key: "a\x00b"}]}, f"attachments/0/{key}")
+        self.assertBuildError({"header:X-Raw": " a\r\n \r\n b"}, "header:X-Raw")
+        self.assertBuildError({"header:X-Raw": " a\r\n\t"}, "header:X-Raw")
+        self.assertBuildError({"to": [{"email": "a@example.org>, <b@example.org"}]}, "to")
+        self.assertBuildError({"from": [{"name": "A", "email": "a@example.org\x00"}]}, "from")
+
     def test_blob_not_found(self):
         """
         Every missing blobId is reported in not_found.
