@@ -14,6 +14,13 @@ The accounts it reports are those of the user's Session, kept current
 while it is open by a L{Follower}: a share, a revocation or a change of
 the user's subscriptions takes effect without reconnecting.
 
+Before each state event the stream checks, in one database read, that the
+credentials it was opened with are still valid (L{_EventStream.authorize}):
+a revoked token or a changed password ends it at its next event, even when
+C{jmapd-admin} made the change from another process, instead of telling a
+client that lost its access when the account changes for as long as it
+stays connected.
+
 An idle connection holds one L{_EventStream}, its L{Follower}, its ping
 timer and one entry in the notifier per account; all of them go when the
 client does (C{notifyFinish}).
@@ -25,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.logger import Logger
 
 from jmapd.push.follow import Follower, snapshot
@@ -35,7 +42,7 @@ from jmapd.push.notifier import (
     encode_position,
     state_change,
 )
-from jmapd.web.auth import run_checked
+from jmapd.web.auth import AuthVersionChanged, check_auth_version, run_checked
 from jmapd.web.resource import AsyncResource, HTTPProblem
 
 log = Logger()
@@ -105,7 +112,10 @@ class _EventStream:
     One open event-source response.
     """
 
-    __slots__ = ("_request", "_clock", "follower", "_closeafter", "_ping", "_ping_call", "channel", "closed", "_done")
+    __slots__ = (
+        "_request", "_clock", "follower", "_closeafter", "_ping", "_ping_call", "channel", "closed", "_done",
+        "_authorize", "_sending",
+    )
 
     def __init__(
         self,
@@ -118,8 +128,17 @@ class _EventStream:
         types: frozenset[str] | None,
         closeafter: bool,
         ping: int,
+        authorize: Any = None,
     ) -> None:
+        """
+        @param authorize: C{authorize() -> Deferred[bool]}: whether the
+            stream's credentials are still valid, asked before each state
+            event; the stream ends when they are not.
+        """
         self._request = request
+        self._authorize = authorize
+        #: The state events waiting for their credentials check, in order.
+        self._sending: Deferred[None] = succeed(None)
         self._clock = clock
         self._closeafter = closeafter
         self._ping = ping
@@ -150,7 +169,29 @@ class _EventStream:
             self._write(format_event(None, None, encode_position(self.channel.position)))
 
     def _send_state(self, changed: dict[str, dict[str, int]]) -> None:
-        self._write(format_event("state", state_change(changed), encode_position(self.channel.position)))
+        event = format_event("state", state_change(changed), encode_position(self.channel.position))
+        if self._authorize is None:
+            self._deliver(event, True)
+            return
+        authorize = self._authorize
+
+        def check(_: Any) -> Any:
+            if self._done or self._request.finished:
+                return False
+            return authorize()
+
+        def failed(failure: Any) -> bool:
+            log.failure("EventSource: cannot check the credentials; the stream ends", failure)
+            return False
+
+        self._sending.addCallback(check).addErrback(failed).addCallback(lambda valid: self._deliver(event, valid))
+
+    def _deliver(self, event: bytes, valid: bool) -> None:
+        if not valid:
+            log.info("EventSource: the credentials changed; the stream ends")
+            self.finish(drop=True)
+            return
+        self._write(event)
         if self._closeafter:
             self.finish()
 
@@ -221,6 +262,22 @@ class EventSourceResource(AsyncResource):
         header = request.getHeader(b"last-event-id")
         last = decode_position(header.decode("latin-1") if isinstance(header, bytes) else header)
         env = self._env
+        held = self._auth.hold(request)
+        current = login
+
+        async def authorize() -> bool:
+            nonlocal current
+            try:
+                await env.database.run_interaction(check_auth_version, current)
+                return True
+            except AuthVersionChanged:
+                pass
+            try:
+                current = await self._auth.login_again(held)
+            except HTTPProblem:
+                return False
+            return True
+
         stream = _EventStream(
             request,
             self._clock,
@@ -231,6 +288,7 @@ class EventSourceResource(AsyncResource):
             types,
             closeafter,
             ping,
+            lambda: ensureDeferred(authorize()),
         )
         # Hold every change before reading the states, so no commit falls
         # between the snapshot and the subscriptions; what comes early is

@@ -37,7 +37,7 @@ import orjson
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -122,6 +122,8 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         self._ping_call: Any = None
         self._pong_timer: Any = None
         self._ping_payload: bytes | None = None
+        #: The pushes waiting for their credentials check, in order.
+        self._pushing: Deferred[None] = succeed(None)
         self.closed: Deferred[None] = Deferred()
 
     # -- handshake --
@@ -434,10 +436,52 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         follower.start(account_ids, position)
 
     def _send_state(self, changed: dict[str, dict[str, int]]) -> None:
+        """
+        Push a StateChange once the connection's credentials are known to
+        be still valid (one database read; verified again when the
+        account's credentials changed): a revoked token or a changed
+        password closes the socket instead, even for a client that only
+        listens and never sends a request that would find out.
+        """
         message = state_change(changed)
         if self._channel is not None:
             message["pushState"] = encode_position(self._channel.position)
-        self._send_text(orjson.dumps(message))
+        payload = orjson.dumps(message)
+
+        def check(_: Any) -> Any:
+            if not self._open:
+                return None
+            return ensureDeferred(self._still_valid()).addCallback(send)
+
+        def send(valid: bool) -> None:
+            if not self._open:
+                return
+            if valid:
+                self._send_text(payload)
+                return
+            log.info("WebSocket for {account}: credentials changed; closing", account=self.login.principal.name)
+            self.close_with(CLOSE_POLICY, "the credentials changed; connect again")
+
+        def failed(failure: Any) -> None:
+            log.failure("WebSocket push: cannot check the credentials; closing", failure)
+            if self._open:
+                self.close_with(CLOSE_POLICY, "the credentials cannot be checked; connect again")
+
+        self._pushing.addCallback(check).addErrback(failed)
+
+    async def _still_valid(self) -> bool:
+        try:
+            await self.factory.env.database.run_interaction(check_auth_version, self.login)
+            return True
+        except AuthVersionChanged:
+            pass
+        if self.relogin is None:
+            return False
+        try:
+            await self._login_again()
+        except AuthVersionChanged:
+            return False
+        return True
 
     def _push_off(self) -> None:
         channel, self._channel = self._channel, None

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from jmapd.push.notifier import decode_position
+from jmapd.storage import accounts
 from jmapd.web.eventsource import PING_MAX, PING_MIN, format_event, parse_arguments
 from jmapd.web.resource import HTTPProblem
 from tests.push.support import PushTestCase, open_event_stream
@@ -341,6 +342,53 @@ class EventSourceTests(PushTestCase):
             mine = await self.touch("Email")
             event = await stream.next()
             self.assertEqual(event["data"]["changed"], {self.account: mine})
+
+        return ensureDeferred(run())
+
+    def test_revoked_token_ends_stream(self) -> None:
+        """
+        A stream opened with a token that is then revoked (from any
+        process: the database is all that changes) sends no more state
+        events: it ends instead of the next one, although the client never
+        authenticates again.
+        """
+
+        async def run() -> None:
+            await self.start_push_server()
+            database = self.server.env.database
+            token = database.run_sync(accounts.add_token, "alice", "phone", "s" * 32, write=True)
+            stream = await open_event_stream(
+                self, headers={b"authorization": [b"Bearer " + b"s" * 32]}, auth=None
+            )
+            await stream.next()
+            await self.touch("Mailbox")
+            self.assertEqual((await stream.next())["event"], "state")
+            database.run_sync(accounts.revoke_token, token.id, write=True)
+            self.clock.advance(60)
+            await self.touch("Email")
+            self.clock.advance(60)
+            await stream.when_finished()
+            self.assertEqual(stream.events.pending, [])
+
+        return ensureDeferred(run())
+
+    def test_other_token_revoked_stream_goes_on(self) -> None:
+        """
+        A change of the account's credentials that leaves the stream's own
+        valid (another token revoked) does not end it: its credentials are
+        verified again and the state event is sent.
+        """
+
+        async def run() -> None:
+            await self.start_push_server()
+            database = self.server.env.database
+            token = database.run_sync(accounts.add_token, "alice", "phone", "s" * 32, write=True)
+            stream = await open_event_stream(self)
+            await stream.next()
+            database.run_sync(accounts.revoke_token, token.id, write=True)
+            states = await self.touch("Mailbox")
+            event = await stream.next()
+            self.assertEqual(event["data"]["changed"], {self.account: states})
 
         return ensureDeferred(run())
 

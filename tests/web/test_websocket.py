@@ -385,6 +385,31 @@ class PushTests(PushTestCase):
 
         return ensureDeferred(run())
 
+    def test_password_changed_ends_push(self) -> None:
+        """
+        A connection that only listens to pushes is closed (1008) when the
+        account's password changes, instead of being pushed the next
+        change: it never sends a request that would find out.
+        """
+
+        async def run() -> None:
+            await self.start_push_server()
+            ws = await open_websocket(self)
+            ws.send({"@type": "WebSocketPushEnable", "dataTypes": None})
+            ws.send(echo())
+            await ws.next()
+            await push_on(self.hub)
+            from jmapd.storage import accounts
+
+            self.server.env.database.run_sync(accounts.set_password, "alice", None, write=True)
+            # A change made by another process: only the states travel.
+            self.server.env.publish_states({self.account: {"Mailbox": 99}})
+            await ws.when_lost()
+            self.assertEqual(ws.close_code, 1008)
+            self.assertEqual(ws._factory.messages.pending, [])
+
+        return ensureDeferred(run())
+
     def test_data_types(self) -> None:
         """
         dataTypes limits what is pushed.
