@@ -16,10 +16,11 @@ for the group, in order:
     an Email in the account's Inbox, its bytes are written by the same
     transaction (the store's C{write_in}: the database store keeps them
     there, the file store stages them there until they are moved to
-    their files, L{jmapd.blobs.writeback}), and the vacation response is
-    considered; then the messages that arrived meanwhile are prepared and
-    filed in the same transaction, until none waits (or the group holds
-    C{max_batch});
+    their files, L{jmapd.blobs.writeback}), the vacation response is
+    considered, and a DSN or MDN is recorded on the EmailSubmission it
+    reports on (L{jmapd.mail.reports}); then the messages that arrived
+    meanwhile are prepared and filed in the same transaction, until none
+    waits (or the group holds C{max_batch});
  3. writes the Mailbox counts and EmailDelivery state of each account once
     for the group (L{jmapd.storage.emails.IngestBatch}), and commits: one
     flush (on SQLite, of its log) makes the group's bytes and rows durable
@@ -68,7 +69,7 @@ from twisted.python.failure import Failure
 
 from jmapd.blobs.store import blob_id_of
 from jmapd.ingest import recipients
-from jmapd.mail import vacation
+from jmapd.mail import reports, vacation
 from jmapd.mime.parse import parse_message
 from jmapd.storage import emails, mailboxes
 from jmapd.storage import vacation as storage_vacation
@@ -124,6 +125,8 @@ class _Prepared:
     raw: bytes
     parsed: dict[str, Any]
     message: emails.PreparedMessage
+    #: What a DSN or MDN says (L{reports.read_report}), else C{None}.
+    report: reports.Report | None = None
 
 
 @define
@@ -478,6 +481,13 @@ class Deliverer:
                     vacation.after_delivery(txn, self._env, account_id, envelope.mail_from, prepared.parsed, now)
             except Exception:
                 log.failure("vacation reply for {account} failed; the message is delivered", account=account_id)
+        if prepared.report is not None:
+            try:
+                with txn.savepoint():
+                    reports.after_delivery(txn, account_id, prepared.report, created.blob_id)
+            except Exception:
+                log.failure("recording a {kind} for {account} failed; the message is delivered",
+                            kind=prepared.report.kind, account=account_id)
         return Reply(250, f"2.0.0 <{prepared.address}> delivered as {created.id}")
 
     def idle(self) -> Deferred[None]:
@@ -501,7 +511,9 @@ def _prepare(envelope: Envelope, heads: list[bytes], message: bytes) -> list[_Pr
     """
     Parse each recipient's copy, and make from the parse what the filing
     transaction writes (the stored columns, the search document), so that
-    the transaction does no more than write.
+    the transaction does no more than write.  A multipart/report (only
+    those: other mail pays one comparison) is read as a DSN or MDN from
+    the same parse.
     """
     copies: list[_Prepared | Reply] = []
     for (address, _), head in zip(envelope.recipients, heads, strict=True):
@@ -514,5 +526,8 @@ def _prepare(envelope: Envelope, heads: list[bytes], message: bytes) -> list[_Pr
             log.failure("cannot prepare the message for {address}", address=address)
             copies.append(temporary_failure())
             continue
-        copies.append(_Prepared(address, raw, parsed, ready))
+        report = None
+        if parsed["bodyStructure"]["type"] == "multipart/report":
+            report = reports.read_report(raw, parsed, envelope.mail_from)
+        copies.append(_Prepared(address, raw, parsed, ready, report))
     return copies

@@ -501,6 +501,20 @@ def find_blob_email(txn: Any, account_id: str, blob_id: str) -> dict[str, Any] |
     return {"headers": _loads(row[0]), **_loads(row[1])}
 
 
+def with_message_id(txn: Any, account_id: str, msgid: str) -> list[str]:
+    """
+    The ids of the account's Emails whose own Message-ID is C{msgid}
+    (without angle brackets): not those that only refer to it in
+    In-Reply-To or References, which the threading table holds too.
+    """
+    rows = txn.fetchall(
+        "SELECT e.id, e.message_id FROM email_message_ids m JOIN emails e ON e.account_id = m.account_id"
+        " AND e.id = m.email_id WHERE m.account_id = ? AND m.msgid = ?",
+        (account_id, msgid),
+    )
+    return [row[0] for row in rows if msgid in (_loads(row[1]) or ())]
+
+
 def blob_mailbox_ids(txn: Any, account_id: str, blob_id: str) -> set[str]:
     """
     The Mailboxes of the account's Emails whose message is C{blob_id}

@@ -128,6 +128,21 @@ def get_submissions(txn: Any, account_id: str, ids: Sequence[str] | None) -> lis
     return found
 
 
+def submissions_of_emails(txn: Any, account_id: str, email_ids: Sequence[str]) -> list[Submission]:
+    """
+    The account's EmailSubmissions that sent one of these Emails, oldest
+    sendAt first.
+    """
+    found: list[Submission] = []
+    for chunk in chunks(email_ids):
+        rows = txn.fetchall(
+            f"SELECT {_COLUMNS} FROM email_submissions WHERE account_id = ? AND email_id IN ({marks(len(chunk))})",
+            (account_id, *chunk),
+        )
+        found.extend(_submission(row) for row in rows)
+    return sorted(found, key=lambda s: (s.send_at, s.id))
+
+
 def count_submissions(txn: Any, account_id: str) -> int:
     return int(txn.fetchvalue("SELECT count(*) FROM email_submissions WHERE account_id = ?", (account_id,), 0))
 
@@ -138,11 +153,14 @@ def set_status(
     submission_id: str,
     undo_status: str | None = None,
     delivery_status: dict[str, Any] | None = None,
+    dsn_blob_ids: Sequence[str] | None = None,
+    mdn_blob_ids: Sequence[str] | None = None,
 ) -> bool:
     """
-    Change the undoStatus and/or deliveryStatus of a submission and record
-    the change; C{False} when the submission no longer exists (it may be
-    destroyed while its message is still queued).
+    Change the undoStatus, deliveryStatus, dsnBlobIds and/or mdnBlobIds
+    of a submission (those given) and record the change; C{False} when
+    the submission no longer exists (it may be destroyed while its
+    message is still queued).
     """
     sets, params = [], []
     if undo_status is not None:
@@ -151,6 +169,12 @@ def set_status(
     if delivery_status is not None:
         sets.append("delivery_status = ?")
         params.append(_dumps(delivery_status))
+    if dsn_blob_ids is not None:
+        sets.append("dsn_blob_ids = ?")
+        params.append(_dumps(list(dsn_blob_ids)))
+    if mdn_blob_ids is not None:
+        sets.append("mdn_blob_ids = ?")
+        params.append(_dumps(list(mdn_blob_ids)))
     if not sets:
         return True
     txn.execute(
