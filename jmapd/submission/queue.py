@@ -333,6 +333,9 @@ class QueueService(Service):
         )
         if message.submission_id is None:
             return
+        # Locked before it is read: a DSN filed meanwhile (jmapd.mail.reports)
+        # writes the same deliveryStatus.
+        txn.lock_account(message.account_id)
         found = storage.get_submissions(txn, message.account_id, [message.submission_id])
         if not found:
             return  # The EmailSubmission was destroyed; the delivery goes on.
@@ -340,7 +343,14 @@ class QueueService(Service):
         status = dict(submission.delivery_status or {})
         for address in message.recipients:
             reply = replies.get(address) or temporary("4.4.0", "no reply")
-            status[address] = delivery_status(reply, final=give_up)
+            new = delivery_status(reply, final=give_up)
+            current = status.get(address) or {}
+            if new["delivered"] == "unknown" and current.get("delivered") in ("yes", "no"):
+                # A DSN for this recipient arrived before this attempt was
+                # recorded: what it said is more than "the relay took it".
+                continue
+            new["displayed"] = current.get("displayed", "unknown")
+            status[address] = new
         finished = not retry or give_up
         anything_relayed = any(s.get("delivered") in ("unknown", "yes") for s in status.values())
         undo = "final" if (finished or anything_relayed) else None

@@ -434,5 +434,33 @@ class ReportDeliveryTests(SendingTestCase, LMTPTestCase):
 
         return ensureDeferred(go())
 
+    def test_dsnBeforeRelayRecorded(self) -> Any:
+        """
+        A DSN filed before the queue records the relay's answer keeps its
+        delivered: the relay's acceptance (delivered unknown) does not
+        overwrite a DSN's yes.
+        """
+
+        async def go() -> None:
+            self.relay = RecordingRelay(self)
+            self.relay.start()
+            await self.setup_server(self.relay, submission_hold=60)
+            self.lmtp = LMTPService(self.server.env, reactor, port=0)
+            self.lmtp.setServiceParent(self.server.service)
+            self.lmtp_port = (await self.lmtp.listening).getHost().port
+            self.submission_id, email_id = await self.send(on_success=False)
+            [[_, got, _]] = await self.call("Email/get", {"ids": [email_id], "properties": ["messageId"]})
+            [message_id] = got["list"][0]["messageId"]
+            await self.deliver(dsn(message_id, [delivered("bob@example.org")]))
+            self.clock.advance(60)
+            await self.queue.when_idle()
+            self.assertEqual(len(self.relay.received), 1)
+            submission = await self.submission(self.submission_id)
+            self.assertEqual(submission["deliveryStatus"]["bob@example.org"]["delivered"], "yes")
+            self.assertEqual(submission["deliveryStatus"]["carol@example.net"]["delivered"], "unknown")
+            self.assertEqual(submission["undoStatus"], "final")
+
+        return ensureDeferred(go())
+
 
 pg.add_postgresql_variants(globals(), ReportDeliveryTests)
