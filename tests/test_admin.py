@@ -5,6 +5,7 @@ Tests for L{jmapd.admin}, the C{jmapd-admin} command, run in-process.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -802,6 +803,40 @@ class GroupRightsTests(ServerTestCase):
         response = await self.server.api([[name, arguments, "c"]], using=self.USING, auth=auth)
         return response["methodResponses"][0]
 
+    async def start(self) -> tuple[str, str]:
+        """
+        Start the server with accounts alice and bob, and a configuration
+        file for C{jmapd-admin} on its database; alice's id and Inbox.
+        """
+        from jmapd.storage import mailboxes
+
+        data = os.path.abspath(self.mktemp())
+        self.server = await self.start_server(db_path=data)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.config_path = os.path.join(directory, "jmapd.yaml")
+        with open(self.config_path, "w", encoding="utf-8") as f:
+            f.write(f"db-path: {data}\n")
+        alice = self.server.add_account("alice")
+        self.server.add_account("bob")
+        return alice, self.server.env.database.run_sync(mailboxes.find_by_role, alice, "inbox")
+
+    async def share(self, alice: str, inbox: str, grants: dict[str, Any] | None) -> None:
+        name, result, _ = await self.call(
+            "Mailbox/set", {"accountId": alice, "update": {inbox: {"shareWith": grants}}}, "alice"
+        )
+        self.assertEqual(result["updated"], {inbox: None}, result)
+
+    async def subscribed(self, alice: str, inbox: str) -> tuple[bool, bool]:
+        """
+        bob's isSubscribed on alice's Inbox, and whether his Session lists
+        her account.
+        """
+        name, result, _ = await self.call("Mailbox/get", {"accountId": alice, "ids": [inbox]}, "bob")
+        self.assertEqual(name, "Mailbox/get", result)
+        _, body = await self.server.request("GET", "/.well-known/jmap", auth="bob")
+        return result["list"][0]["isSubscribed"], alice in json.loads(body)["accounts"]
+
     def test_member_gets_group_rights(self) -> None:
         """
         After C{group add staff bob} and a grant to the group, bob reads the
@@ -809,19 +844,10 @@ class GroupRightsTests(ServerTestCase):
         remove-member staff bob} he no longer sees the account, and after
         C{group add-member} he does again.
         """
-        from jmapd.storage import mailboxes, principals
+        from jmapd.storage import principals
 
         async def run() -> None:
-            data = os.path.abspath(self.mktemp())
-            self.server = await self.start_server(db_path=data)
-            directory = os.path.abspath(self.mktemp())
-            os.makedirs(directory)
-            self.config_path = os.path.join(directory, "jmapd.yaml")
-            with open(self.config_path, "w", encoding="utf-8") as f:
-                f.write(f"db-path: {data}\n")
-            alice = self.server.add_account("alice")
-            self.server.add_account("bob")
-            inbox = self.server.env.database.run_sync(mailboxes.find_by_role, alice, "inbox")
+            alice, inbox = await self.start()
             self.admin("group", "add", "staff", "bob")
             group = self.server.env.database.run_sync(principals.group_by_name, "staff")
             name, result, _ = await self.call(
@@ -840,5 +866,41 @@ class GroupRightsTests(ServerTestCase):
             self.admin("group", "add-member", "staff", "bob")
             name, result, _ = await self.call("Mailbox/get", {"accountId": alice, "ids": [inbox]}, "bob")
             self.assertEqual([m["id"] for m in result["list"]], [inbox])
+
+        return ensureDeferred(run())
+
+    def test_member_removed_loses_subscription(self) -> None:
+        """
+        bob subscribed to a Mailbox shared with the group C{staff} only:
+        C{group remove-member staff bob} takes his subscription with his
+        rights, so after C{group add-member staff bob} the Mailbox is not
+        subscribed and his Session does not list alice's account (RFC 8621
+        section 2: isSubscribed SHOULD default to false in a shared
+        account).  Likewise after C{group remove staff} and a new grant.
+        """
+        from jmapd.storage import principals
+
+        async def run() -> None:
+            alice, inbox = await self.start()
+            self.admin("group", "add", "staff", "bob")
+            group = self.server.env.database.run_sync(principals.group_by_name, "staff")
+            await self.share(alice, inbox, {group: {"mayReadItems": True}})
+            name, result, _ = await self.call(
+                "Mailbox/set", {"accountId": alice, "update": {inbox: {"isSubscribed": True}}}, "bob"
+            )
+            self.assertEqual(result["updated"], {inbox: None}, result)
+            self.assertEqual(await self.subscribed(alice, inbox), (True, True))
+            self.admin("group", "remove-member", "staff", "bob")
+            self.admin("group", "add-member", "staff", "bob")
+            self.assertEqual(await self.subscribed(alice, inbox), (False, False))
+            name, result, _ = await self.call(
+                "Mailbox/set", {"accountId": alice, "update": {inbox: {"isSubscribed": True}}}, "bob"
+            )
+            self.assertEqual(result["updated"], {inbox: None}, result)
+            self.admin("group", "remove", "staff")
+            self.admin("group", "add", "staff", "bob")
+            group = self.server.env.database.run_sync(principals.group_by_name, "staff")
+            await self.share(alice, inbox, {group: {"mayReadItems": True}})
+            self.assertEqual(await self.subscribed(alice, inbox), (False, False))
 
         return ensureDeferred(run())

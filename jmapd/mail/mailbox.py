@@ -173,7 +173,8 @@ def change_share_with(
     grant changed their rights on it (ShareNotification).  A change of a
     group's grant makes none, for its members either: RFC 9670 section 3
     says the server SHOULD NOT notify for permission changes to a group
-    principal, even if the user is in the group.
+    principal, even if the user is in the group.  Those left without any
+    right on it lose their subscription to it.
     """
     old = storage.get_share_with(ctx.txn, account_id, [mailbox.id]).get(mailbox.id, {})
     everyone = set(old) | set(grants)
@@ -204,6 +205,15 @@ def change_share_with(
     # own account, which is what tells their push channels to follow the
     # account or stop (L{jmapd.push.follow}): that state is moved here.
     principal_storage.touch_shared_accounts(ctx.txn, sorted(u for u in seeing if u not in named))
+    # Whoever has no right left on the Mailbox is no longer subscribed to
+    # it (isSubscribed SHOULD default to false in a shared account, RFC
+    # 8621 section 2: a grant given again must not bring the account back
+    # into their Session as if they had subscribed).  One who had no right
+    # before either holds a subscription an older jmapd kept past a
+    # revocation: it goes too, before this grant can revive it.
+    for user in storage.subscribers(ctx.txn, account_id, mailbox.id):
+        if before.get(user) is None or after.get(user) is None:
+            storage.set_subscribed(ctx.txn, account_id, mailbox.id, user, False)
     for user in sorted(individuals & named):
         notification.notify(
             ctx.txn, user, ctx.principal.account_id, "Mailbox", account_id, mailbox.id, mailbox.name,

@@ -8,7 +8,10 @@ reachable when the user, or a group they are in, has rights on at least
 one of its Mailboxes (Mailbox shareWith); the Session lists it (and push
 reports its changes) only while the user is subscribed to at least one of
 its Mailboxes (the Subscriptions section of RFC 9670).  Everything of such
-an account the user has no right to stays invisible.
+an account the user has no right to stays invisible.  A subscription ends
+with the user's last right on its Mailbox, so a later grant finds it
+unsubscribed, as RFC 8621 section 2 says it SHOULD be by default (see
+L{jmapd.storage.principals.drop_lost_subscriptions}).
 
 Two time-to-idle caches keep this off the database on the hot path:
 C{sharings} (a user's shared accounts and whether they subscribe to any of

@@ -407,6 +407,17 @@ def subscriptions(txn: Any, principal_id: str, account_id: str | None = None) ->
     return found
 
 
+def subscribers(txn: Any, account_id: str, mailbox_id: str) -> list[str]:
+    """
+    The users other than the owner subscribed to a Mailbox.
+    """
+    rows = txn.fetchall(
+        "SELECT principal_id FROM mailbox_subscriptions WHERE account_id = ? AND mailbox_id = ? ORDER BY principal_id",
+        (account_id, mailbox_id),
+    )
+    return [str(row[0]) for row in rows]
+
+
 def set_subscribed(txn: Any, account_id: str, mailbox_id: str, principal_id: str, subscribed: bool) -> None:
     """
     Subscribe a user other than the owner to a Mailbox, or not; raises the

@@ -24,10 +24,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from attrs import frozen
+from twisted.logger import Logger
 
 from jmapd.storage import accounts, changelog
 from jmapd.storage.ids import new_id
 from jmapd.storage.sql import chunks, marks
+
+log = Logger()
 
 INDIVIDUAL = "individual"
 GROUP = "group"
@@ -103,6 +106,62 @@ def touch_shared_accounts(txn: Any, principal_ids: Iterable[str]) -> None:
     for account_id in sorted(individuals):
         txn.lock_account(account_id)
         changelog.touch_state(txn, account_id, SHARED_ACCOUNTS)
+
+
+def drop_lost_subscriptions(txn: Any, user_ids: Iterable[str]) -> list[str]:
+    """
+    Unsubscribe each of these users from the shared Mailboxes they have no
+    right on any more, directly or through a group; returns those who lost
+    a subscription.
+
+    isSubscribed is the user's own and SHOULD default to false in a shared
+    account (RFC 8621 section 2).  A subscription kept past a revocation
+    would come back with the next grant, and with it the account in their
+    Session, which lists a shared account only while they subscribe to
+    some of it (RFC 9670 section 1.4): as if they had subscribed again.
+    So it goes in the transaction that takes their last right.  Any right
+    keeps it, since any right makes the Mailbox visible to them
+    (L{jmapd.sharing}).  Like their own unsubscribing, this raises the
+    C{acl} counter and moves their L{SHARED_ACCOUNTS} state.
+
+    @param user_ids: Principal ids; groups among them have no
+        subscriptions and are skipped.
+    """
+    dropped: list[str] = []
+    for user_id in sorted(set(user_ids)):
+        subscribed = {
+            (str(row[0]), str(row[1]))
+            for row in txn.fetchall(
+                "SELECT account_id, mailbox_id FROM mailbox_subscriptions WHERE principal_id = ?", (user_id,)
+            )
+        }
+        if not subscribed:
+            continue
+        ids = (user_id, *groups_of(txn, user_id))
+        granted = {
+            (str(row[0]), str(row[1]))
+            for row in txn.fetchall(
+                f"SELECT account_id, mailbox_id FROM mailbox_acl WHERE principal_id IN ({marks(len(ids))})", ids
+            )
+        }
+        lost = sorted(subscribed - granted)
+        if not lost:
+            continue
+        for account_id, mailbox_id in lost:
+            txn.execute(
+                "DELETE FROM mailbox_subscriptions WHERE account_id = ? AND mailbox_id = ? AND principal_id = ?",
+                (account_id, mailbox_id, user_id),
+            )
+        log.debug(
+            "{user} has no right left on {mailboxes}: no longer subscribed to them",
+            user=user_id,
+            mailboxes=[f"{account_id}/{mailbox_id}" for account_id, mailbox_id in lost],
+        )
+        dropped.append(user_id)
+    if dropped:
+        bump(txn, "acl")
+        touch_shared_accounts(txn, dropped)
+    return dropped
 
 
 def principal_state(txn: Any) -> int:
@@ -182,11 +241,26 @@ def add_group(txn: Any, name: str, member_ids: Iterable[str] = ()) -> str:
         if txn.fetchone(
             "SELECT 1 FROM principal_members WHERE group_id = ? AND member_id = ?", (group_id, member_id)
         ) is None:
-            txn.execute("INSERT INTO principal_members (group_id, member_id) VALUES (?, ?)", (group_id, member_id))
             added.append(member_id)
+    # A subscription to a Mailbox the new members cannot see yet (one an
+    # older jmapd kept past a revocation) must not come back with the
+    # group's rights.
+    drop_lost_subscriptions(txn, _with_members(txn, added))
+    for member_id in added:
+        txn.execute("INSERT INTO principal_members (group_id, member_id) VALUES (?, ?)", (group_id, member_id))
     record_group_sight(txn, group_id, added)
     bump(txn, "acl")
     return group_id
+
+
+def _with_members(txn: Any, principal_ids: Iterable[str]) -> list[str]:
+    """
+    These principals and, for those that are groups, their members.
+    """
+    found: list[str] = []
+    for principal_id in principal_ids:
+        found.extend([principal_id, *members_of(txn, principal_id)])
+    return list(dict.fromkeys(found))
 
 
 def remove_group_members(txn: Any, name: str, member_ids: Iterable[str]) -> None:
@@ -198,6 +272,9 @@ def remove_group_members(txn: Any, name: str, member_ids: Iterable[str]) -> None
     for member_id in member_ids:
         txn.execute("DELETE FROM principal_members WHERE group_id = ? AND member_id = ?", (group_id, member_id))
     bump(txn, "acl")
+    # Those who had a Mailbox through the group alone lose their
+    # subscription to it with it.
+    drop_lost_subscriptions(txn, _with_members(txn, member_ids))
 
 
 def remove_group(txn: Any, name: str) -> None:
@@ -208,12 +285,16 @@ def remove_group(txn: Any, name: str) -> None:
     group_id = group_by_name(txn, name)
     if group_id is None:
         raise NoSuchPrincipal(f"no group {name!r}")
-    record_group_sight(txn, group_id, members_of(txn, group_id))
+    members = members_of(txn, group_id)
+    record_group_sight(txn, group_id, members)
     modseq = bump(txn, "principal")
     txn.execute("DELETE FROM principal_members WHERE group_id = ?", (group_id,))
     txn.execute("DELETE FROM mailbox_acl WHERE principal_id = ?", (group_id,))
     txn.execute("UPDATE principals SET destroyed = 1, modseq = ? WHERE id = ?", (modseq, group_id))
     bump(txn, "acl")
+    # Its members lose their subscriptions to what they had through it
+    # alone.
+    drop_lost_subscriptions(txn, members)
 
 
 def list_groups(txn: Any) -> list[tuple[str, str, int]]:

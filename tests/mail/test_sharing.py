@@ -273,6 +273,132 @@ class SharingTests(ServerTestCase):
             self.assertTrue(own["list"][0]["isSubscribed"])
         return ensureDeferred(run())
 
+    async def subscribe(self, mailbox_id, auth="bob"):
+        _, result, _ = await self.call(
+            "Mailbox/set", {"accountId": self.alice, "update": {mailbox_id: {"isSubscribed": True}}}, auth=auth
+        )
+        self.assertIn(mailbox_id, result["updated"], result)
+
+    async def subscribed(self, mailbox_id, auth="bob"):
+        """
+        The user's isSubscribed on one of alice's Mailboxes, and whether
+        their Session lists alice's account.
+        """
+        name, result, _ = await self.call("Mailbox/get", {"accountId": self.alice, "ids": [mailbox_id]}, auth=auth)
+        self.assertEqual(name, "Mailbox/get", result)
+        _, body = await self.server.request("GET", "/.well-known/jmap", auth=auth)
+        return result["list"][0]["isSubscribed"], self.alice in orjson.loads(body)["accounts"]
+
+    def test_share_again_after_revocation_unsubscribed(self):
+        """
+        Taking back bob's grant (or leaving him no right in it) takes his
+        subscription with it: when alice shares the Mailbox with him
+        again, it is not subscribed (RFC 8621 section 2: isSubscribed
+        SHOULD default to false in a shared account) and his Session does
+        not list her account (RFC 9670: only accounts he subscribes to
+        some of) until he subscribes again.
+        """
+        async def run():
+            await self.setup()
+            await self.share(self.inbox, {self.bob: {"mayReadItems": True}})
+            await self.subscribe(self.inbox)
+            self.assertEqual(await self.subscribed(self.inbox), (True, True))
+            await self.share(self.inbox, None)
+            await self.share(self.inbox, {self.bob: {"mayReadItems": True}})
+            self.assertEqual(await self.subscribed(self.inbox), (False, False))
+            await self.subscribe(self.inbox)
+            self.assertEqual(await self.subscribed(self.inbox), (True, True))
+            # A grant of no rights takes the last one too.
+            await self.share(self.inbox, {self.bob: {"mayReadItems": False}})
+            await self.share(self.inbox, {self.bob: {"mayReadItems": True}})
+            self.assertEqual(await self.subscribed(self.inbox), (False, False))
+        return ensureDeferred(run())
+
+    def test_share_again_after_group_grant_taken_back_unsubscribed(self):
+        """
+        The same when bob's only right came from a group and the group's
+        grant is taken back, or the group destroyed: given again, to the
+        group or directly, the Mailbox is not subscribed.
+        """
+        async def run():
+            await self.setup()
+            db = self.server.env.database
+            group = db.run_sync(principals.add_group, "team", [self.bob], write=True)
+            await self.share(self.inbox, {group: {"mayReadItems": True}})
+            await self.subscribe(self.inbox)
+            await self.share(self.inbox, None)
+            await self.share(self.inbox, {group: {"mayReadItems": True}})
+            self.assertEqual(await self.subscribed(self.inbox), (False, False))
+            await self.subscribe(self.inbox)
+            db.run_sync(principals.remove_group, "team", write=True)
+            await self.share(self.inbox, {self.bob: {"mayReadItems": True}})
+            self.assertEqual(await self.subscribed(self.inbox), (False, False))
+        return ensureDeferred(run())
+
+    def test_share_again_after_leaving_group_unsubscribed(self):
+        """
+        When bob leaves the group that gave him his only right, he is no
+        longer subscribed; back in the group, the Mailbox is not
+        subscribed.  Another subscription of his that the group was not
+        needed for stays.
+        """
+        async def run():
+            await self.setup()
+            db = self.server.env.database
+            group = db.run_sync(principals.add_group, "team", [self.bob], write=True)
+            await self.share(self.inbox, {group: {"mayReadItems": True}})
+            await self.share(self.archive, {group: {"mayReadItems": True}, self.bob: {"mayAddItems": True}})
+            await self.subscribe(self.inbox)
+            await self.subscribe(self.archive)
+            db.run_sync(principals.remove_group_members, "team", [self.bob], write=True)
+            self.assertEqual(await self.subscribed(self.archive), (True, True))
+            db.run_sync(principals.add_group, "team", [self.bob], write=True)
+            self.assertEqual(await self.subscribed(self.inbox), (False, True))
+        return ensureDeferred(run())
+
+    def test_fewer_rights_keep_subscription(self):
+        """
+        Taking some of bob's rights away keeps his subscription while he
+        still has one (any right shows him the Mailbox): reading only,
+        adding only, or through a group after his own grant is taken back.
+        """
+        async def run():
+            await self.setup()
+            group = self.server.env.database.run_sync(principals.add_group, "team", [self.bob], write=True)
+            await self.share(self.inbox, {self.bob: dict.fromkeys(RIGHTS, True)})
+            await self.subscribe(self.inbox)
+            await self.share(self.inbox, {self.bob: {"mayReadItems": True}})
+            self.assertEqual(await self.subscribed(self.inbox), (True, True))
+            await self.share(self.inbox, {self.bob: {"mayAddItems": True}})
+            self.assertEqual(await self.subscribed(self.inbox), (True, True))
+            await self.share(self.inbox, {self.bob: {"mayReadItems": True}, group: {"mayReadItems": True}})
+            await self.share(self.inbox, {group: {"mayReadItems": True}})
+            self.assertEqual(await self.subscribed(self.inbox), (True, True))
+        return ensureDeferred(run())
+
+    def test_stale_subscription_not_revived(self):
+        """
+        A subscription left without any right (as an older jmapd kept them
+        past a revocation) does not come back with a grant, directly or
+        through a group bob joins.
+        """
+        async def run():
+            await self.setup()
+            db = self.server.env.database
+
+            def stale(txn, mailbox_id):
+                mailboxes.set_subscribed(txn, self.alice, mailbox_id, self.bob, True)
+
+            db.run_sync(stale, self.inbox, write=True)
+            await self.share(self.inbox, {self.bob: {"mayReadItems": True}})
+            self.assertEqual(await self.subscribed(self.inbox), (False, False))
+            group = db.run_sync(principals.add_group, "team", [], write=True)
+            await self.share(self.archive, {group: {"mayReadItems": True}})
+            db.run_sync(stale, self.archive, write=True)
+            db.run_sync(principals.add_group, "team", [self.bob], write=True)
+            self.assertEqual(await self.subscribed(self.archive), (False, False))
+        return ensureDeferred(run())
+
     def test_only_owner_shares(self):
         """
         A sharee may not change shareWith, even with every right.

@@ -288,6 +288,62 @@ class _GranteePushTests:
 
         return ensureDeferred(run())
 
+    def test_share_again_after_revocation(self) -> None:
+        """
+        The revocation took bob's subscription with it: when alice shares
+        the Mailbox with him again, his open channel stays silent about her
+        account (he is not subscribed, RFC 9670 section 1.4) until he
+        subscribes again.
+        """
+
+        async def run() -> None:
+            await self.setup()
+            await self.shared_and_subscribed("bob", self.bob)
+            channel = await self.open_channel("bob")
+            await self.assert_follows_alice(channel)
+            await self.share(None)
+            await self.assert_silent_about_alice(channel, "bob", self.bob)
+            await self.share({self.bob: READ})
+            await self.assert_silent_about_alice(channel, "bob", self.bob)
+            await self.subscribe(True)
+            await self.expect(channel, self.alice, "Mailbox")
+            await self.assert_follows_alice(channel)
+
+        return ensureDeferred(run())
+
+    def test_back_in_group(self) -> None:
+        """
+        bob leaves the group his only right came from, and his open channel
+        stops reporting alice's account; back in the group, it stays
+        silent: his subscription went with his right.
+        """
+
+        def members(txn: Any, add: bool) -> None:
+            # What jmapd-admin group add-member / remove-member do, with
+            # the changes published as the server publishes its own.
+            if add:
+                principals.add_group(txn, "staff", [self.bob])
+            else:
+                principals.remove_group_members(txn, "staff", [self.bob])
+            principals.touch_shared_accounts(txn, [self.bob])
+            changed = txn.__dict__["changed_states"]
+            txn.after_commit(lambda: self.server.env.publish_states(changed))
+
+        async def run() -> None:
+            await self.setup()
+            database = self.server.env.database
+            group = database.run_sync(principals.add_group, "staff", [self.bob], write=True)
+            await self.share({group: READ})
+            await self.subscribe(True)
+            channel = await self.open_channel("bob")
+            await self.assert_follows_alice(channel)
+            database.run_sync(members, False, write=True)
+            await self.assert_silent_about_alice(channel, "bob", self.bob)
+            database.run_sync(members, True, write=True)
+            await self.assert_silent_about_alice(channel, "bob", self.bob)
+
+        return ensureDeferred(run())
+
 
 class EventSourceTests(_GranteePushTests, PushTestCase):
     async def open_channel(self, user: str) -> _Channel:
