@@ -468,10 +468,12 @@ def record_mailbox_contents_sight(
 def record_group_sight(txn: Any, group_id: str, member_ids: Iterable[str]) -> None:
     """
     These members join or leave a group: they (and the members of those
-    that are groups) gain or lose its rights on every Mailbox shared with
-    it.  Each such Mailbox is recorded as updated in its account (so the
-    Mailbox states and query states move), and the sight of the Mailbox,
-    and of its Emails and Threads where the group may read them, noted.
+    that are groups) gain or lose its rights, and those of every group it
+    is a member of however indirectly (whose members they become or stop
+    being), on every Mailbox shared with any of these groups.  Each such
+    Mailbox is recorded as updated in its account (so the Mailbox states
+    and query states move), and the sight of the Mailbox, and of its
+    Emails and Threads where one of these groups may read them, noted.
     """
     users: list[str] = []
     for member_id in member_ids:
@@ -479,12 +481,19 @@ def record_group_sight(txn: Any, group_id: str, member_ids: Iterable[str]) -> No
     users = sorted(set(users))
     if not users:
         return
-    by_account: dict[str, list[tuple[str, bool]]] = {}
+    # L{groups_of} stops where a cycle of memberships closes.
+    granted_to = (group_id, *groups_of(txn, group_id))
+    readable: dict[tuple[str, str], bool] = {}
     for account_id, mailbox_id, rights in txn.fetchall(
-        "SELECT account_id, mailbox_id, rights FROM mailbox_acl WHERE principal_id = ? ORDER BY account_id, mailbox_id",
-        (group_id,),
+        f"SELECT account_id, mailbox_id, rights FROM mailbox_acl WHERE principal_id IN ({marks(len(granted_to))})",
+        granted_to,
     ):
-        by_account.setdefault(str(account_id), []).append((str(mailbox_id), READ in str(rights).split(",")))
+        key = (str(account_id), str(mailbox_id))
+        readable[key] = readable.get(key, False) or READ in str(rights).split(",")
+    by_account: dict[str, list[tuple[str, bool]]] = {}
+    for (account_id, mailbox_id), may_read in sorted(readable.items()):
+        by_account.setdefault(account_id, []).append((mailbox_id, may_read))
+    # Accounts are locked in sorted order, as everywhere.
     for account_id, mailboxes in by_account.items():
         txn.lock_account(account_id)
         for mailbox_id, _readable in mailboxes:

@@ -895,6 +895,63 @@ class GroupTests(SharedAccountCase):
         self.group("team", [self.bob])
         self.assertEqual(self.changes("Email", since)["created"], [email["id"]])
 
+    def test_joining_and_leaving_nested_group(self) -> None:
+        """
+        bob joining or leaving a group that is a member of the grantee
+        group (by jmapd-admin group add-member / remove-member) brings the
+        Mailbox, its Emails and Threads into or out of his sight: his
+        /changes and /queryChanges report them created (the Mailbox
+        updated), then destroyed or removed, as when he joins or leaves the
+        grantee group itself.
+        """
+        from jmapd import admin
+
+        def members(group: str, add: bool) -> None:
+            self.env.database.run_sync(admin._change_members, group, ["bob"], add, write=True)
+
+        self.share(self.inbox, {self.bob: {"mayReadItems"}})
+        inner = self.group("inner", [])
+        outer = self.group("outer", [inner])
+        self.share(self.archive, {outer: {"mayReadItems"}})
+        email = self.email(self.archive)
+        types = ("Mailbox", "Email", "Thread")
+        for group in ("outer", "inner"):
+            since = {t: self.state(t) for t in types}
+            query_since = self.query_state("Email")
+            members(group, True)
+            # Recorded as updated in alice's changelog (its myRights
+            # changed), so updated rather than created.
+            mailbox_changes = self.changes("Mailbox", since["Mailbox"])
+            self.assertEqual(mailbox_changes["created"] + mailbox_changes["updated"], [self.archive], group)
+            self.assertEqual(self.changes("Email", since["Email"])["created"], [email["id"]], group)
+            self.assertEqual(self.changes("Thread", since["Thread"])["created"], [email["threadId"]], group)
+            added = self.ok("bob", "Email/queryChanges", {"sinceQueryState": query_since})["added"]
+            self.assertEqual([a["id"] for a in added], [email["id"]], group)
+            since = {t: self.state(t) for t in types}
+            query_since = self.query_state("Email")
+            members(group, False)
+            self.assertEqual(self.changes("Mailbox", since["Mailbox"])["destroyed"], [self.archive], group)
+            self.assertEqual(self.changes("Email", since["Email"])["destroyed"], [email["id"]], group)
+            self.assertEqual(self.changes("Thread", since["Thread"])["destroyed"], [email["threadId"]], group)
+            removed = self.ok("bob", "Email/queryChanges", {"sinceQueryState": query_since})["removed"]
+            self.assertEqual(removed, [email["id"]], group)
+
+    def test_joining_group_in_cycle(self) -> None:
+        """
+        Nothing refuses a cycle of groups (inner in outer, outer in inner):
+        bob joining one of them still brings what is shared with the other
+        into his sight, and the walk up the groups ends.
+        """
+        self.share(self.inbox, {self.bob: {"mayReadItems"}})
+        inner = self.group("inner", [])
+        outer = self.group("outer", [inner])
+        self.group("inner", [outer])
+        self.share(self.archive, {outer: {"mayReadItems"}})
+        email = self.email(self.archive)
+        since = self.state("Email")
+        self.group("inner", [self.bob])
+        self.assertEqual(self.changes("Email", since)["created"], [email["id"]])
+
 
 class CrossAccountTests(SharedAccountCase):
     """
