@@ -288,7 +288,8 @@ def remove_group(txn: Any, name: str) -> None:
     members = members_of(txn, group_id)
     record_group_sight(txn, group_id, members)
     modseq = bump(txn, "principal")
-    txn.execute("DELETE FROM principal_members WHERE group_id = ?", (group_id,))
+    # Its members go, and it leaves the groups it was a member of.
+    txn.execute("DELETE FROM principal_members WHERE group_id = ? OR member_id = ?", (group_id, group_id))
     txn.execute("DELETE FROM mailbox_acl WHERE principal_id = ?", (group_id,))
     txn.execute("UPDATE principals SET destroyed = 1, modseq = ? WHERE id = ?", (modseq, group_id))
     bump(txn, "acl")

@@ -953,6 +953,23 @@ class GroupTests(SharedAccountCase):
         self.assertEqual(self.changes("Email", since)["created"], [email["id"]])
 
 
+    def test_removed_group_leaves_its_groups(self) -> None:
+        """
+        A removed group is no longer a member of the groups it was in: the
+        other group's members are only those left (and bob, who had the
+        outer group's grant only through the removed one, loses it).
+        """
+        self.email(self.archive)
+        inner = self.group("inner", [self.bob])
+        outer = self.group("outer", [inner, self.carol])
+        self.share(self.archive, {outer: {"mayReadItems"}})
+        self.env.database.run_sync(principals.remove_group, "inner", write=True)
+        self.assertEqual(self.env.database.run_sync(principals.members_of, outer), [self.carol])
+        response_name, error = self.call("bob", "Mailbox/get", {"ids": [self.archive]})
+        self.assertEqual((response_name, error["type"]), ("error", "accountNotFound"))
+
+
+
 class CrossAccountTests(SharedAccountCase):
     """
     Email/copy and Blob/copy between accounts honour both sides.
