@@ -843,6 +843,17 @@ class Config:
             " file's directory.",
         )
     )
+    http_request_timeout: float = field(
+        metadata=_key(
+            "http-request-timeout",
+            positive_duration,
+            30.0,
+            "How long a client may take to send a request's header, from its first"
+            " byte, and then its body; past either, it gets 408 and the connection"
+            " is closed.",
+            "seconds",
+        )
+    )
     use_forwarded_header: bool = field(
         metadata=_key(
             "use-forwarded-header",

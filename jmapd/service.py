@@ -127,6 +127,8 @@ class WebService(Service):
         self.site = JMAPSite(
             build_root(env, authenticator, extra),
             max_body=max(env.config.max_size_request, env.config.max_size_upload),
+            request_timeout=env.config.http_request_timeout,
+            reactor=self._reactor,
         )
         description = jmap_endpoint(env.config)
         try:

@@ -162,6 +162,7 @@ class DefaultsTests(ConfigTestCase):
         self.assertEqual(config.cache_tti_recipients, 86400.0)
         self.assertEqual(config.worker_pool_size, os.cpu_count() or 1)
         self.assertEqual(config.db_path, os.path.abspath("data"))
+        self.assertEqual(config.http_request_timeout, 30.0)
         self.assertFalse(config.use_forwarded_header)
         self.assertEqual(config.max_size_upload, 50000000)
         self.assertEqual(config.max_concurrent_uploads, 4)
@@ -850,23 +851,27 @@ class RuleTests(ConfigTestCase):
 
     def test_timeoutsNotZero(self) -> None:
         """
-        push-timeout, smtp-relay-timeout and ws-client-timeout must be
-        longer than 0: a timeout of 0 would fail every push and relay
-        attempt at once, and autobahn takes a ping timeout of 0 as none.
-        Other durations still accept 0.
+        http-request-timeout, push-timeout, smtp-relay-timeout and
+        ws-client-timeout must be longer than 0: a timeout of 0 would answer
+        every HTTP request with 408 and fail every push and relay attempt at
+        once, and autobahn takes a ping timeout of 0 as none.  Other
+        durations still accept 0.
         """
         self.assertEqual(
             self.problems(
                 "push-timeout: 0\nsmtp-relay-timeout: 0s\nws-client-timeout: 0ms\n"
+                "http-request-timeout: 0\n"
             ),
             [
+                "http-request-timeout: expected a duration longer than 0, got 0",
                 "push-timeout: expected a duration longer than 0, got 0",
                 "ws-client-timeout: expected a duration longer than 0, got '0ms'",
                 "smtp-relay-timeout: expected a duration longer than 0, got '0s'",
             ],
         )
-        config = self.load("push-timeout: 500ms\npush-retry-interval: 0\n")
+        config = self.load("push-timeout: 500ms\npush-retry-interval: 0\nhttp-request-timeout: 1m\n")
         self.assertEqual((config.push_timeout, config.push_retry_interval), (0.5, 0.0))
+        self.assertEqual(config.http_request_timeout, 60.0)
 
     def test_lmtpCertificateWithoutKey(self) -> None:
         """

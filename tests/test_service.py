@@ -232,6 +232,28 @@ class _Recorder(Service):
         self.events.append("stop")
 
 
+class RequestDeadlineTests(ServerTestCase):
+    """
+    The HTTP listener gives clients http-request-timeout seconds to send a
+    request (tests.web.test_root has the behaviour).
+    """
+
+    def test_siteHasDeadline(self) -> None:
+        """
+        The site gets http-request-timeout and the service's reactor, which
+        runs the deadline (never the global reactor picked up behind the
+        service's back).
+        """
+
+        async def run() -> None:
+            server = await self.start_server(http_request_timeout=7.5)
+            site = server.service.web.site
+            self.assertEqual(site.request_timeout, 7.5)
+            self.assertIs(site.reactor, server.service.reactor)
+
+        return ensureDeferred(run())
+
+
 class EmbeddingTests(ServerTestCase):
     """
     jmapd's service inside another application's service tree, as

@@ -11,13 +11,21 @@ The resource tree:
 
 wrapped in the CORS resource, and a Site that sets TCP_NODELAY on every
 connection (see DESIGN.md: a keep-alive response larger than one packet
-otherwise waits 40 ms for a delayed ACK).
+otherwise waits 40 ms for a delayed ACK) and gives a client a deadline for
+sending each request (L{JMAPChannel}).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import orjson
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request, Site
 
@@ -25,8 +33,10 @@ from jmapd.web.api import APIResource
 from jmapd.web.blobs import DownloadResource, UploadResource
 from jmapd.web.cors import CORSPolicy, CORSResource
 from jmapd.web.health import HealthResource
-from jmapd.web.resource import HTTPProblem, write_problem
+from jmapd.web.resource import PROBLEM_JSON, HTTPProblem, write_problem
 from jmapd.web.session import SessionResource
+
+log = Logger()
 
 
 class _NotFound(Resource):
@@ -129,14 +139,124 @@ class JMAPRequest(Request):
         super().handleContentChunk(data)
 
 
+class JMAPChannel(HTTPChannel):
+    """
+    An HTTP/1.1 channel that gives the client C{request_timeout} seconds to
+    send a request's header, from the request's first byte, and as long
+    again for its body; a client slower than that gets 408 and the
+    connection is closed.
+
+    Twisted's only limit is the idle timeout, which every byte received
+    restarts: a client sending its request a byte a minute (slowloris)
+    would hold the connection, and a request slot, for ever.  The deadline
+    runs on the site's reactor (C{callLater}, set from the site like the
+    idle timeout's), so tests drive it with a fake clock.
+
+    It covers receiving a request only.  Between requests the connection
+    is idle and the idle timeout governs it; while a request is handled
+    (a long EventSource response included) Twisted parses nothing, so no
+    deadline starts; and a WebSocket upgrade hands the transport to another
+    protocol, so this one sees no more bytes.
+
+    @ivar request_timeout: the seconds for the header, and for the body;
+        0 means no deadline.
+    """
+
+    request_timeout: float = 0
+    _request_deadline: IDelayedCall | None = None
+    _timed_out = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._timed_out:
+            # The 408 is the answer: what comes while the connection
+            # closes must not make a request after all.
+            return
+        # A byte while no request is being received or handled is the
+        # first of the next request (pipelined bytes kept while a request
+        # was handled come back through here when it is done).
+        if data and self._request_deadline is None and not self._handlingRequest:
+            self._start_deadline("header")
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_deadline()
+        super().allHeadersReceived()
+        # A request without a body goes on to allContentReceived at once,
+        # which cancels this again.
+        self._start_deadline("body")
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def loseConnection(self) -> None:
+        # Whoever closes (a 400 for a malformed request, the idle timeout,
+        # a response on a non-persistent connection) is done with the client.
+        self._cancel_deadline()
+        super().loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _start_deadline(self, part: str) -> None:
+        if self.request_timeout <= 0:
+            return
+        self._cancel_deadline()
+        self._request_deadline = self.callLater(self.request_timeout, functools.partial(self._request_timed_out, part))
+
+    def _cancel_deadline(self) -> None:
+        deadline, self._request_deadline = self._request_deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _request_timed_out(self, part: str) -> None:
+        """
+        Answer 408 and close.  Nothing of a response can have been sent for
+        a request still being received (the resource has not seen it; at
+        most a 100 Continue, which is not a response), so the 408 is the
+        whole answer.  As for the idle timeout, a client that does not read
+        it is cut off C{abortTimeout} seconds later.
+        """
+        self._request_deadline = None
+        transport = self.transport
+        if transport is None or getattr(transport, "disconnecting", False):
+            return
+        self._timed_out = True
+        self.persistent = False
+        peer = transport.getPeer()
+        log.info(
+            "HTTP request {part} from {peer} not received within {timeout} seconds; closing the connection",
+            part=part,
+            peer=str(peer),
+            timeout=self.request_timeout,
+        )
+        body = orjson.dumps(
+            HTTPProblem(408, f"the request {part} was not received within {self.request_timeout:g} seconds").body()
+        )
+        transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\n"
+            b"Connection: close\r\n"
+            b"Content-Type: " + PROBLEM_JSON + b"\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+
 class JMAPSite(Site):
     """
     A L{Site} that turns on TCP_NODELAY for every connection, keeps request
-    bodies within the configured limits and does not log requests itself
-    (the API logs one line per request).
+    bodies within the configured limits, gives each request
+    C{request_timeout} seconds to arrive (L{JMAPChannel}) and does not log
+    requests itself (the API logs one line per request).
+
+    Pass the service's C{reactor}: it runs the idle timeout and the request
+    deadline.
     """
 
-    def __init__(self, resource: Resource, max_body: int = 0, **kwargs: Any) -> None:
+    def __init__(self, resource: Resource, max_body: int = 0, request_timeout: float = 0, **kwargs: Any) -> None:
         # JMAP has no HTML forms: a POST body is never parsed into
         # request.args.  twisted.web would otherwise parse every POST's
         # Content-Type with the stdlib email package (about a fifth of a
@@ -149,6 +269,20 @@ class JMAPSite(Site):
 
         _Request.max_body = max_body
         self.requestFactory = _Request
+
+        class _Channel(JMAPChannel):
+            pass
+
+        _Channel.request_timeout = request_timeout
+        self._channel_class = _Channel
+        self.request_timeout = request_timeout
+
+    def protocol(self) -> Any:  # type: ignore[override]
+        """
+        What twisted.web's own factory does (a wrapper that could switch to
+        HTTP/2, which jmapd does not install), with L{JMAPChannel}.
+        """
+        return _GenericHTTPChannelProtocol(self._channel_class())
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)

@@ -1,12 +1,21 @@
 """
 Tests for L{jmapd.web.root}: the request class that refuses to store
-oversized bodies.
+oversized bodies, and the deadline for receiving a request.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel
 
 from jmapd.web.resource import body_size
@@ -82,3 +91,191 @@ class FormParsingTests(SynchronousTestCase):
         self.assertEqual(processed, [True])
         self.assertEqual(request.args, {b"x": [b"1"]})
         self.assertEqual(request.content.read(), b"a=1&b=2")
+
+
+TIMEOUT = 10.0
+
+
+class _Echo(Resource):
+    """
+    Answers C{got <body>} at once.
+    """
+
+    isLeaf = True
+
+    def render(self, request: Any) -> bytes:
+        return b"got " + request.content.read()
+
+
+class _Stream(Resource):
+    """
+    A long-lived response, as EventSource's: the header and one event now,
+    more later, never finished.
+    """
+
+    isLeaf = True
+
+    def render(self, request: Any) -> Any:
+        request.setHeader(b"content-type", b"text/event-stream")
+        request.write(b"event: state\ndata: {}\n\n")
+        return NOT_DONE_YET
+
+
+def _root() -> Resource:
+    root = Resource()
+    root.putChild(b"echo", _Echo())
+    root.putChild(b"stream", _Stream())
+    factory = WebSocketServerFactory(reactor=Clock())
+    factory.protocol = WebSocketServerProtocol
+    factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, autoPingInterval=0)
+    root.putChild(b"ws", WebSocketResource(factory))
+    return root
+
+
+class RequestDeadlineTests(SynchronousTestCase):
+    """
+    A client has http-request-timeout seconds for a request's header, from
+    its first byte, and as long again for its body; slower, it gets 408 and
+    the connection is closed.  Time is a L{Clock} given to the site.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        site = JMAPSite(_root(), max_body=1000, request_timeout=TIMEOUT, reactor=self.clock)
+        self.protocol = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+        # autobahn's WebSocketResource hands the transport over through it.
+        self.transport.protocol = self.protocol  # type: ignore[attr-defined]
+        self.protocol.makeConnection(self.transport)
+
+    def send_slowly(self, data: bytes, interval: float) -> float | None:
+        """
+        Send C{data} one byte every C{interval} seconds, as slowloris
+        does (each byte restarts Twisted's idle timeout), until the server
+        closes the connection; when it did, or None.
+        """
+        for index in range(len(data)):
+            if self.transport.disconnecting:
+                break
+            self.protocol.dataReceived(data[index:index + 1])
+            self.clock.advance(interval)
+        return self.clock.seconds() if self.transport.disconnecting else None
+
+    def assert_timed_out(self) -> None:
+        response = self.transport.value()
+        head, _, body = response.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), response)
+        self.assertIn(b"Connection: close", head)
+        self.assertEqual(orjson.loads(body)["status"], 408)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_slow_header(self) -> None:
+        """
+        A request whose header arrives a byte a second (each byte well
+        within the 60-second idle timeout, which it restarts) gets 408 and
+        is disconnected http-request-timeout seconds after its first byte.
+        """
+        closed_at = self.send_slowly(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"1" * 100, 1)
+        self.assertEqual(closed_at, TIMEOUT)
+        self.assert_timed_out()
+
+    def test_header_deadline_exact(self) -> None:
+        """
+        The header's deadline is counted from the request's first byte:
+        it fires exactly http-request-timeout seconds later, although
+        bytes kept arriving.
+        """
+        self.protocol.dataReceived(b"G")
+        for _ in range(9):
+            self.clock.advance(1)
+            self.protocol.dataReceived(b"E")
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.999)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.001)
+        self.assert_timed_out()
+
+    def test_slow_body(self) -> None:
+        """
+        A request whose header came in time but whose body trickles in
+        gets 408 and is disconnected http-request-timeout seconds after
+        its header was complete; the resource never sees it.
+        """
+        self.clock.advance(5)
+        self.protocol.dataReceived(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        closed_at = self.send_slowly(b"x" * 100, 1)
+        self.assertEqual(closed_at, 5 + TIMEOUT)
+        self.assert_timed_out()
+        # The rest, arriving while the connection closes, is ignored.
+        self.protocol.dataReceived(b"x" * 90)
+        self.assertNotIn(b"got", self.transport.value())
+
+    def test_slow_chunked_body(self) -> None:
+        """
+        A chunked body has the same deadline.
+        """
+        self.protocol.dataReceived(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        closed_at = self.send_slowly(b"5\r\nabcde\r\n" * 10, 0.5)
+        self.assertEqual(closed_at, TIMEOUT)
+        self.assert_timed_out()
+
+    def test_normal_requests_and_idle_keep_alive(self) -> None:
+        """
+        Requests that arrive in time are answered, even slow ones within
+        the deadline; a keep-alive connection then idle between requests
+        for longer than the deadline stays open, and is closed by Twisted's
+        idle timeout as before.
+        """
+        self.send_slowly(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n", 0.1)
+        self.send_slowly(b"abc", TIMEOUT / 4)
+        self.assertIn(b"HTTP/1.1 200 OK", self.transport.value())
+        self.assertTrue(self.transport.value().endswith(b"got abc"))
+        self.transport.clear()
+        self.clock.advance(TIMEOUT * 5)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.transport.value(), b"")
+        self.protocol.dataReceived(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"HTTP/1.1 200 OK", self.transport.value())
+        self.transport.clear()
+        self.clock.advance(59)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_pipelined_requests(self) -> None:
+        """
+        Pipelined requests that arrived together are all answered, and no
+        deadline is left behind.
+        """
+        self.protocol.dataReceived(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        self.assertEqual(self.transport.value().count(b"HTTP/1.1 200 OK"), 3)
+        self.assertEqual([call for call in self.clock.getDelayedCalls() if call.getTime() < 60], [])
+
+    def test_long_response_not_cut(self) -> None:
+        """
+        A long-lived response (as an EventSource stream) open far longer
+        than the deadline is not closed by it, and bytes the client sends
+        meanwhile start no deadline.
+        """
+        self.protocol.dataReceived(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"event: state", self.transport.value())
+        self.clock.advance(TIMEOUT * 100)
+        self.protocol.dataReceived(b"GET /echo HTTP/1.1\r\n")
+        self.clock.advance(TIMEOUT * 100)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertNotIn(b"408", self.transport.value())
+
+    def test_websocket_not_cut(self) -> None:
+        """
+        A WebSocket open far longer than the deadline is not closed by it:
+        once upgraded, the connection belongs to the WebSocket protocol.
+        """
+        self.protocol.dataReceived(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.assertTrue(self.transport.value().startswith(b"HTTP/1.1 101 "), self.transport.value())
+        self.clock.advance(TIMEOUT * 100)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertNotIn(b"408", self.transport.value())
