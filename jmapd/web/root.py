@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request, Site
 
@@ -165,6 +165,9 @@ class JMAPChannel(HTTPChannel):
     request_timeout: float = 0
     _request_deadline: IDelayedCall | None = None
     _timed_out = False
+    # Between a request's last byte and its response's end (Twisted
+    # parses nothing meanwhile, and keeps what comes for later).
+    _handling = False
 
     def dataReceived(self, data: bytes) -> None:
         if self._timed_out:
@@ -174,7 +177,7 @@ class JMAPChannel(HTTPChannel):
         # A byte while no request is being received or handled is the
         # first of the next request (pipelined bytes kept while a request
         # was handled come back through here when it is done).
-        if data and self._request_deadline is None and not self._handlingRequest:
+        if data and self._request_deadline is None and not self._handling:
             self._start_deadline("header")
         super().dataReceived(data)
 
@@ -187,7 +190,12 @@ class JMAPChannel(HTTPChannel):
 
     def allContentReceived(self) -> None:
         self._cancel_deadline()
+        self._handling = True
         super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        self._handling = False
+        super().requestDone(request)
 
     def loseConnection(self) -> None:
         # Whoever closes (a 400 for a malformed request, the idle timeout,
@@ -274,15 +282,10 @@ class JMAPSite(Site):
             pass
 
         _Channel.request_timeout = request_timeout
-        self._channel_class = _Channel
+        # The channel itself, not twisted.web's wrapper that could switch
+        # to HTTP/2 (which jmapd does not install).
+        self.protocol = _Channel  # type: ignore[method-assign,assignment]
         self.request_timeout = request_timeout
-
-    def protocol(self) -> Any:  # type: ignore[override]
-        """
-        What twisted.web's own factory does (a wrapper that could switch to
-        HTTP/2, which jmapd does not install), with L{JMAPChannel}.
-        """
-        return _GenericHTTPChannelProtocol(self._channel_class())
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
