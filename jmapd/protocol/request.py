@@ -15,6 +15,29 @@ from attrs import frozen
 
 from jmapd.protocol.errors import limit, not_json, not_request, unknown_capability
 
+#: The deepest nesting orjson can write.  It reads up to 1024 levels, so
+#: without a check a request nested between the two would run and then its
+#: Response (Core/echo, or any method quoting an argument back) could not
+#: be serialised: the client got a 500 after its methods had run.
+MAX_DEPTH = 254
+
+
+def check_depth(document: Any) -> None:
+    """
+    Reject a parsed JSON document nested deeper than L{MAX_DEPTH} levels.
+
+    Serialising it is the exact test (orjson's own limit) and the cheapest
+    one: it runs in C, about 3 ms per MB of request against some 50 ms per
+    MB for parsing it.
+
+    @raise RequestError: notJSON.
+    """
+    try:
+        orjson.dumps(document)
+    except TypeError:
+        # After orjson.loads, the only thing orjson.dumps rejects is depth.
+        raise not_json(f"the JSON is nested more than {MAX_DEPTH} levels deep") from None
+
 
 @frozen
 class Invocation:
@@ -38,13 +61,15 @@ def parse_request(body: bytes, known_capabilities: Collection[str], max_calls: i
     """
     Turn a POST body into a L{Request}.
 
-    @raise RequestError: notJSON, notRequest, unknownCapability or limit
+    @raise RequestError: notJSON (also for nesting deeper than
+        L{MAX_DEPTH}), notRequest, unknownCapability or limit
         (maxCallsInRequest).
     """
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise not_json(f"the request body is not valid JSON: {e}") from None
+    check_depth(document)
     if not isinstance(document, dict):
         raise not_request("the request must be a JSON object with 'using' and 'methodCalls'")
     # Other members are ignored: RFC 8620 section 3.3 says the server MUST

@@ -46,7 +46,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from jmapd.protocol.engine import execute
 from jmapd.protocol.errors import RequestError, limit, not_json, not_request
-from jmapd.protocol.request import Request, parse_request
+from jmapd.protocol.request import Request, check_depth, parse_request
 from jmapd.protocol.session import session_state
 from jmapd.push.follow import Follower, snapshot
 from jmapd.push.notifier import (
@@ -285,6 +285,13 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             message = orjson.loads(payload)
         except orjson.JSONDecodeError as e:
             self._send_text(_request_error(not_json(f"the message is not valid JSON: {e}"), None))
+            return
+        try:
+            # Before anything is done with it: _request serialises the
+            # message again, which fails past this depth.
+            check_depth(message)
+        except RequestError as e:
+            self._send_text(_request_error(e, None))
             return
         if not isinstance(message, dict):
             self._send_text(_request_error(not_request("a message must be a JSON object with an '@type'"), None))

@@ -69,6 +69,21 @@ class ParseRequestTests(SynchronousTestCase):
         self.assertIn("detail", problem)
         self.assertNotIn("limit", problem)
 
+    def test_nesting_deeper_than_orjson_writes(self):
+        """
+        A request nested 254 levels deep parses; one level more is notJSON
+        naming the limit (orjson reads 1024 levels but writes only 254, so
+        the Response echoing it could not be sent).
+        """
+
+        def nested(levels):
+            inner = levels - 4
+            return b'{"using":[],"methodCalls":[["Core/echo",{"a":' + b"[" * inner + b"]" * inner + b'},"c0"]]}'
+
+        parse_request(nested(254), KNOWN, 16)
+        error = self.assertRequestError(nested(255), "notJSON")
+        self.assertIn("254", error.detail)
+
     def test_not_utf8(self):
         """
         Bytes that are not UTF-8 are notJSON.

@@ -138,6 +138,23 @@ class RequestErrorTests(ServerTestCase):
 
         return ensureDeferred(run())
 
+    def test_nested_too_deep(self) -> Any:
+        """
+        Core/echo of arguments nested 300 levels deep (JSON orjson reads but
+        cannot write back) is a notJSON problem, not a 500 with a traceback
+        in the log.
+        """
+
+        async def run() -> None:
+            server = await self.start_server()
+            server.add_account("alice")
+            deep = b"[" * 300 + b"]" * 300
+            document = b'{"using":["' + CORE.encode() + b'"],"methodCalls":[["Core/echo",{"a":' + deep + b'},"c0"]]}'
+            response, body = await post(server, document)
+            assert_problem(self, response, body, 400, "notJSON")
+
+        return ensureDeferred(run())
+
     def test_using_not_a_list(self) -> Any:
         """
         using that is not an array of strings is a notRequest problem.

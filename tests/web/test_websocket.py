@@ -248,6 +248,28 @@ class RequestTests(PushTestCase):
 
         return ensureDeferred(run())
 
+    def test_message_nested_too_deep(self) -> None:
+        """
+        A Request nested 300 levels deep (JSON orjson reads but cannot
+        write back) is a RequestError notJSON, not an exception in the
+        connection's handler; the connection stays usable.
+        """
+
+        async def run() -> None:
+            await self.start_push_server()
+            ws = await open_websocket(self)
+            deep = b"[" * 300 + b"]" * 300
+            ws.send_raw(
+                b'{"@type":"Request","using":["urn:ietf:params:jmap:core"],'
+                b'"methodCalls":[["Core/echo",{"a":' + deep + b'},"c0"]]}'
+            )
+            error = await ws.next()
+            self.assertEqual((error["@type"], error["type"]), ("RequestError", ERROR + "notJSON"))
+            ws.send(echo("ok"))
+            self.assertEqual((await ws.next())["requestId"], "ok")
+
+        return ensureDeferred(run())
+
     def test_request_over_max_size(self) -> None:
         """
         A message larger than maxSizeRequest, in one frame or in fragments
