@@ -80,8 +80,9 @@ __all__ = ["parse_message", "find_part", "parse_headers", "PREVIEW_LENGTH"]
 #: The longest preview RFC 8621 allows.
 PREVIEW_LENGTH = 256
 
-#: Deeper nesting than this, or more parts than _MAX_PARTS, is not split
-#: further: the rest is a leaf.  Real mail never comes close.
+#: Deeper nesting than this, or more parts than _MAX_PARTS (in one
+#: multipart or in all), is not split further: the rest is a leaf.  Real
+#: mail never comes close.
 _MAX_DEPTH = 64
 _MAX_PARTS = 5000
 
@@ -318,6 +319,9 @@ class _Walker:
         ranges: list[tuple[int, int]] = []
         current: int | None = None
         found = False
+        # Each delimiter line is a part: without this bound, a megabyte of
+        # "--b" lines was 250,000 parts and some 300 MB of part dicts.
+        room = max(1, _MAX_PARTS - self.count)
         for line_start, after, closing in _delimiters(raw, boundary_octets, body_start, end):
             found = True
             content_end = line_start
@@ -332,6 +336,9 @@ class _Walker:
                 current = None
                 break
             current = after
+            if len(ranges) >= room:
+                # The rest, delimiters and all, is the last part.
+                break
         if not found:
             return None
         if current is not None:

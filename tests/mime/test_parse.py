@@ -169,6 +169,22 @@ class StructureTests(SynchronousTestCase):
         parsed = parse_message(raw)
         self.assertEqual(parsed["size"], len(raw))
 
+    def test_many_parts_are_bounded(self):
+        """
+        A multipart with more parts than the limit (here 6,000 bare
+        delimiter lines, 24 KB) is split into 5,000 parts at most: the
+        last holds the rest of the message, delimiters and all.
+        Before, every delimiter line was a part (some 300 MB of part
+        dicts for a 1 MB message).
+        """
+        raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\n" * 6000
+        parsed = parse_message(raw)
+        children = parsed["bodyStructure"]["subParts"]
+        self.assertEqual(len(children), 5000)
+        last = children[-1]
+        self.assertEqual(last["_offset"] + last["_length"], len(raw))
+        self.assertEqual(decode_part(raw, last), b"--b\n" * 1000)
+
     def test_empty_message(self):
         """
         Empty input is a message with no headers and an empty text part.
