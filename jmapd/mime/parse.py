@@ -47,8 +47,8 @@ The MIME structure is split here, on the octets, rather than by the stdlib
 C{email} parser, because the stdlib parser does not say where a part's
 octets are, and serving a body value or a part blob by offset is what
 spares Email/get a re-parse.  Header parameters (Content-Type,
-Content-Disposition, RFC 2231 continuations and charsets) are read with the
-stdlib's C{email.message.Message}.  Nothing here raises on malformed input:
+Content-Disposition, RFC 2231 continuations and charsets) are read as the
+stdlib's C{email.message.Message} reads them, split in linear time.  Nothing here raises on malformed input:
 a multipart without a boundary, or whose boundary never appears, becomes a
 text/plain leaf so its content is still readable; a missing closing
 boundary ends the last part at the end of its parent; a header block
@@ -58,10 +58,11 @@ header field.
 
 from __future__ import annotations
 
+import email.utils
 import re
 import unicodedata
 from collections.abc import Callable
-from email.message import Message
+from typing import Any
 
 from jmapd.mime.body import decode_part, decode_text
 from jmapd.mime.headers import (
@@ -162,6 +163,89 @@ def _safe_param(call: Callable[[], object]) -> str | None:
     return None if value is None else str(value)
 
 
+#: What decides where a parameter ends: C{;} outside quotes, C{"}, and
+#: C{\\"}, which the stdlib does not count as a quote.
+_PARAM_SYNTAX = re.compile(r'\\"|"|;')
+
+
+def _split_params(value: str) -> list[tuple[str, str]]:
+    """
+    C{value} split into C{(name, value)} pairs at the semicolons outside
+    quotes, the type or disposition itself first with an empty value: what
+    C{email.message._parseparam} and C{Message._get_params_preserve} make,
+    in one pass.  The stdlib recounts the quotes from the start of the
+    parameter at every semicolon, and copies the rest of the value after
+    every parameter: a 100 KB Content-Type of one quote and semicolons
+    took 24 seconds.
+    """
+    pieces = []
+    start = 0
+    quotes = 0
+    for match in _PARAM_SYNTAX.finditer(value):
+        token = match.group()
+        if token == '"':
+            quotes += 1
+        elif token == ";" and quotes % 2 == 0:
+            pieces.append(value[start : match.start()])
+            start = match.end()
+            quotes = 0
+    pieces.append(value[start:])
+    params = []
+    for piece in pieces:
+        name, equals, rest = piece.partition("=")
+        if equals:
+            params.append((name.strip().lower(), rest.strip()))
+        else:
+            params.append((piece.strip(), ""))
+    return params
+
+
+class _Params:
+    """
+    The parameters of a part's Content-Type and Content-Disposition,
+    answered as C{email.message.Message}'s C{get_param}, C{get_filename}
+    and C{get_boundary} answer (RFC 2231 continuations and charsets
+    included), but each field split once and in linear time (see
+    L{_split_params}).  Like the stdlib's, the getters may raise on a
+    malformed RFC 2231 continuation.
+    """
+
+    def __init__(self, content_type: str | None, disposition: str | None) -> None:
+        self._fields = {"content-type": content_type, "content-disposition": disposition}
+        self._decoded: dict[str, list[tuple[str, Any]]] = {}
+
+    def _params(self, header: str) -> list[tuple[str, Any]] | None:
+        value = self._fields[header]
+        if value is None:
+            return None
+        decoded = self._decoded.get(header)
+        if decoded is None:
+            decoded = self._decoded[header] = email.utils.decode_params(_split_params(value))
+        return decoded
+
+    def get_param(self, param: str, header: str = "content-type") -> Any:
+        for name, value in self._params(header) or ():
+            if name.lower() == param:
+                if isinstance(value, tuple):
+                    return value[0], value[1], email.utils.unquote(value[2])
+                return email.utils.unquote(value)
+        return None
+
+    def get_filename(self) -> str | None:
+        filename = self.get_param("filename", "content-disposition")
+        if filename is None:
+            filename = self.get_param("name")
+        if filename is None:
+            return None
+        return str(email.utils.collapse_rfc2231_value(filename)).strip()
+
+    def get_boundary(self) -> str | None:
+        boundary = self.get_param("boundary")
+        if boundary is None:
+            return None
+        return str(email.utils.collapse_rfc2231_value(boundary)).rstrip()
+
+
 def _by_name(headers: list[dict]) -> dict[str, list[str]]:
     """
     The values of each header field, by lower-case name, in order: one
@@ -245,11 +329,10 @@ class _Walker:
         fields = _by_name(headers)
         content_type = _first(fields, "content-type")
         disposition = _first(fields, "content-disposition")
-        params = Message()
-        if content_type is not None:
-            params["Content-Type"] = unfold(content_type)
-        if disposition is not None:
-            params["Content-Disposition"] = unfold(disposition)
+        params = _Params(
+            None if content_type is None else unfold(content_type),
+            None if disposition is None else unfold(disposition),
+        )
 
         media_type = _media_type(content_type) if content_type is not None else None
         if media_type is None:
@@ -298,7 +381,7 @@ class _Walker:
 
     def _children(
         self,
-        params: Message,
+        params: _Params,
         media_type: str,
         body_start: int,
         end: int,

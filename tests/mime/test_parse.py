@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import orjson
@@ -392,6 +393,35 @@ class RobustnessTests(SynchronousTestCase):
         part = parse_message(raw)["bodyStructure"]
         self.assertEqual(part["disposition"], "attachment")
         self.assertEqual(decode_part(raw, part), b"x")
+
+    def test_parameters_as_the_stdlib_reads_them(self):
+        """
+        A semicolon inside quotes does not end a parameter, an escaped
+        quote does not open or close one, parameter names are matched
+        without regard to case, and RFC 2231 continuations and charsets
+        are decoded, as C{email.message.Message} does.
+        """
+        raw = crlf(
+            'Content-Type: multipart/mixed; BOUNDARY="a;b\\"c"; x=y\n'
+            '\n--a;b"c\n'
+            "Content-Type: text/plain; Charset=ISO-8859-1; name=ignored\n"
+            "Content-Disposition: attachment; filename*0*=utf-8''%C3%A9t; filename*1=e.txt\n\nx\n"
+            '--a;b"c--\n'
+        )
+        part = find_part(parse_message(raw), "1")
+        self.assertEqual((part["charset"], part["name"]), ("ISO-8859-1", "\u00e9te.txt"))
+
+    def test_parameters_in_linear_time(self):
+        """
+        A Content-Type of one quote and 100,000 semicolons (100 KB) parses
+        in well under a second; the stdlib's parameter splitter took 24
+        seconds over it (quadratic in the semicolons inside quotes).
+        """
+        raw = b'Content-Type: text/plain; a="' + b";" * 100_000 + b"\r\n\r\nx"
+        started = time.perf_counter()
+        parsed = parse_message(raw)
+        self.assertLess(time.perf_counter() - started, 3.0)
+        self.assertEqual(parsed["bodyStructure"]["type"], "text/plain")
 
     def test_mutated_corpus(self):
         """
