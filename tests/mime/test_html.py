@@ -4,6 +4,8 @@ Tests for L{jmapd.mime.html}: HTML to text for previews and search.
 
 from __future__ import annotations
 
+import time
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.mime.html import html_to_text
@@ -66,3 +68,27 @@ class HTMLToTextTests(SynchronousTestCase):
         )
         self.assertEqual(html_to_text("<<>>&;"), "<<>>&;")
         self.assertEqual(html_to_text(""), "")
+
+    def test_unclosed_markup_is_text(self):
+        """
+        A tag after the last C{>}, and a comment or marked section that is
+        never closed, are text up to the next C{>}, as the stdlib reads
+        them; a marked section the stdlib rejects after the last C{>} is
+        text too, instead of an error that lost the rest.
+        """
+        self.assertEqual(html_to_text("<p>a</p>b<a<b"), "a\nb<a<b")
+        self.assertEqual(html_to_text("x<!--y>z<!--w>v"), "x<!--y>z<!--w>v")
+        self.assertEqual(html_to_text("a<![CDATA[b>c"), "a<![CDATA[b>c")
+        self.assertEqual(html_to_text("<p>a</p><![foo[b"), "a\n<![foo[b")
+
+    def test_unclosed_markup_in_linear_time(self):
+        """
+        100 KB of start tags with no C{>} after them, or of comments never
+        closed, take well under a second each: the stdlib parser searched
+        to the end of the document for each one (29 and 7 seconds).
+        """
+        for html in ("<a" * 50_000, "<!--x>" * 20_000):
+            started = time.perf_counter()
+            text = html_to_text(html)
+            self.assertLess(time.perf_counter() - started, 3.0, html[:6])
+            self.assertEqual(text, html)
