@@ -15,7 +15,7 @@ from __future__ import annotations
 import binascii
 import re
 
-from jmapd.mime.headers import text_codec
+from jmapd.mime.headers import decode_replacing, text_codec
 
 __all__ = ["decode_part", "decode_transfer", "decode_text", "body_value"]
 
@@ -101,7 +101,7 @@ def decode_text(data: bytes, charset: str | None) -> tuple[str, bool]:
     try:
         return data.decode(codec), False
     except UnicodeDecodeError:
-        return data.decode(codec, "replace"), True
+        return decode_replacing(data, codec), True
     except Exception:  # noqa: BLE001 - some codecs raise other errors on bad input
         return data.decode("utf-8", "replace"), True
 

@@ -42,6 +42,7 @@ __all__ = [
     "unfold",
     "strip_comments",
     "text_codec",
+    "decode_replacing",
 ]
 
 
@@ -72,6 +73,19 @@ def text_codec(charset: str | None) -> str | None:
     if not getattr(info, "_is_text_encoding", True):
         return None
     return info.name
+
+
+def decode_replacing(data: bytes, codec: str) -> str:
+    """
+    C{data} decoded with C{codec}, malformed octets replaced by U+FFFD.  A
+    codec that cannot replace (idna refuses every error handler but
+    strict) decodes as UTF-8 instead: a charset label alone must not make
+    a message fail to parse.
+    """
+    try:
+        return data.decode(codec, "replace")
+    except Exception:  # noqa: BLE001 - any codec failure means "not in this charset"
+        return data.decode("utf-8", "replace")
 
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
@@ -157,7 +171,7 @@ def decode_encoded_words(text: str) -> str:
     def flush() -> None:
         nonlocal pending
         if pending is not None:
-            out.append(_drop_controls(bytes(pending[1]).decode(pending[0], "replace")))
+            out.append(_drop_controls(decode_replacing(bytes(pending[1]), pending[0])))
             pending = None
 
     for index, item in enumerate(items):

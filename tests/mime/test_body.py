@@ -91,6 +91,14 @@ class DecodeTextTests(SynchronousTestCase):
         self.assertEqual(decode_text("café".encode(), "x-unknown"), ("café", True))
         self.assertEqual(decode_text(b"abc", "base64"), ("abc", True))
 
+    def test_codec_that_cannot_replace(self):
+        """
+        Malformed octets in a charset whose codec refuses the C{replace}
+        error handler (idna) are decoded as UTF-8 and flagged, instead of
+        raising out of the parser (a body value, a preview).
+        """
+        self.assertEqual(decode_text(b"a\xffb", "idna"), ("a\ufffdb", True))
+
 
 class BodyValueTests(SynchronousTestCase):
     def test_crlf_to_lf(self):

@@ -83,6 +83,15 @@ class TextTests(SynchronousTestCase):
         """
         self.assertEqual(as_text(" =?x-nope?q?a?= b"), "=?x-nope?q?a?= b")
 
+    def test_codec_that_cannot_replace(self):
+        """
+        An encoded word whose octets are malformed in a charset whose codec
+        refuses the C{replace} error handler (idna) is decoded as UTF-8,
+        instead of raising out of the parser: a Subject of
+        C{=?idna?q?=FF?=} made every delivery of its message fail.
+        """
+        self.assertEqual(as_text(" =?idna?q?=FF?= end"), "\ufffd end")
+
     def test_bad_base64_replaced(self):
         """
         A B word that is not base64 becomes U+FFFD and decoding continues.

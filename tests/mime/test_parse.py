@@ -394,6 +394,14 @@ class RobustnessTests(SynchronousTestCase):
         self.assertEqual(part["disposition"], "attachment")
         self.assertEqual(decode_part(raw, part), b"x")
 
+    def test_charset_whose_codec_cannot_replace(self):
+        """
+        A message whose Subject and text are labelled idna, with an octet
+        that is not valid in it, parses: subject and preview are U+FFFD.
+        """
+        parsed = parse_message(b"Subject: =?idna?q?=FF?=\r\nContent-Type: text/plain; charset=idna\r\n\r\n\xff")
+        self.assertEqual((parsed["subject"], parsed["preview"]), ("\ufffd", "\ufffd"))
+
     def test_parameters_as_the_stdlib_reads_them(self):
         """
         A semicolon inside quotes does not end a parameter, an escaped
