@@ -358,7 +358,10 @@ class LMTPServer(smtp.ESMTP):
                 if not value.isdigit():
                     self.sendCode(501, b"5.5.4 SIZE takes a number of octets")
                     return
-                if int(value) > self.factory.max_size:
+                # Compared by length first: int() refuses more than 4,300
+                # digits (an unhandled error that dropped the connection).
+                digits = value.lstrip(b"0")
+                if len(digits) > len(str(self.factory.max_size)) or int(digits or b"0") > self.factory.max_size:
                     self.sendCode(552, b"5.3.4 Message size exceeds fixed maximum message size")
                     return
             elif name == b"BODY":

@@ -630,6 +630,27 @@ class SizeTests(LMTPTestCase):
         return ensureDeferred(run())
 
 
+    def test_declaredSizeOfManyDigits(self) -> Any:
+        """
+        A SIZE of 5,000 digits (more than Python converts to an int) gets
+        552 5.3.4 and the connection goes on; it was an unhandled error
+        that dropped the connection.
+        """
+
+        async def run() -> None:
+            _, _, port = await self.start_lmtp(mail_max_size=1000)
+            replies = await self.in_thread(
+                converse,
+                port,
+                [b"LHLO mta", b"MAIL FROM:<bob@example.org> SIZE=" + b"9" * 5000,
+                 b"MAIL FROM:<bob@example.org> SIZE=" + b"0" * 5000 + b"1000"],
+            )
+            self.assertTrue(replies[2].startswith(b"552 5.3.4"), replies[2])
+            self.assertTrue(replies[3].startswith(b"250 "), replies[3])
+
+        return ensureDeferred(run())
+
+
 class RobustnessTests(LMTPTestCase):
     """
     Nothing is lost and nothing half-received is filed.
