@@ -458,7 +458,14 @@ class LMTPServer(smtp.ESMTP):
         raw += chunk
         end = raw.find(b"\r\n.\r\n", start)
         if end < 0:
-            if len(raw) - 2 > self.factory.max_size:
+            # Only a bound on what is buffered; the message is measured
+            # exactly once its end is found.  What is received can exceed
+            # the message by a dot per line starting with one (a third, for
+            # lines of one dot) and by the start of the end marker: a
+            # message of exactly mail-max-size whose final dot came before
+            # its line break was refused when this compared with the limit.
+            max_size = self.factory.max_size
+            if len(raw) - 2 > max_size + max_size // 3 + 3:
                 # Keep reading to the end, keeping only what may be the
                 # start of the end marker.
                 self._too_big = True

@@ -650,6 +650,44 @@ class SizeTests(LMTPTestCase):
 
         return ensureDeferred(run())
 
+    def test_messageOfExactlyMaxSize(self) -> Any:
+        """
+        A message of exactly mail-max-size octets is filed, even when its
+        lines start with dots (stuffed on the wire) and its final dot
+        arrives before the line break after it; one octet more gets 552.
+        Before, received octets were compared with the limit before the
+        end was found, so the stuffing or the final dot made it too big.
+        """
+
+        async def run() -> None:
+            server, _, port = await self.start_lmtp(mail_max_size=1000)
+            alice = server.add_account("alice", ("alice@example.com",))
+            head = b"Subject: dots\r\n\r\n" + b".\r\n" * 10
+
+            def send(content: bytes) -> bytes:
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                    f = sock.makefile("rb")
+                    f.readline()
+                    for command in (b"LHLO mta", b"MAIL FROM:<bob@example.org>", b"RCPT TO:<alice@example.com>",
+                                    b"DATA"):
+                        sock.sendall(command + b"\r\n")
+                        while f.readline()[3:4] == b"-":
+                            pass
+                    sock.sendall(content.replace(b"\r\n.", b"\r\n..") + b".")
+                    sock.sendall(b"\r\n")
+                    return f.readline()
+
+            exact = head + b"x" * (1000 - len(head) - 2) + b"\r\n"
+            self.assertEqual(len(exact), 1000)
+            self.assertTrue((await self.in_thread(send, exact)).startswith(b"250 "))
+            self.assertTrue((await self.in_thread(send, b"y" + exact)).startswith(b"552 5.3.4"))
+            stored = self.stored(server, alice)
+            self.assertEqual(len(stored), 1)
+            # After the Return-Path and Delivered-To fields delivery adds.
+            self.assertTrue(stored[0].endswith(b"\r\n" + exact))
+
+        return ensureDeferred(run())
+
 
 class RobustnessTests(LMTPTestCase):
     """
