@@ -48,12 +48,12 @@ C{email} parser, because the stdlib parser does not say where a part's
 octets are, and serving a body value or a part blob by offset is what
 spares Email/get a re-parse.  Header parameters (Content-Type,
 Content-Disposition, RFC 2231 continuations and charsets) are read as the
-stdlib's C{email.message.Message} reads them, split in linear time.  Nothing here raises on malformed input:
-a multipart without a boundary, or whose boundary never appears, becomes a
-text/plain leaf so its content is still readable; a missing closing
-boundary ends the last part at the end of its parent; a header block
-without the empty line after it ends at the first line that is not a
-header field.
+stdlib's C{email.message.Message} reads them, split in linear time.
+Nothing here raises on malformed input: a multipart without a boundary, or
+whose boundary never appears, becomes a text/plain leaf so its content is
+still readable; a missing closing boundary ends the last part at the end of
+its parent; a header block without the empty line after it ends at the
+first line that is not a header field.
 """
 
 from __future__ import annotations
