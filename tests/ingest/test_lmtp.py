@@ -5,10 +5,12 @@ end to end, with a real client on a real socket.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import smtplib
 import socket
 import ssl
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -262,10 +264,7 @@ class DeliveryTests(LMTPTestCase):
                     f = sock.makefile("rb")
                     f.readline()
                     sock.sendall(b"LHLO mta\r\n")
-                    while True:
-                        line = f.readline()
-                        if line[3:4] == b" ":
-                            break
+                    read_reply(f)
                     sock.sendall(
                         b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<nobody@example.com>\r\n"
                         b"RCPT TO:<alice@example.com>\r\nDATA\r\n"
@@ -302,11 +301,7 @@ class DeliveryTests(LMTPTestCase):
                     for command in (b"LHLO mta", b"MAIL FROM:<bob@example.org>", b"RCPT TO:<alice@example.com>",
                                     b"DATA"):
                         sock.sendall(command + b"\r\n")
-                        while True:
-                            line = f.readline()
-                            if line[3:4] != b"-":
-                                break
-                        replies.append(line[:3])
+                        replies.append(read_reply(f)[:3])
                     stuffed = sent.replace(b"\r\n..", b"\r\n...") + b".\r\nNOOP\r\n"
                     for start in range(0, len(stuffed), 3):
                         sock.sendall(stuffed[start : start + 3])
@@ -350,6 +345,17 @@ class DeliveryTests(LMTPTestCase):
         return ensureDeferred(run())
 
 
+def read_reply(f: Any) -> bytes:
+    """
+    The last line of the next reply on C{f} (a multi-line reply's lines
+    have a hyphen after the code), or C{b""} at the end of input.
+    """
+    while True:
+        line: bytes = f.readline()
+        if not line or line[3:4] != b"-":
+            return line
+
+
 def converse(port: int, commands: list[bytes]) -> list[bytes]:
     """
     Send each command on a new connection, one at a time, and return the
@@ -360,12 +366,23 @@ def converse(port: int, commands: list[bytes]) -> list[bytes]:
         replies = [f.readline()]
         for command in commands:
             sock.sendall(command + b"\r\n")
-            while True:
-                line = f.readline()
-                if not line or line[3:4] != b"-":
-                    break
-            replies.append(line)
+            replies.append(read_reply(f))
     return replies
+
+
+@contextlib.contextmanager
+def in_data(port: int) -> Iterator[tuple[socket.socket, Any]]:
+    """
+    A connection that has said LHLO, MAIL FROM bob, RCPT TO alice and DATA,
+    one at a time: the socket, and a file reading its replies.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        for command in (b"LHLO mta", b"MAIL FROM:<bob@example.org>", b"RCPT TO:<alice@example.com>", b"DATA"):
+            sock.sendall(command + b"\r\n")
+            read_reply(f)
+        yield sock, f
 
 
 class ProtocolTests(LMTPTestCase):
@@ -529,8 +546,7 @@ class ProtocolTests(LMTPTestCase):
                     f = sock.makefile("rb")
                     f.readline()
                     sock.sendall(b"LHLO mta\r\n")
-                    while f.readline()[3:4] != b" ":
-                        pass
+                    read_reply(f)
                     sock.sendall(
                         b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.com>\r\n"
                         b"RCPT TO:<nobody@example.com>\r\nDATA\r\n"
@@ -665,14 +681,7 @@ class SizeTests(LMTPTestCase):
             head = b"Subject: dots\r\n\r\n" + b".\r\n" * 10
 
             def send(content: bytes) -> bytes:
-                with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-                    f = sock.makefile("rb")
-                    f.readline()
-                    for command in (b"LHLO mta", b"MAIL FROM:<bob@example.org>", b"RCPT TO:<alice@example.com>",
-                                    b"DATA"):
-                        sock.sendall(command + b"\r\n")
-                        while f.readline()[3:4] == b"-":
-                            pass
+                with in_data(port) as (sock, f):
                     sock.sendall(content.replace(b"\r\n.", b"\r\n..") + b".")
                     sock.sendall(b"\r\n")
                     return f.readline()
@@ -705,16 +714,7 @@ class RobustnessTests(LMTPTestCase):
             alice = server.add_account("alice", ("alice@example.com",))
 
             def drop() -> None:
-                with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-                    f = sock.makefile("rb")
-                    f.readline()
-                    for command in (b"LHLO mta", b"MAIL FROM:<bob@example.org>", b"RCPT TO:<alice@example.com>",
-                                    b"DATA"):
-                        sock.sendall(command + b"\r\n")
-                        while True:
-                            line = f.readline()
-                            if line[3:4] != b"-":
-                                break
+                with in_data(port) as (sock, _):
                     sock.sendall(message(subject="cut off") + b"more of it\r\n")
 
             def deliver() -> None:

@@ -165,6 +165,15 @@ class _GranteePushTests:
         state = await self.touch_alice()
         await self.expect(channel, self.alice, "Email", state)
 
+    async def resubscribe(self, channel: _Channel) -> None:
+        """
+        bob subscribes to alice's Mailbox again: the channel sends her
+        account's states at once, then follows its changes.
+        """
+        await self.subscribe(True)
+        await self.expect(channel, self.alice, "Mailbox")
+        await self.assert_follows_alice(channel)
+
     def test_share_then_subscribe_without_reconnecting(self) -> None:
         """
         A channel opened before the share reports nothing of alice's account
@@ -215,9 +224,7 @@ class _GranteePushTests:
             await self.assert_follows_alice(channel)
             await self.subscribe(False)
             await self.assert_silent_about_alice(channel, "bob", self.bob)
-            await self.subscribe(True)
-            await self.expect(channel, self.alice, "Mailbox")
-            await self.assert_follows_alice(channel)
+            await self.resubscribe(channel)
 
         return ensureDeferred(run())
 
@@ -280,9 +287,7 @@ class _GranteePushTests:
             group = self.server.env.database.run_sync(principals.add_group, "staff", [self.bob], write=True)
             channel = await self.open_channel("bob")
             await self.share({group: READ})
-            await self.subscribe(True)
-            await self.expect(channel, self.alice, "Mailbox")
-            await self.assert_follows_alice(channel)
+            await self.resubscribe(channel)
             await self.share(None)
             await self.assert_silent_about_alice(channel, "bob", self.bob)
 
@@ -305,9 +310,7 @@ class _GranteePushTests:
             await self.assert_silent_about_alice(channel, "bob", self.bob)
             await self.share({self.bob: READ})
             await self.assert_silent_about_alice(channel, "bob", self.bob)
-            await self.subscribe(True)
-            await self.expect(channel, self.alice, "Mailbox")
-            await self.assert_follows_alice(channel)
+            await self.resubscribe(channel)
 
         return ensureDeferred(run())
 

@@ -39,6 +39,15 @@ def echo(request_id: str | None = "r1", value: Any = 1) -> dict[str, Any]:
     return message
 
 
+async def answers(case: Any, ws: Any, request_id: str) -> None:
+    """
+    Assert that the WebSocket C{ws} is still usable: a Core/echo Request
+    sent on it is answered, with its id as the requestId.
+    """
+    ws.send(echo(request_id))
+    case.assertEqual((await ws.next())["requestId"], request_id)
+
+
 class UpgradeTests(PushTestCase):
     def test_session_capability(self) -> None:
         """
@@ -137,8 +146,7 @@ class UpgradeTests(PushTestCase):
             response, body = await self.server.request("GET", "/jmap/ws", headers=headers)
             self.assertEqual(response.code, 403)
             ws = await open_websocket(self, origin="https://app.example")
-            ws.send(echo("allowed"))
-            self.assertEqual((await ws.next())["requestId"], "allowed")
+            await answers(self, ws, "allowed")
 
         return ensureDeferred(run())
 
@@ -158,11 +166,9 @@ class UpgradeTests(PushTestCase):
             self.assertEqual(response.code, 403)
             self.assertEqual(self.hub.websocket.connections, set())
             ws = await open_websocket(self, origin="https://app.example")
-            ws.send(echo("allowed"))
-            self.assertEqual((await ws.next())["requestId"], "allowed")
+            await answers(self, ws, "allowed")
             ws = await open_websocket(self)
-            ws.send(echo("no origin"))
-            self.assertEqual((await ws.next())["requestId"], "no origin")
+            await answers(self, ws, "no origin")
 
         return ensureDeferred(run())
 
@@ -243,8 +249,7 @@ class RequestTests(PushTestCase):
             ws.send({"@type": "Subscribe", "id": "s"})
             error = await ws.next()
             self.assertEqual((error["type"], error["requestId"]), (ERROR + "notRequest", "s"))
-            ws.send(echo("ok"))
-            self.assertEqual((await ws.next())["requestId"], "ok")
+            await answers(self, ws, "ok")
 
         return ensureDeferred(run())
 
@@ -265,8 +270,7 @@ class RequestTests(PushTestCase):
             )
             error = await ws.next()
             self.assertEqual((error["@type"], error["type"]), ("RequestError", ERROR + "notJSON"))
-            ws.send(echo("ok"))
-            self.assertEqual((await ws.next())["requestId"], "ok")
+            await answers(self, ws, "ok")
 
         return ensureDeferred(run())
 
@@ -290,8 +294,7 @@ class RequestTests(PushTestCase):
             ws.protocol.sendMessage(orjson.dumps(echo("parts", "z" * 5000)), isBinary=False, fragmentSize=1000)
             error = await ws.next()
             self.assertEqual((error["type"], error["limit"]), (ERROR + "limit", "maxSizeRequest"))
-            ws.send(echo("small"))
-            self.assertEqual((await ws.next())["requestId"], "small")
+            await answers(self, ws, "small")
 
         return ensureDeferred(run())
 
@@ -386,6 +389,19 @@ class RequestTests(PushTestCase):
 
 
 class PushTests(PushTestCase):
+    async def pushing_websocket(self) -> Any:
+        """
+        A WebSocket that has sent WebSocketPushEnable for every type (and
+        had a request answered after it, so push is on), with the push hub
+        running.
+        """
+        ws = await open_websocket(self)
+        ws.send({"@type": "WebSocketPushEnable", "dataTypes": None})
+        ws.send(echo())
+        await ws.next()
+        await push_on(self.hub)
+        return ws
+
     def test_push_enable(self) -> None:
         """
         After WebSocketPushEnable, a change is pushed as a StateChange with
@@ -394,11 +410,7 @@ class PushTests(PushTestCase):
 
         async def run() -> None:
             await self.start_push_server()
-            ws = await open_websocket(self)
-            ws.send({"@type": "WebSocketPushEnable", "dataTypes": None})
-            ws.send(echo())
-            await ws.next()
-            await push_on(self.hub)
+            ws = await self.pushing_websocket()
             states = await self.touch("Mailbox")
             change = await ws.next()
             self.assertEqual(change["@type"], "StateChange")
@@ -416,11 +428,7 @@ class PushTests(PushTestCase):
 
         async def run() -> None:
             await self.start_push_server()
-            ws = await open_websocket(self)
-            ws.send({"@type": "WebSocketPushEnable", "dataTypes": None})
-            ws.send(echo())
-            await ws.next()
-            await push_on(self.hub)
+            ws = await self.pushing_websocket()
             from jmapd.storage import accounts
 
             self.server.env.database.run_sync(accounts.set_password, "alice", None, write=True)
@@ -467,8 +475,7 @@ class PushTests(PushTestCase):
             ws.send(echo("off"))
             await ws.next()
             await self.touch("Mailbox")
-            ws.send(echo("after"))
-            self.assertEqual((await ws.next())["requestId"], "after")
+            await answers(self, ws, "after")
             self.assertEqual(self.hub.notifier.listening(self.account), 0)
 
         return ensureDeferred(run())
@@ -481,11 +488,7 @@ class PushTests(PushTestCase):
 
         async def run() -> None:
             await self.start_push_server()
-            ws = await open_websocket(self)
-            ws.send({"@type": "WebSocketPushEnable", "dataTypes": None})
-            ws.send(echo())
-            await ws.next()
-            await push_on(self.hub)
+            ws = await self.pushing_websocket()
             await self.touch("Mailbox")
             push_state = (await ws.next())["pushState"]
             await ws.close()
@@ -505,17 +508,12 @@ class PushTests(PushTestCase):
 
         async def run() -> None:
             await self.start_push_server(event_source_throttle=5.0)
-            ws = await open_websocket(self)
-            ws.send({"@type": "WebSocketPushEnable", "dataTypes": None})
-            ws.send(echo())
-            await ws.next()
-            await push_on(self.hub)
+            ws = await self.pushing_websocket()
             await self.touch("Mailbox")
             await ws.next()
             await self.touch("Mailbox")
             latest = await self.touch("Email")
-            ws.send(echo("between"))
-            self.assertEqual((await ws.next())["requestId"], "between")
+            await answers(self, ws, "between")
             self.clock.advance(5)
             change = await ws.next()
             self.assertEqual(change["changed"][self.account]["Email"], latest["Email"])
@@ -566,8 +564,7 @@ class PushTests(PushTestCase):
                 await deferLater(reactor, 0.3, lambda: None)
             self.clock.advance(0.49)
             self.assertEqual(self.hub.websocket.connections, {connection})
-            ws.send(echo("alive"))
-            self.assertEqual((await ws.next())["requestId"], "alive")
+            await answers(self, ws, "alive")
 
         return ensureDeferred(run())
 
