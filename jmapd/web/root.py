@@ -164,15 +164,15 @@ class JMAPChannel(HTTPChannel):
 
     request_timeout: float = 0
     _request_deadline: IDelayedCall | None = None
-    _timed_out = False
+    # Set once the connection was answered and is closing (408, 414,
+    # 431): what the client sends then must not make a request after all.
+    _closing = False
     # Between a request's last byte and its response's end (Twisted
     # parses nothing meanwhile, and keeps what comes for later).
     _handling = False
 
     def dataReceived(self, data: bytes) -> None:
-        if self._timed_out:
-            # The 408 is the answer: what comes while the connection
-            # closes must not make a request after all.
+        if self._closing:
             return
         # A byte while no request is being received or handled is the
         # first of the next request (pipelined bytes kept while a request
@@ -223,30 +223,57 @@ class JMAPChannel(HTTPChannel):
         Answer 408 and close.  Nothing of a response can have been sent for
         a request still being received (the resource has not seen it; at
         most a 100 Continue, which is not a response), so the 408 is the
-        whole answer.  As for the idle timeout, a client that does not read
-        it is cut off C{abortTimeout} seconds later.
+        whole answer.
         """
         self._request_deadline = None
         transport = self.transport
         if transport is None or getattr(transport, "disconnecting", False):
             return
-        self._timed_out = True
-        self.persistent = False
-        peer = transport.getPeer()
         log.info(
             "HTTP request {part} from {peer} not received within {timeout} seconds; closing the connection",
             part=part,
-            peer=str(peer),
+            peer=str(transport.getPeer()),
             timeout=self.request_timeout,
         )
-        body = orjson.dumps(
-            HTTPProblem(408, f"the request {part} was not received within {self.request_timeout:g} seconds").body()
+        self._answer_and_close(
+            408, b"Request Timeout", f"the request {part} was not received within {self.request_timeout:g} seconds"
         )
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        A request line or header field longer than Twisted reads
+        (C{MAX_LENGTH}, 16 KiB) gets an answer, where Twisted's own closes
+        the connection without one: 414 for the request line (no request
+        has begun), 431 for a header field (RFC 9112 section 3, RFC 6585
+        section 5).
+        """
+        if self.transport is None or getattr(self.transport, "disconnecting", False):
+            return
+        if not self.requests:
+            self._answer_and_close(414, b"URI Too Long", f"the request line is longer than {self.MAX_LENGTH} octets")
+        else:
+            self._answer_and_close(
+                431, b"Request Header Fields Too Large", f"a header field is longer than {self.MAX_LENGTH} octets"
+            )
+
+    def _answer_and_close(self, status: int, phrase: bytes, detail: str) -> None:
+        """
+        Answer a request that is not read to its end with a problem
+        document, then close; what the client sends after it is ignored.
+        As for the idle timeout, a client that does not read the answer is
+        cut off C{abortTimeout} seconds later.
+        """
+        transport = self.transport
+        assert transport is not None
+        self._closing = True
+        self.persistent = False
+        body = orjson.dumps(HTTPProblem(status, detail).body())
         transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\n"
-            b"Connection: close\r\n"
-            b"Content-Type: " + PROBLEM_JSON + b"\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body) + body
+            b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+            + b"Connection: close\r\n"
+            + b"Content-Type: " + PROBLEM_JSON + b"\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
         )
         if self.abortTimeout is not None:
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)

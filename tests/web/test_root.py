@@ -279,3 +279,38 @@ class RequestDeadlineTests(SynchronousTestCase):
         self.clock.advance(TIMEOUT * 100)
         self.assertFalse(self.transport.disconnecting)
         self.assertNotIn(b"408", self.transport.value())
+
+
+class LongLineTests(SynchronousTestCase):
+    """
+    A request line or header field longer than twisted.web reads gets an
+    answer before the connection closes, not just the close.
+    """
+
+    def answer(self, data: bytes) -> tuple[bytes, dict[str, Any]]:
+        site = JMAPSite(_root(), max_body=1000, reactor=Clock())
+        protocol = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(data)
+        self.assertTrue(transport.disconnecting)
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        return head, orjson.loads(body)
+
+    def test_request_line_too_long(self) -> None:
+        """
+        A request line over 16 KiB (a very long URL) is answered 414 URI
+        Too Long (RFC 9112 section 3) with a problem document, then closed.
+        """
+        head, problem = self.answer(b"GET /" + b"a" * 60000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 414 URI Too Long\r\n"), head)
+        self.assertEqual(problem["status"], 414)
+
+    def test_header_field_too_long(self) -> None:
+        """
+        A header field over 16 KiB is answered 431 Request Header Fields
+        Too Large (RFC 6585 section 5), then closed.
+        """
+        head, problem = self.answer(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Long: " + b"b" * 17000 + b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), head)
+        self.assertEqual(problem["status"], 431)
