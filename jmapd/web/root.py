@@ -139,12 +139,19 @@ class JMAPRequest(Request):
         super().handleContentChunk(data)
 
 
+#: How many octets of a request body give it C{http-request-timeout}
+#: seconds more (L{JMAPChannel}).
+BODY_PROGRESS = 64 * 1024
+
+
 class JMAPChannel(HTTPChannel):
     """
     An HTTP/1.1 channel that gives the client C{request_timeout} seconds to
     send a request's header, from the request's first byte, and as long
-    again for its body; a client slower than that gets 408 and the
-    connection is closed.
+    again for each L{BODY_PROGRESS} octets of its body (a large upload over
+    a slow link goes on as long as it keeps coming at that rate, about 2
+    KiB/s by default; a body trickling in slower does not); a client slower
+    than that gets 408 and the connection is closed.
 
     Twisted's only limit is the idle timeout, which every byte received
     restarts: a client sending its request a byte a minute (slowloris)
@@ -164,6 +171,8 @@ class JMAPChannel(HTTPChannel):
 
     request_timeout: float = 0
     _request_deadline: IDelayedCall | None = None
+    # Body octets received since the body's deadline last started.
+    _body_progress = 0
     # Set once the connection was answered and is closing (408, 414,
     # 431): what the client sends then must not make a request after all.
     _closing = False
@@ -188,6 +197,15 @@ class JMAPChannel(HTTPChannel):
         # which cancels this again.
         self._start_deadline("body")
 
+    def rawDataReceived(self, data: bytes) -> None:
+        # Body octets (a body is read in raw mode): each BODY_PROGRESS of
+        # them gives the body its time again.
+        if self._request_deadline is not None and self._body_progress >= 0:
+            self._body_progress += len(data)
+            if self._body_progress >= BODY_PROGRESS:
+                self._start_deadline("body")
+        super().rawDataReceived(data)
+
     def allContentReceived(self) -> None:
         self._cancel_deadline()
         self._handling = True
@@ -211,6 +229,8 @@ class JMAPChannel(HTTPChannel):
         if self.request_timeout <= 0:
             return
         self._cancel_deadline()
+        # Only the body's deadline is given again as octets come.
+        self._body_progress = 0 if part == "body" else -1
         self._request_deadline = self.callLater(self.request_timeout, functools.partial(self._request_timed_out, part))
 
     def _cancel_deadline(self) -> None:

@@ -19,7 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel
 
 from jmapd.web.resource import body_size
-from jmapd.web.root import JMAPRequest, JMAPSite
+from jmapd.web.root import BODY_PROGRESS, JMAPRequest, JMAPSite
 
 
 def make_request(max_body: int) -> JMAPRequest:
@@ -209,6 +209,26 @@ class RequestDeadlineTests(SynchronousTestCase):
         # The rest, arriving while the connection closes, is ignored.
         self.protocol.dataReceived(b"x" * 90)
         self.assertNotIn(b"got", self.transport.value())
+
+    def test_large_body_coming_steadily(self) -> None:
+        """
+        A large body that keeps coming (64 KiB within each deadline) is
+        received in full although it takes several times the deadline:
+        an upload over a slow link is not cut off, only a body trickling
+        in slower than that.
+        """
+        site = JMAPSite(_root(), max_body=1 << 20, request_timeout=TIMEOUT, reactor=self.clock)
+        protocol = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+        protocol.makeConnection(transport)
+        piece = b"y" * BODY_PROGRESS
+        protocol.dataReceived(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (4 * len(piece)))
+        for _ in range(4):
+            self.clock.advance(TIMEOUT * 0.9)
+            protocol.dataReceived(piece)
+        self.assertIn(b"HTTP/1.1 200 OK", transport.value())
+        self.assertNotIn(b"408", transport.value())
+        self.assertTrue(transport.value().endswith(b"got " + piece * 4))
 
     def test_slow_chunked_body(self) -> None:
         """
