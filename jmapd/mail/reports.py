@@ -53,15 +53,14 @@ message is filed all the same.
 from __future__ import annotations
 
 import re
-from email.message import Message
 from typing import Any
 
 from attrs import frozen
 from twisted.logger import Logger
 
 from jmapd.mime.body import decode_part
-from jmapd.mime.headers import as_message_ids, strip_comments, unfold
-from jmapd.mime.parse import parse_headers
+from jmapd.mime.headers import as_message_ids, strip_comments
+from jmapd.mime.parse import content_type_param, parse_headers
 from jmapd.storage import emails
 from jmapd.storage import submissions as storage
 
@@ -187,14 +186,8 @@ def _report_type(headers: list[dict[str, str]]) -> str | None:
     The report-type parameter of the Content-Type (RFC 6522), lower case.
     """
     value = next((h["value"] for h in headers if h["name"].lower() == "content-type"), None)
-    if value is None:
-        return None
-    params = Message()
-    params["Content-Type"] = unfold(value)
-    found = params.get_param("report-type")
-    if isinstance(found, tuple):
-        found = found[2]
-    return None if not isinstance(found, str) else found.strip().lower()
+    found = None if value is None else content_type_param(value, "report-type")
+    return None if found is None else found.strip().lower()
 
 
 def _field_blocks(text: str) -> list[dict[str, str]]:

@@ -76,7 +76,7 @@ from jmapd.mime.headers import (
 )
 from jmapd.mime.html import html_to_text
 
-__all__ = ["parse_message", "find_part", "parse_headers", "PREVIEW_LENGTH"]
+__all__ = ["parse_message", "find_part", "parse_headers", "content_type_param", "PREVIEW_LENGTH"]
 
 #: The longest preview RFC 8621 allows.
 PREVIEW_LENGTH = 256
@@ -244,6 +244,16 @@ class _Params:
         if boundary is None:
             return None
         return str(email.utils.collapse_rfc2231_value(boundary)).rstrip()
+
+
+def content_type_param(value: str, name: str) -> str | None:
+    """
+    The parameter C{name} (lower case) of the Content-Type field value
+    C{value}, read as the parse reads a part's (in linear time, RFC 2231
+    included), or L{None} when it has none or it cannot be read.
+    """
+    params = _Params(unfold(value), None)
+    return _safe_param(lambda: params.get_param(name))
 
 
 def _by_name(headers: list[dict]) -> dict[str, list[str]]:
