@@ -20,7 +20,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from attrs import frozen
@@ -210,6 +210,30 @@ def check_auth_version(txn: Any, login: Login) -> None:
     """
     if accounts.auth_version(txn, login.principal.account_id) != login.auth_version:
         raise AuthVersionChanged(login.principal.name)
+
+
+async def still_valid(
+    database: Any, login: Login, relogin: Callable[[], Awaitable[Login]] | None
+) -> Login | None:
+    """
+    For a connection that outlives its request (an EventSource stream, a
+    WebSocket): C{login} if the account's credentials did not change since
+    it was verified (one database read); else the login C{relogin} gives
+    by verifying the connection's credentials again (another token of the
+    account revoked leaves them valid); L{None} when they are no longer
+    valid.
+    """
+    try:
+        await database.run_interaction(check_auth_version, login)
+        return login
+    except AuthVersionChanged:
+        pass
+    if relogin is None:
+        return None
+    try:
+        return await relogin()
+    except HTTPProblem:
+        return None
 
 
 async def run_checked(

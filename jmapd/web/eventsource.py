@@ -42,7 +42,7 @@ from jmapd.push.notifier import (
     encode_position,
     state_change,
 )
-from jmapd.web.auth import AuthVersionChanged, check_auth_version, run_checked
+from jmapd.web.auth import run_checked, still_valid
 from jmapd.web.resource import AsyncResource, HTTPProblem
 
 log = Logger()
@@ -267,15 +267,10 @@ class EventSourceResource(AsyncResource):
 
         async def authorize() -> bool:
             nonlocal current
-            try:
-                await env.database.run_interaction(check_auth_version, current)
-                return True
-            except AuthVersionChanged:
-                pass
-            try:
-                current = await self._auth.login_again(held)
-            except HTTPProblem:
+            renewed = await still_valid(env.database, current, lambda: self._auth.login_again(held))
+            if renewed is None:
                 return False
+            current = renewed
             return True
 
         stream = _EventStream(

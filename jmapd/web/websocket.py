@@ -55,7 +55,7 @@ from jmapd.push.notifier import (
     encode_position,
     state_change,
 )
-from jmapd.web.auth import AuthVersionChanged, check_auth_version
+from jmapd.web.auth import AuthVersionChanged, check_auth_version, still_valid
 from jmapd.web.cors import CORSPolicy
 from jmapd.web.resource import HTTPProblem, write_problem
 
@@ -477,17 +477,10 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         self._pushing.addCallback(check).addErrback(failed)
 
     async def _still_valid(self) -> bool:
-        try:
-            await self.factory.env.database.run_interaction(check_auth_version, self.login)
-            return True
-        except AuthVersionChanged:
-            pass
-        if self.relogin is None:
+        login = await still_valid(self.factory.env.database, self.login, self.relogin)
+        if login is None:
             return False
-        try:
-            await self._login_again()
-        except AuthVersionChanged:
-            return False
+        self.login = login
         return True
 
     def _push_off(self) -> None:
