@@ -1514,6 +1514,18 @@ def _directory_problem(directory: str) -> str | None:
     return None
 
 
+def _pair_problem(parsed: Mapping[str, Any], cert: str, key: str, purpose: str) -> str | None:
+    """
+    The problem of a certificate and private key pair (both parsed) of
+    which only one is set, or L{None}: they are used together, for
+    C{purpose}, or not at all.
+    """
+    if (parsed[cert] is None) == (parsed[key] is None):
+        return None
+    present, missing = (cert, key) if parsed[cert] is not None else (key, cert)
+    return f"{cert}, {key}: set both to {purpose}, or neither; {present} is set but {missing} is not"
+
+
 def _rule_problems(parsed: Mapping[str, Any]) -> list[str]:
     """
     The problems between keys that each parse well on its own: settings
@@ -1528,12 +1540,10 @@ def _rule_problems(parsed: Mapping[str, Any]) -> list[str]:
         return parsed.get(name) is not None
 
     cert, key = "lmtp-cert-path", "lmtp-key-path"
-    if cert in parsed and key in parsed and given(cert) != given(key):
-        present, missing = (cert, key) if given(cert) else (key, cert)
-        problems.append(
-            f"{cert}, {key}: set both to offer STARTTLS, or neither;"
-            f" {present} is set but {missing} is not"
-        )
+    if cert in parsed and key in parsed:
+        problem = _pair_problem(parsed, cert, key, "offer STARTTLS")
+        if problem is not None:
+            problems.append(problem)
     if (
         parsed.get("lmtp-tls-only")
         and cert in parsed
@@ -1601,12 +1611,9 @@ def _build(
     cert, key = "jmap-cert-path", "jmap-key-path"
     tls = False
     if cert in parsed and key in parsed:
-        if (parsed[cert] is None) != (parsed[key] is None):
-            given, missing = (cert, key) if parsed[cert] is not None else (key, cert)
-            problems.append(
-                f"{cert}, {key}: set both to serve HTTPS, or neither;"
-                f" {given} is set but {missing} is not"
-            )
+        problem = _pair_problem(parsed, cert, key, "serve HTTPS")
+        if problem is not None:
+            problems.append(problem)
         tls = parsed[cert] is not None and parsed[key] is not None
 
     problems.extend(_rule_problems(parsed))
