@@ -476,10 +476,7 @@ def record_group_sight(txn: Any, group_id: str, member_ids: Iterable[str]) -> No
     and query states move), and the sight of the Mailbox, and of its
     Emails and Threads where one of these groups may read them, noted.
     """
-    users: list[str] = []
-    for member_id in member_ids:
-        users.extend([member_id, *members_of(txn, member_id)])
-    users = sorted(set(users))
+    users = sorted(_with_members(txn, member_ids))
     if not users:
         return
     # L{groups_of} stops where a cycle of memberships closes.
