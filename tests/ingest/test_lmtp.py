@@ -260,11 +260,7 @@ class DeliveryTests(LMTPTestCase):
             alice = server.add_account("alice", ("alice@example.com",))
 
             def deliver() -> list[bytes]:
-                with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-                    f = sock.makefile("rb")
-                    f.readline()
-                    sock.sendall(b"LHLO mta\r\n")
-                    read_reply(f)
+                with after_lhlo(port) as (sock, f):
                     sock.sendall(
                         b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<nobody@example.com>\r\n"
                         b"RCPT TO:<alice@example.com>\r\nDATA\r\n"
@@ -371,15 +367,27 @@ def converse(port: int, commands: list[bytes]) -> list[bytes]:
 
 
 @contextlib.contextmanager
+def after_lhlo(port: int) -> Iterator[tuple[socket.socket, Any]]:
+    """
+    A connection that has been greeted and said LHLO: the socket, and a
+    file reading its replies.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b"LHLO mta\r\n")
+        read_reply(f)
+        yield sock, f
+
+
+@contextlib.contextmanager
 def in_data(port: int) -> Iterator[tuple[socket.socket, Any]]:
     """
     A connection that has said LHLO, MAIL FROM bob, RCPT TO alice and DATA,
     one at a time: the socket, and a file reading its replies.
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        f = sock.makefile("rb")
-        f.readline()
-        for command in (b"LHLO mta", b"MAIL FROM:<bob@example.org>", b"RCPT TO:<alice@example.com>", b"DATA"):
+    with after_lhlo(port) as (sock, f):
+        for command in (b"MAIL FROM:<bob@example.org>", b"RCPT TO:<alice@example.com>", b"DATA"):
             sock.sendall(command + b"\r\n")
             read_reply(f)
         yield sock, f
@@ -542,11 +550,7 @@ class ProtocolTests(LMTPTestCase):
             alice = server.add_account("alice", ("alice@example.com",))
 
             def send(after_data: bytes) -> bytes:
-                with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-                    f = sock.makefile("rb")
-                    f.readline()
-                    sock.sendall(b"LHLO mta\r\n")
-                    read_reply(f)
+                with after_lhlo(port) as (sock, f):
                     sock.sendall(
                         b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.com>\r\n"
                         b"RCPT TO:<nobody@example.com>\r\nDATA\r\n"
