@@ -1259,6 +1259,16 @@ class Config:
             " others are refused when they connect.",
         )
     )
+    lmtp_spool: bool = field(
+        metadata=_key(
+            "lmtp-spool",
+            boolean,
+            False,
+            "Answer 250 to a message once it is flushed to a spool file under db-path"
+            " (delivery-spool.sqlite), and file it into the mailboxes right after, in"
+            " larger groups; false: answer once it is filed (docs/delivery.md).",
+        )
+    )
     vacation_reply_interval: float = field(
         metadata=_key(
             "vacation-reply-interval",
@@ -1573,9 +1583,9 @@ def _rule_problems(parsed: Mapping[str, Any]) -> list[str]:
                     " to authenticate to the relay with)"
                 )
 
-    # db-path holds the SQLite database, and the blob files unless they
-    # are kept in PostgreSQL.
-    uses_db_path = not given("db-url") or parsed.get("blob-store") == "files"
+    # db-path holds the SQLite database, the blob files unless they are
+    # kept in PostgreSQL, and the delivery spool.
+    uses_db_path = not given("db-url") or parsed.get("blob-store") == "files" or bool(parsed.get("lmtp-spool"))
     if "db-path" in parsed and "db-url" in parsed and uses_db_path:
         problem = _directory_problem(parsed["db-path"])
         if problem is not None:

@@ -62,22 +62,29 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from attrs import define, field, frozen
+import orjson
+from attrs import define, evolve, field, frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from jmapd.blobs.store import blob_id_of
 from jmapd.ingest import recipients
+from jmapd.ingest.spool import Hold, Spool, SpoolRecord
 from jmapd.mail import reports, vacation
 from jmapd.mime.parse import parse_message
-from jmapd.storage import emails, mailboxes
+from jmapd.storage import emails, mailboxes, spoolmark
 from jmapd.storage import vacation as storage_vacation
+from jmapd.storage.accounts import auth_version
 
 log = Logger()
 
 #: Most messages filed in one transaction.
 MAX_BATCH = 200
+
+#: With a spool: seconds before a filing transaction that failed as a
+#: whole is tried again (its messages wait in the spool meanwhile).
+RETRY_DELAY = 5.0
 
 
 @frozen
@@ -98,6 +105,26 @@ class Envelope:
     helo: str = ""
     peer: str = ""
     tls: bool = False
+
+    def to_bytes(self) -> bytes:
+        """
+        The envelope as the spool keeps it (JSON).
+        """
+        return orjson.dumps(
+            {"mailFrom": self.mail_from, "recipients": self.recipients, "helo": self.helo,
+             "peer": self.peer, "tls": self.tls}
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Envelope:
+        value = orjson.loads(data)
+        return cls(
+            mail_from=value["mailFrom"],
+            recipients=tuple((address, account_id) for address, account_id in value["recipients"]),
+            helo=value["helo"],
+            peer=value["peer"],
+            tls=value["tls"],
+        )
 
 
 @frozen
@@ -122,6 +149,8 @@ class _Prepared:
     """
 
     address: str
+    #: The account RCPT resolved the address to.
+    account_id: str
     raw: bytes
     parsed: dict[str, Any]
     message: emails.PreparedMessage
@@ -139,6 +168,9 @@ class _Message:
     # copy already has.
     copies: list[_Prepared | Reply] = field(factory=list)
     done: Deferred[list[Reply]] = field(factory=Deferred)
+    # With a spool: its sequence number there.
+    seq: int = 0
+    queue_id: str = ""
 
 
 @frozen
@@ -235,6 +267,11 @@ class Deliverer:
     @param run_filing: C{run(fn, *args) -> Deferred} running a group's job
         in the thread that files (the service gives delivery a thread of
         its own); the worker pool's by default.
+    @param spool: with C{lmtp-spool}, the L{Spool} a message is made
+        durable in before it is acknowledged; it is filed after (see
+        L{recover}: nothing is filed before the spool has been read).
+    @param backlog: with a spool, the most messages acknowledged and not
+        yet filed: the next acknowledgements wait until filing catches up.
     """
 
     def __init__(
@@ -244,12 +281,33 @@ class Deliverer:
         host: str,
         max_batch: int = MAX_BATCH,
         run_filing: Callable[..., Deferred[Any]] | None = None,
+        spool: Spool | None = None,
+        backlog: int = MAX_BATCH,
     ):
         self._env = env
         self._resolver = resolver
         self._host = host
         self._max_batch = max_batch
         self._run_filing = env.workers.run if run_filing is None else run_filing
+        self._spool = spool
+        # The spool's id (L{use_spool_id}), under which its mark is kept.
+        self._spool_id = ""
+        self._backlog = backlog
+        # With a spool: acknowledged and not filed, and the acknowledgements
+        # waiting for that number to come down.
+        self._unfiled = 0
+        self._room: deque[Deferred[None]] = deque()
+        # Copies filing could not file whose hold the spool has not
+        # confirmed yet: every filing transaction records them with its
+        # mark (see spoolmark).  Changed on the reactor thread only.
+        self._unconfirmed: dict[int, Hold] = {}
+        # With a spool nothing is filed before what it holds from before
+        # is queued (recover), nor while a failed transaction waits for
+        # its retry, nor once stopping.
+        self._recovering = spool is not None
+        self._retry: Any = None
+        self._stopping = False
+        self._stopped: list[Deferred[None]] = []
         # Each copy's bytes are written in the filing transaction.
         self._write_in: Callable[[Any, bytes], str] = env.blobs.write_in
         # Received, waiting for the group being filed to be done.
@@ -263,7 +321,8 @@ class Deliverer:
 
     @property
     def busy(self) -> bool:
-        return bool(self._waiting or self._filing)
+        # Once stopped (with a spool), what waits stays in the spool.
+        return self._filing or (bool(self._waiting) and not self._stopping)
 
     def deliver(self, envelope: Envelope, message: bytes) -> Deferred[list[Reply]]:
         """
@@ -280,10 +339,88 @@ class Deliverer:
         heads = [
             trace_fields(envelope, address, self._host, queue_id, now) for address, _ in envelope.recipients
         ]
-        item = _Message(envelope, heads, message)
+        item = _Message(envelope, heads, message, queue_id=queue_id)
+        if self._spool is not None:
+            return self._spool_message(item, now)
         self._waiting.append(item)
         self._kick()
         return item.done
+
+    def _spool_message(self, item: _Message, now: float) -> Deferred[list[Reply]]:
+        """
+        Make C{item} durable in the spool, queue it for filing, and answer
+        250 for each recipient once there is room in the backlog.
+        """
+        assert self._spool is not None
+        recipients_ = item.envelope.recipients
+        d = self._spool.append(item.queue_id, now, item.envelope.to_bytes(), item.message)
+
+        def spooled(seq: int) -> Deferred[None]:
+            item.seq = seq
+            self._unfiled += 1
+            self._waiting.append(item)
+            self._kick()
+            if self._unfiled <= self._backlog:
+                return succeed(None)
+            room: Deferred[None] = Deferred()
+            self._room.append(room)
+            return room
+
+        def accepted(_: Any) -> list[Reply]:
+            return [Reply(250, f"2.0.0 <{address}> queued as {item.queue_id}") for address, _ in recipients_]
+
+        def not_spooled(failure: Failure) -> list[Reply]:
+            # The spool logged why.
+            return [temporary_failure() for _ in recipients_]
+
+        return d.addCallback(spooled).addCallbacks(accepted, not_spooled)
+
+    def recover(self, records: Sequence[SpoolRecord]) -> None:
+        """
+        Queue for filing, before anything received since, what the spool
+        held when it was opened (acknowledged, not filed: the server
+        stopped or crashed first), then start filing.
+        """
+        items = []
+        for record in records:
+            envelope = Envelope.from_bytes(record.envelope)
+            heads = [
+                trace_fields(envelope, address, self._host, record.queue_id, record.received)
+                for address, _ in envelope.recipients
+            ]
+            items.append(_Message(envelope, heads, record.message, seq=record.seq, queue_id=record.queue_id))
+        if items:
+            log.info("filing {count} messages received before the restart", count=len(items))
+        self._waiting.extendleft(reversed(items))
+        self._unfiled += len(items)
+        self._recovering = False
+        self._kick()
+
+    def use_spool_id(self, spool_id: str) -> None:
+        """
+        The spool's id, under which the filing transactions record how far
+        they filed it.
+        """
+        self._spool_id = spool_id
+
+    def stop(self) -> Deferred[None]:
+        """
+        With a spool: file no more (what waits stays in the spool for the
+        next start), send the acknowledgements that waited for filing to
+        catch up, and fire once the group being filed is done.
+        """
+        self._stopping = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        # The messages whose 250 waits for room are in the spool: answer
+        # them now rather than leave the MTA to send them again.
+        while self._room:
+            self._room.popleft().callback(None)
+        if not self._filing:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._stopped.append(d)
+        return d
 
     def _kick(self) -> None:
         """
@@ -291,7 +428,9 @@ class Deliverer:
         C{max_batch} messages) unless one is being filed: it starts the
         next one when it is done.
         """
-        if self._filing or not self._waiting:
+        if self._filing or not self._waiting or self._recovering or self._stopping:
+            return
+        if self._retry is not None and self._retry.active():
             return
         batch: list[_Message] = []
         while self._waiting and len(batch) < self._max_batch:
@@ -309,21 +448,64 @@ class Deliverer:
                     log.failure("after-commit callback of a delivery failed")
             self.batches += 1
             self.messages += len(batch)
+            if self._spool is not None:
+                self._filed_from_spool(batch, outcomes)
             for item, replies in zip(batch, outcomes, strict=True):
                 item.done.callback(replies)
 
         def failed(failure: Failure) -> None:
+            if self._spool is not None:
+                log.failure(
+                    "a delivery transaction of {count} messages failed; they stay in the spool and are"
+                    " filed again in {delay} s", failure, count=len(batch), delay=RETRY_DELAY,
+                )
+                self._waiting.extendleft(reversed(batch))
+                self._retry = self._env.clock.callLater(RETRY_DELAY, self._kick)
+                return
             log.failure("a delivery transaction of {count} messages failed", failure, count=len(batch))
             for item in batch:
                 item.done.callback([temporary_failure() for _ in item.envelope.recipients])
 
         def next_group(_: Any) -> None:
             self._filing = False
+            if self._stopping:
+                stopped, self._stopped = self._stopped, []
+                for d in stopped:
+                    d.callback(None)
             self._kick()
             self._check_idle()
 
         d.addCallbacks(filed, failed)
         d.addBoth(next_group)
+
+    def _filed_from_spool(self, batch: Sequence[_Message], outcomes: Sequence[Sequence[Reply]]) -> None:
+        """
+        After a group from the spool committed: hold the copies that could
+        not be filed (their 250 was given: they are kept for the operator,
+        never dropped), release the group from the spool, and let waiting
+        acknowledgements go.
+        """
+        spool = self._spool
+        assert spool is not None
+        for item, held in _holds(batch, outcomes):
+            log.critical(
+                "message {queue_id} (spool {seq}) could not be filed for {addresses}: {reason};"
+                " it is held in the spool",
+                queue_id=item.queue_id, seq=item.seq, reason=held.reason,
+                addresses=", ".join(address for address, _ in Envelope.from_bytes(held.envelope).recipients),
+            )
+            self._unconfirmed[held.seq] = held
+            spool.hold(held).addCallback(self._confirmed, held.seq)
+        spool.release(batch[-1].seq)
+        self._unfiled -= len(batch)
+        while self._room and self._unfiled <= self._backlog:
+            self._room.popleft().callback(None)
+
+    def _confirmed(self, _: None, seq: int) -> None:
+        """
+        The spool has held record C{seq}.
+        """
+        self._unconfirmed.pop(seq, None)
 
     def _deliver_group(
         self, batch: list[_Message], now: float
@@ -395,6 +577,9 @@ class Deliverer:
             self._prepare_all(more)
             batch.extend(more)
         filing.flush()
+        if self._spool is not None:
+            holds = {**self._unconfirmed, **{held.seq: held for _, held in _holds(batch, outcomes)}}
+            spoolmark.set_filed(txn, self._spool_id, batch[-1].seq, list(holds.values()))
         changed_states = txn.__dict__.get("changed_states")
         if changed_states:
             txn.after_commit(lambda: env.publish_states(changed_states))
@@ -457,7 +642,13 @@ class Deliverer:
         account id) keep what this transaction read already: a group of
         messages mostly goes to few recipients.
         """
-        if prepared.address in owners:
+        if self._spool is not None:
+            # It was acknowledged for the account RCPT found, which may
+            # have been removed since (then the copy is held).
+            account_id: str | None = prepared.account_id
+            if prepared.account_id not in accounts and auth_version(txn, prepared.account_id) is None:
+                return Reply(550, f"5.1.1 <{prepared.address}>: its account no longer exists")
+        elif prepared.address in owners:
             account_id = owners[prepared.address]
         else:
             account_id = owners[prepared.address] = recipients.lookup_account(txn, prepared.address)
@@ -507,6 +698,26 @@ class Deliverer:
                 d.callback(None)
 
 
+def _holds(batch: Sequence[_Message], outcomes: Sequence[Sequence[Reply]]) -> list[tuple[_Message, Hold]]:
+    """
+    With a spool: the messages of a filed group with a copy that was not
+    filed, each with its L{Hold} (the recipients it was not filed for and
+    their replies).
+    """
+    holds = []
+    for item, replies in zip(batch, outcomes, strict=True):
+        failed = [
+            (recipient, reply)
+            for recipient, reply in zip(item.envelope.recipients, replies, strict=True)
+            if reply.code != 250
+        ]
+        if failed:
+            envelope = evolve(item.envelope, recipients=tuple(recipient for recipient, _ in failed))
+            reason = "; ".join(f"{reply.code} {reply.text}" for _, reply in failed)
+            holds.append((item, Hold(item.seq, envelope.to_bytes(), reason)))
+    return holds
+
+
 def _prepare(envelope: Envelope, heads: list[bytes], message: bytes) -> list[_Prepared | Reply]:
     """
     Parse each recipient's copy, and make from the parse what the filing
@@ -516,7 +727,7 @@ def _prepare(envelope: Envelope, heads: list[bytes], message: bytes) -> list[_Pr
     the same parse.
     """
     copies: list[_Prepared | Reply] = []
-    for (address, _), head in zip(envelope.recipients, heads, strict=True):
+    for (address, account_id), head in zip(envelope.recipients, heads, strict=True):
         raw = head + message
         try:
             blob_id = blob_id_of(raw)
@@ -529,5 +740,5 @@ def _prepare(envelope: Envelope, heads: list[bytes], message: bytes) -> list[_Pr
         report = None
         if parsed["bodyStructure"]["type"] == "multipart/report":
             report = reports.read_report(raw, parsed, envelope.mail_from)
-        copies.append(_Prepared(address, raw, parsed, ready, report))
+        copies.append(_Prepared(address, account_id, raw, parsed, ready, report))
     return copies

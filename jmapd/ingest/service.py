@@ -12,12 +12,13 @@ cut off retries it, and nothing was acknowledged that is not stored.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import ssl
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -26,6 +27,8 @@ from jmapd.endpoints import endpoint_string, pem_certificates
 from jmapd.ingest.delivery import Deliverer
 from jmapd.ingest.lmtp import LMTPFactory
 from jmapd.ingest.recipients import RecipientResolver
+from jmapd.ingest.spool import SPOOL_FILE, Hold, Spool
+from jmapd.storage import spoolmark
 from jmapd.util.tticache import TTICache
 from jmapd.workers import WorkerPoolService
 
@@ -96,6 +99,10 @@ class LMTPService(Service):
         # SQLite's page cache stays warm from one transaction to the next
         # (a connection that another one wrote after reads every page again).
         self.filing = WorkerPoolService(reactor, 1, name="jmapd-delivery")
+        # With lmtp-spool, the spool's thread (it owns the spool file's
+        # connection) and the spool, once listening.
+        self.spooling = WorkerPoolService(reactor, 1, name="jmapd-spool")
+        self.spool: Spool | None = None
 
     def privilegedStartService(self) -> None:
         """
@@ -108,6 +115,10 @@ class LMTPService(Service):
     def startService(self) -> None:
         Service.startService(self)
         self.filing.startService()
+        if self._env.config.lmtp_spool:
+            self.spooling.startService()
+            if self.spool is not None:
+                self._open_spool()
         if self.listening is None:
             self._listen()
 
@@ -133,11 +144,38 @@ class LMTPService(Service):
             env.caches["recipients"] = cache
         hostname = socket.gethostname() or "localhost"
         resolver = RecipientResolver(env.database, cache)
-        self.deliverer = Deliverer(env, resolver, hostname, run_filing=self.filing.run)
+        if config.lmtp_spool:
+            self.spool = Spool(os.path.join(config.db_path, SPOOL_FILE), self.spooling.run)
+        self.deliverer = Deliverer(env, resolver, hostname, run_filing=self.filing.run, spool=self.spool)
+        if self.spool is not None and self.spooling.running:
+            self._open_spool()
         self.factory = LMTPFactory(config, resolver, self.deliverer, self._reactor, hostname, tls)
         description = endpoint_string(config.lmtp_bind_addr, self._port_number, None, None)
         self.listening = serverFromString(self._reactor, description).listen(self.factory)
         self.listening.addCallbacks(self._listened, self._not_listening)
+
+    def _open_spool(self) -> None:
+        """
+        Open the spool, read from the database how far it was filed, and
+        hand delivery what it holds after that; only then does filing
+        start (appends wait for the spool meanwhile).  If the spool cannot
+        be opened, messages get 451 (the spool logged why).
+        """
+        spool, deliverer, database = self.spool, self.deliverer, self._env.database
+        assert spool is not None and deliverer is not None
+
+        def marked(mark: tuple[int, list[Hold]]) -> Deferred[None]:
+            filed, holds = mark
+            return spool.open(filed, holds).addCallback(deliverer.recover)
+
+        def started(spool_id: str) -> Deferred[None]:
+            deliverer.use_spool_id(spool_id)
+            d: Deferred[tuple[int, list[Hold]]] = database.run_interaction(spoolmark.filed, spool_id)
+            return d.addCallback(marked)
+
+        d = spool.start().addCallback(started)
+        # Messages get 451 (logged by the spool).
+        d.addErrback(spool.broken).addErrback(lambda _: None)
 
     def _listened(self, port: Any) -> Any:
         self.port = port
@@ -172,7 +210,16 @@ class LMTPService(Service):
         stopped.callback(None)
         if port is not None:
             stopped.addCallback(lambda _: port.stopListening())
-        stopped.addCallback(lambda _: deliverer.idle())
+        if not self._env.config.lmtp_spool:
+            stopped.addCallback(lambda _: deliverer.idle())
+        else:
+            # What is acknowledged and not filed stays in the spool for the
+            # next start; the group being filed is finished, and the
+            # acknowledgements the spool is writing are sent.
+            spool = self.spool
+            if spool is not None:
+                stopped.addCallback(lambda _: spool.idle())
+            stopped.addCallback(lambda _: deliverer.stop())
 
         def close(_: Any) -> None:
             for connection in list(factory.connections):
@@ -185,11 +232,20 @@ class LMTPService(Service):
 
     def _stop_threads(self) -> Deferred[Any] | None:
         """
-        Stop delivery's thread (once nothing is being delivered).
+        Stop delivery's threads (once nothing is being delivered), the
+        spool's after closing it.
         """
-        if not self.filing.running:
+        stops = []
+        if self.filing.running:
+            stops.append(self.filing.stopService())
+        if self.spooling.running:
+            spool, self.spool = self.spool, None
+            closed = spool.close() if spool is not None else succeed(None)
+            closed.addCallback(lambda _: self.spooling.stopService())
+            stops.append(closed)
+        if not stops:
             return None
-        return self.filing.stopService()
+        return gatherResults(stops).addCallback(lambda _: None)
 
 
 def lmtp_service(env: Any, reactor: Any) -> LMTPService | None:

@@ -1,0 +1,397 @@
+# -*- test-case-name: tests.ingest.test_spool -*-
+"""
+The delivery spool: received messages made durable before they are filed.
+
+With C{lmtp-spool: true} LMTP answers 250 once a message is in the spool,
+a SQLite file of its own under the data directory (C{delivery-spool.sqlite},
+one per node), instead of once it is filed in the mailboxes.  What the
+reactor thread hands to L{Spool.append} waits while the spool's thread
+writes the previous group; the spool's thread then inserts everything that
+waits in one transaction and commits it with one flush of the file's log
+(C{synchronous = FULL}), and only then fires each message's L{Deferred}
+with its sequence number.  Filing (L{jmapd.ingest.delivery}) runs behind,
+in groups as large as what has arrived, and records in the same
+transaction as the Emails the sequence number of the last message it
+filed (L{jmapd.storage.spoolmark}), under the spool's own id (made when
+the file is created): after a crash the spool's records after that number
+are filed again, those up to it never twice.
+L{Spool.release} then deletes the filed records, by the way, in the
+spool's next write.
+
+A sequence number is never given twice by one spool file, and a
+spool file that replaces a lost one has an id of its own, so the
+database's mark of the old one says nothing about it.
+
+A record that cannot be filed (a copy whose filing failed for a reason
+that would fail again) is I{held}: L{Spool.hold} moves it to the C{held}
+table, with the recipients it was not filed for and why, where it stays
+until the operator looks at it (docs/delivery.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+#: The spool's file name under the data directory.
+SPOOL_FILE = "delivery-spool.sqlite"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS spool ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " queue_id TEXT NOT NULL,"
+    " received REAL NOT NULL,"
+    " envelope BLOB NOT NULL,"
+    " message BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS held ("
+    " seq INTEGER PRIMARY KEY,"
+    " queue_id TEXT NOT NULL,"
+    " received REAL NOT NULL,"
+    " envelope BLOB NOT NULL,"
+    " message BLOB NOT NULL,"
+    " reason TEXT NOT NULL,"
+    " held_at REAL NOT NULL)",
+)
+
+
+@frozen
+class SpoolRecord:
+    """
+    One received message as the spool keeps it.
+
+    @ivar seq: its sequence number (increasing in the order of durability).
+    @ivar queue_id: the id its Received fields name.
+    @ivar received: when it was received (seconds since the epoch).
+    @ivar envelope: the envelope, serialised by the caller.
+    @ivar message: the message as received (without trace fields).
+    """
+
+    seq: int
+    queue_id: str
+    received: float
+    envelope: bytes
+    message: bytes
+
+
+@frozen
+class Hold:
+    """
+    A record to keep in the C{held} table: C{envelope} names the recipients
+    it was not filed for, C{reason} says why.
+    """
+
+    seq: int
+    envelope: bytes
+    reason: str
+
+
+class Spool:
+    """
+    The spool file at C{path}, written by one thread of its own.
+
+    @param run: C{run(fn, *args) -> Deferred} calling C{fn} in the spool's
+        thread (always the same one: the connection is used only there).
+    """
+
+    def __init__(self, path: str, run: Callable[..., Deferred[Any]]) -> None:
+        self.path = path
+        self._run = run
+        self._connection: sqlite3.Connection | None = None
+        self._opened = False
+        self._broken: Failure | None = None
+        self._writing = False
+        self._appends: list[tuple[tuple[str, float, bytes, bytes], Deferred[int]]] = []
+        self._release: int | None = None
+        self._holds: list[tuple[Hold, Deferred[None]]] = []
+        self._idle: list[Deferred[None]] = []
+
+    def start(self) -> Deferred[str]:
+        """
+        Open (or create) the spool file.
+
+        @return: a L{Deferred} firing with the spool's id, under which the
+            database keeps how far it was filed.
+        """
+        return self._run(self._start).addErrback(self.broken)
+
+    def open(self, after: int, holds: Sequence[Hold] = ()) -> Deferred[list[SpoolRecord]]:
+        """
+        Once L{start}ed: return the records after C{after} (the last one
+        filed), in order: received and acknowledged, not yet filed; and
+        start writing (appends made before are written now).  C{holds}
+        are those the database says the filing made and may not have
+        been written here (L{jmapd.storage.spoolmark}): they are written
+        before the records up to C{after} are deleted.
+        """
+        d = self._run(self._read, after)
+
+        def opened(records: list[SpoolRecord]) -> list[SpoolRecord]:
+            self._opened = True
+            for held in holds:
+                self.hold(held)
+            self.release(after)
+            self._kick()
+            return records
+
+        return d.addCallbacks(opened, self.broken)
+
+    def broken(self, failure: Failure) -> Failure:
+        """
+        The spool cannot be used: every append waiting, and every one
+        after, fails (LMTP answers 451).
+        """
+        if self._broken is None:
+            log.failure("cannot open the delivery spool {path}", failure, path=self.path)
+        self._broken = failure
+        appends, self._appends = self._appends, []
+        for _, waiting in appends:
+            waiting.errback(failure)
+        return failure
+
+    def append(self, queue_id: str, received: float, envelope: bytes, message: bytes) -> Deferred[int]:
+        """
+        Make a message durable in the spool.
+
+        @return: a L{Deferred} firing with its sequence number once the
+            transaction that wrote it has committed, or failing if it could
+            not be written (then nothing about it may be acknowledged).
+        """
+        if self._broken is not None:
+            return fail(self._broken)
+        d: Deferred[int] = Deferred()
+        self._appends.append(((queue_id, received, envelope, message), d))
+        self._kick()
+        return d
+
+    def release(self, upto: int) -> None:
+        """
+        The records up to C{upto} are filed: delete them with the next write.
+        """
+        if self._release is None or upto > self._release:
+            self._release = upto
+        self._kick()
+
+    def hold(self, held: Hold) -> Deferred[None]:
+        """
+        Keep a record in the C{held} table, out of the filing's way; it
+        leaves the spool with the next write (a record already held, or
+        gone, is left as it is).
+
+        @return: a L{Deferred} firing once that write has committed.
+        """
+        d: Deferred[None] = Deferred()
+        self._holds.append((held, d))
+        self._kick()
+        return d
+
+    def idle(self) -> Deferred[None]:
+        """
+        A L{Deferred} firing once nothing waits to be written.
+        """
+        if not self._busy():
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        return d
+
+    def close(self) -> Deferred[None]:
+        """
+        Write what waits, then close the file (in the spool's thread).
+        """
+        d = self.idle()
+        d.addCallback(lambda _: self._run(self._close) if self._connection is not None else None)
+        return d
+
+    def _busy(self) -> bool:
+        return self._writing or (
+            self._opened and bool(self._appends or self._holds or self._release is not None)
+        )
+
+    def _kick(self) -> None:
+        """
+        Start the next write (everything that waits) unless one runs or
+        the file is not open yet: it starts the next one when it is done.
+        """
+        if self._writing or not self._opened:
+            return
+        if not (self._appends or self._holds or self._release is not None):
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+            return
+        appends, self._appends = self._appends, []
+        holds, self._holds = self._holds, []
+        release, self._release = self._release, None
+        self._writing = True
+        d = self._run(self._write, [row for row, _ in appends], [held for held, _ in holds], release)
+
+        def written(seqs: list[int]) -> bool:
+            for (_, waiting), seq in zip(appends, seqs, strict=True):
+                waiting.callback(seq)
+            for _, waiting_hold in holds:
+                waiting_hold.callback(None)
+            return True
+
+        def failed(failure: Failure) -> bool:
+            log.failure("cannot write {count} messages to the delivery spool {path}", failure,
+                        count=len(appends), path=self.path)
+            # The holds and the release wait for the next write (a hold
+            # and the release that covers it are written together), which
+            # the next append or release starts: not at once, which would
+            # go round as fast as the file keeps failing.
+            self._holds[:0] = holds
+            if release is not None and (self._release is None or release > self._release):
+                self._release = release
+            for _, waiting in appends:
+                waiting.errback(failure)
+            return False
+
+        def next_write(ok: bool) -> None:
+            self._writing = False
+            if ok:
+                self._kick()
+            else:
+                idle, self._idle = self._idle, []
+                for d in idle:
+                    d.callback(None)
+
+        d.addCallbacks(written, failed).addCallback(next_write)
+
+    # In the spool's thread.
+
+    def _start(self) -> str:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            with _transaction(connection):
+                for statement in _SCHEMA:
+                    connection.execute(statement)
+                connection.execute(
+                    "INSERT OR IGNORE INTO meta (name, value) VALUES ('id', ?)", (uuid.uuid4().hex,)
+                )
+                spool_id = str(connection.execute("SELECT value FROM meta WHERE name = 'id'").fetchone()[0])
+        except BaseException:
+            connection.close()
+            raise
+        # The directory entry of a new file is made durable too.
+        _sync_directory(os.path.dirname(os.path.abspath(self.path)))
+        self._connection = connection
+        return spool_id
+
+    def _read(self, after: int) -> list[SpoolRecord]:
+        connection = self._connection
+        assert connection is not None
+        rows = connection.execute(
+            "SELECT seq, queue_id, received, envelope, message FROM spool WHERE seq > ? ORDER BY seq", (after,)
+        ).fetchall()
+        return [SpoolRecord(seq, queue_id, received, bytes(envelope), bytes(message))
+                for seq, queue_id, received, envelope, message in rows]
+
+    def _write(self, rows: Sequence[tuple[str, float, bytes, bytes]], holds: Sequence[Hold],
+               release: int | None) -> list[int]:
+        connection = self._connection
+        assert connection is not None
+        seqs = []
+        with _transaction(connection):
+            for row in rows:
+                cursor = connection.execute(
+                    "INSERT INTO spool (queue_id, received, envelope, message) VALUES (?, ?, ?, ?)", row
+                )
+                seqs.append(int(cursor.lastrowid or 0))
+            now = time.time()
+            for held in holds:
+                connection.execute(
+                    "INSERT OR REPLACE INTO held (seq, queue_id, received, envelope, message, reason, held_at)"
+                    " SELECT seq, queue_id, received, ?, message, ?, ? FROM spool WHERE seq = ?",
+                    (held.envelope, held.reason, now, held.seq),
+                )
+                connection.execute("DELETE FROM spool WHERE seq = ?", (held.seq,))
+            if release is not None:
+                connection.execute("DELETE FROM spool WHERE seq <= ?", (release,))
+        return seqs
+
+    def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        self._opened = False
+        if connection is not None:
+            connection.close()
+
+
+class _transaction:
+    """
+    C{BEGIN IMMEDIATE} ... C{COMMIT} (or C{ROLLBACK}) on a connection in
+    autocommit mode.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def __enter__(self) -> None:
+        self._connection.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:
+        self._connection.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _sync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_held(path: str) -> list[tuple[SpoolRecord, str, float]]:
+    """
+    The held records of the spool file at C{path} (for C{jmapd-admin}), each
+    with the reason and when it was held; none when there is no spool.
+    """
+    if not os.path.exists(path):
+        return []
+    connection = sqlite3.connect(path)
+    try:
+        try:
+            rows = connection.execute(
+                "SELECT seq, queue_id, received, envelope, message, reason, held_at FROM held ORDER BY seq"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []
+    finally:
+        connection.close()
+    return [(SpoolRecord(seq, queue_id, received, bytes(envelope), bytes(message)), reason, held_at)
+            for seq, queue_id, received, envelope, message, reason, held_at in rows]
+
+
+def drop_held(path: str, seqs: Sequence[int]) -> list[int]:
+    """
+    Delete the held records C{seqs} from the spool file at C{path} (once the
+    operator has dealt with them); the ones that were there.
+    """
+    if not os.path.exists(path):
+        return []
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA synchronous = FULL")
+        found = []
+        with _transaction(connection):
+            for seq in seqs:
+                if connection.execute("DELETE FROM held WHERE seq = ?", (seq,)).rowcount:
+                    found.append(seq)
+        return found
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        connection.close()
