@@ -448,14 +448,6 @@ def _export(context: _Context) -> None:
     context.out(f"exported {count} messages to {args.mbox}")
 
 
-def _spool_path(context: _Context) -> str:
-    import os
-
-    from jmapd.ingest.spool import SPOOL_FILE
-
-    return os.path.join(context.config.db_path, SPOOL_FILE)
-
-
 def _spool_held(context: _Context) -> None:
     import os
     import tempfile
@@ -463,15 +455,15 @@ def _spool_held(context: _Context) -> None:
 
     from jmapd import importexport
     from jmapd.ingest.delivery import Envelope
-    from jmapd.ingest.spool import read_held
+    from jmapd.storage import spoolmark
 
-    held = read_held(_spool_path(context))
-    for record, reason, held_at in held:
-        envelope = Envelope.from_bytes(record.envelope)
-        when = datetime.fromtimestamp(held_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    held = context.read(spoolmark.held_messages)
+    for message in held:
+        envelope = Envelope.from_bytes(message.envelope)
+        when = datetime.fromtimestamp(message.held_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         recipients = ", ".join(address for address, _ in envelope.recipients)
-        context.out(f"{record.seq}\t{record.queue_id}\theld {when}\tfrom <{envelope.mail_from}>\tto {recipients}")
-        context.out(f"\t{reason}")
+        context.out(f"{message.queue_id}\theld {when}\tfrom <{envelope.mail_from}>\tto {recipients}")
+        context.out(f"\t{message.reason}")
     target = context.args.mbox
     if target is None:
         context.out(f"{len(held)} held messages")
@@ -480,8 +472,8 @@ def _spool_held(context: _Context) -> None:
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".held-")
     try:
         with os.fdopen(fd, "wb") as out:
-            for record, _, _ in held:
-                importexport.write_mbox(out, record.message, int(record.received * 1000), [])
+            for message in held:
+                importexport.write_mbox(out, message.message, int(message.received * 1000), [])
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, target)
@@ -492,15 +484,15 @@ def _spool_held(context: _Context) -> None:
 
 
 def _spool_drop(context: _Context) -> None:
-    from jmapd.ingest.spool import drop_held
+    from jmapd.storage import spoolmark
 
-    seqs = context.args.seq
-    dropped = drop_held(_spool_path(context), seqs)
-    missing = [seq for seq in seqs if seq not in dropped]
-    for seq in dropped:
-        context.out(f"held message {seq} dropped")
+    queue_ids = context.args.queue_id
+    dropped = context.write(spoolmark.drop_held, queue_ids)
+    for queue_id in dropped:
+        context.out(f"held message {queue_id} dropped")
+    missing = [queue_id for queue_id in queue_ids if queue_id not in dropped]
     if missing:
-        raise AdminError("no held message " + ", ".join(str(seq) for seq in missing))
+        raise AdminError("no held message " + ", ".join(missing))
 
 
 def _migrate(context: _Context) -> None:
@@ -676,14 +668,14 @@ def _parser(streams: _Streams) -> _Parser:
     spool_commands = spool.add_subparsers(dest="action", metavar="ACTION", required=True)
     held = spool_commands.add_parser(
         "held",
-        help="list the held messages: number, queue id, when, sender, the recipients they were not filed for, why",
+        help="list the held messages: queue id, when, sender, the recipients they were not filed for, why",
     )
     held.add_argument(
         "--mbox", metavar="FILE", help="also write them to this mbox file (for jmapd-admin import)"
     )
     held.set_defaults(run=_spool_held)
     drop = spool_commands.add_parser("drop", help="delete held messages once dealt with")
-    drop.add_argument("seq", metavar="NUMBER", type=int, nargs="+", help="a number from 'spool held'")
+    drop.add_argument("queue_id", metavar="QUEUE_ID", nargs="+", help="a queue id from 'spool held'")
     drop.set_defaults(run=_spool_drop)
 
     migrating = commands.add_parser(

@@ -1266,7 +1266,8 @@ class Config:
             False,
             "Answer 250 to a message once it is flushed to a spool file under db-path"
             " (delivery-spool.sqlite), and file it into the mailboxes right after, in"
-            " larger groups; false: answer once it is filed (docs/delivery.md).",
+            " larger groups, in a process of its own; false: answer once it is filed"
+            " (docs/delivery.md).",
         )
     )
     vacation_reply_interval: float = field(

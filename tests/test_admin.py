@@ -909,63 +909,59 @@ class GroupRightsTests(ServerTestCase):
 class SpoolCommandTests(AdminTestCase):
     """
     C{jmapd-admin spool held} and C{jmapd-admin spool drop}: the messages the
-    delivery spool could not file (lmtp-spool) are shown to the operator,
-    can be written out for C{import}, and removed once dealt with.
+    delivery spool acknowledged and could not file (lmtp-spool) are shown
+    to the operator, can be written out for C{import}, and removed once
+    dealt with.
     """
 
-    def hold(self, message: bytes, recipients: tuple[tuple[str, str], ...], reason: str) -> int:
+    def hold(self, queue_id: str, message: bytes, recipients: tuple[tuple[str, str], ...], reason: str) -> None:
         """
-        Spool C{message} in the data directory's spool file and hold it, as
-        delivery does for a copy it cannot file; its number.
+        Hold C{message} as the spool's filing does for a copy it cannot file.
         """
-        from twisted.internet.defer import maybeDeferred
-
         from jmapd.ingest.delivery import Envelope
-        from jmapd.ingest.spool import SPOOL_FILE, Hold, Spool
+        from jmapd.storage import spoolmark
 
-        data = os.path.join(self.directory, "data")
-        os.makedirs(data, exist_ok=True)
-        spool = Spool(os.path.join(data, SPOOL_FILE), lambda fn, *args: maybeDeferred(fn, *args))
-        spool.start()
-        spool.open(0)
-        envelope = Envelope("bob@example.org", recipients)
-        seqs: list[int] = []
-        spool.append("q1", 1_700_000_000.0, envelope.to_bytes(), message).addCallback(seqs.append)
-        spool.hold(Hold(seqs[0], envelope.to_bytes(), reason))
-        self.successResultOf(spool.close())
-        return seqs[0]
+        envelope = Envelope("bob@example.org", recipients).to_bytes().decode("utf-8")
+        held = spoolmark.HeldMessage("spool-1", 7, queue_id, 1_700_000_000.0, envelope, message, reason, 1_700_000_100.0)
+        database = open_database(load_config(self.config_path, {}))
+        try:
+            database.run_sync(spoolmark.hold, held, write=True)
+        finally:
+            database.close()
 
     def test_heldListedWrittenAndDropped(self) -> None:
         """
-        A held message is listed with its number, queue id, sender,
-        recipients and reason; C{--mbox} writes it to a file that
-        C{import} reads; C{drop} removes it, and it is no longer listed.
+        A held message is listed with its queue id, when it was held, its
+        sender, the recipients it was not filed for and why; C{--mbox}
+        writes it to a file that C{import} reads; C{drop} removes it, and
+        it is no longer listed.
         """
         self.succeed("account", "add", "alice")
-        number = self.hold(
+        self.hold(
+            "18b.1",
             b"From: bob@example.org\r\nSubject: held one\r\n\r\nHello.\r\n",
             (("alice@example.com", "gone-account"),),
-            "550 5.1.1 <alice@example.com>: its account no longer exists",
+            "550 5.1.1 <alice@example.com>: no such mailbox",
         )
         out = self.succeed("spool", "held")
-        first, reason, summary = out.splitlines()
-        self.assertTrue(first.startswith(f"{number}\tq1\theld "), first)
-        self.assertTrue(first.endswith("\tfrom <bob@example.org>\tto alice@example.com"), first)
-        self.assertEqual(reason, "\t550 5.1.1 <alice@example.com>: its account no longer exists")
-        self.assertEqual(summary, "1 held messages")
+        self.assertEqual(
+            out,
+            "18b.1\theld 2023-11-14 22:15:00\tfrom <bob@example.org>\tto alice@example.com\n"
+            "\t550 5.1.1 <alice@example.com>: no such mailbox\n"
+            "1 held messages\n",
+        )
         mbox = os.path.join(self.directory, "held.mbox")
         out = self.succeed("spool", "held", "--mbox", mbox)
         self.assertTrue(out.endswith(f"1 held messages written to {mbox}\n"), out)
         status, out, _ = self.admin("import", "alice", mbox)
         self.assertEqual(status, 0)
         self.assertTrue(out.startswith("imported 1,"), out)
-        self.assertEqual(self.succeed("spool", "drop", str(number)), f"held message {number} dropped\n")
+        self.assertEqual(self.succeed("spool", "drop", "18b.1"), "held message 18b.1 dropped\n")
         self.assertEqual(self.succeed("spool", "held"), "0 held messages\n")
 
     def test_dropUnknown(self) -> None:
         """
-        Dropping a number that is not held is an error naming it; without a
-        spool there is nothing held.
+        Dropping a queue id that is not held is an error naming it.
         """
         self.assertEqual(self.succeed("spool", "held"), "0 held messages\n")
-        self.assertEqual(self.refused("spool", "drop", "7"), "no held message 7\n")
+        self.assertEqual(self.refused("spool", "drop", "7.1"), "no held message 7.1\n")

@@ -63,28 +63,22 @@ from email.utils import format_datetime
 from typing import Any
 
 import orjson
-from attrs import define, evolve, field, frozen
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from jmapd.blobs.store import blob_id_of
 from jmapd.ingest import recipients
-from jmapd.ingest.spool import Hold, Spool, SpoolRecord
 from jmapd.mail import reports, vacation
 from jmapd.mime.parse import parse_message
-from jmapd.storage import emails, mailboxes, spoolmark
+from jmapd.storage import emails, mailboxes
 from jmapd.storage import vacation as storage_vacation
-from jmapd.storage.accounts import auth_version
 
 log = Logger()
 
 #: Most messages filed in one transaction.
 MAX_BATCH = 200
-
-#: With a spool: seconds before a filing transaction that failed as a
-#: whole is tried again (its messages wait in the spool meanwhile).
-RETRY_DELAY = 5.0
 
 
 @frozen
@@ -108,7 +102,7 @@ class Envelope:
 
     def to_bytes(self) -> bytes:
         """
-        The envelope as the spool keeps it (JSON).
+        The envelope as the delivery spool keeps it (JSON).
         """
         return orjson.dumps(
             {"mailFrom": self.mail_from, "recipients": self.recipients, "helo": self.helo,
@@ -116,7 +110,7 @@ class Envelope:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Envelope:
+    def from_bytes(cls, data: bytes | str) -> Envelope:
         value = orjson.loads(data)
         return cls(
             mail_from=value["mailFrom"],
@@ -168,9 +162,11 @@ class _Message:
     # copy already has.
     copies: list[_Prepared | Reply] = field(factory=list)
     done: Deferred[list[Reply]] = field(factory=Deferred)
-    # With a spool: its sequence number there.
+    # From the delivery spool: its sequence number, queue id and when it
+    # was received.
     seq: int = 0
     queue_id: str = ""
+    received: float = 0.0
 
 
 @frozen
@@ -267,11 +263,6 @@ class Deliverer:
     @param run_filing: C{run(fn, *args) -> Deferred} running a group's job
         in the thread that files (the service gives delivery a thread of
         its own); the worker pool's by default.
-    @param spool: with C{lmtp-spool}, the L{Spool} a message is made
-        durable in before it is acknowledged; it is filed after (see
-        L{recover}: nothing is filed before the spool has been read).
-    @param backlog: with a spool, the most messages acknowledged and not
-        yet filed: the next acknowledgements wait until filing catches up.
     """
 
     def __init__(
@@ -281,33 +272,12 @@ class Deliverer:
         host: str,
         max_batch: int = MAX_BATCH,
         run_filing: Callable[..., Deferred[Any]] | None = None,
-        spool: Spool | None = None,
-        backlog: int = MAX_BATCH,
     ):
         self._env = env
         self._resolver = resolver
         self._host = host
         self._max_batch = max_batch
         self._run_filing = env.workers.run if run_filing is None else run_filing
-        self._spool = spool
-        # The spool's id (L{use_spool_id}), under which its mark is kept.
-        self._spool_id = ""
-        self._backlog = backlog
-        # With a spool: acknowledged and not filed, and the acknowledgements
-        # waiting for that number to come down.
-        self._unfiled = 0
-        self._room: deque[Deferred[None]] = deque()
-        # Copies filing could not file whose hold the spool has not
-        # confirmed yet: every filing transaction records them with its
-        # mark (see spoolmark).  Changed on the reactor thread only.
-        self._unconfirmed: dict[int, Hold] = {}
-        # With a spool nothing is filed before what it holds from before
-        # is queued (recover), nor while a failed transaction waits for
-        # its retry, nor once stopping.
-        self._recovering = spool is not None
-        self._retry: Any = None
-        self._stopping = False
-        self._stopped: list[Deferred[None]] = []
         # Each copy's bytes are written in the filing transaction.
         self._write_in: Callable[[Any, bytes], str] = env.blobs.write_in
         # Received, waiting for the group being filed to be done.
@@ -321,8 +291,7 @@ class Deliverer:
 
     @property
     def busy(self) -> bool:
-        # Once stopped (with a spool), what waits stays in the spool.
-        return self._filing or (bool(self._waiting) and not self._stopping)
+        return bool(self._waiting or self._filing)
 
     def deliver(self, envelope: Envelope, message: bytes) -> Deferred[list[Reply]]:
         """
@@ -339,88 +308,10 @@ class Deliverer:
         heads = [
             trace_fields(envelope, address, self._host, queue_id, now) for address, _ in envelope.recipients
         ]
-        item = _Message(envelope, heads, message, queue_id=queue_id)
-        if self._spool is not None:
-            return self._spool_message(item, now)
+        item = _Message(envelope, heads, message)
         self._waiting.append(item)
         self._kick()
         return item.done
-
-    def _spool_message(self, item: _Message, now: float) -> Deferred[list[Reply]]:
-        """
-        Make C{item} durable in the spool, queue it for filing, and answer
-        250 for each recipient once there is room in the backlog.
-        """
-        assert self._spool is not None
-        recipients_ = item.envelope.recipients
-        d = self._spool.append(item.queue_id, now, item.envelope.to_bytes(), item.message)
-
-        def spooled(seq: int) -> Deferred[None]:
-            item.seq = seq
-            self._unfiled += 1
-            self._waiting.append(item)
-            self._kick()
-            if self._unfiled <= self._backlog:
-                return succeed(None)
-            room: Deferred[None] = Deferred()
-            self._room.append(room)
-            return room
-
-        def accepted(_: Any) -> list[Reply]:
-            return [Reply(250, f"2.0.0 <{address}> queued as {item.queue_id}") for address, _ in recipients_]
-
-        def not_spooled(failure: Failure) -> list[Reply]:
-            # The spool logged why.
-            return [temporary_failure() for _ in recipients_]
-
-        return d.addCallback(spooled).addCallbacks(accepted, not_spooled)
-
-    def recover(self, records: Sequence[SpoolRecord]) -> None:
-        """
-        Queue for filing, before anything received since, what the spool
-        held when it was opened (acknowledged, not filed: the server
-        stopped or crashed first), then start filing.
-        """
-        items = []
-        for record in records:
-            envelope = Envelope.from_bytes(record.envelope)
-            heads = [
-                trace_fields(envelope, address, self._host, record.queue_id, record.received)
-                for address, _ in envelope.recipients
-            ]
-            items.append(_Message(envelope, heads, record.message, seq=record.seq, queue_id=record.queue_id))
-        if items:
-            log.info("filing {count} messages received before the restart", count=len(items))
-        self._waiting.extendleft(reversed(items))
-        self._unfiled += len(items)
-        self._recovering = False
-        self._kick()
-
-    def use_spool_id(self, spool_id: str) -> None:
-        """
-        The spool's id, under which the filing transactions record how far
-        they filed it.
-        """
-        self._spool_id = spool_id
-
-    def stop(self) -> Deferred[None]:
-        """
-        With a spool: file no more (what waits stays in the spool for the
-        next start), send the acknowledgements that waited for filing to
-        catch up, and fire once the group being filed is done.
-        """
-        self._stopping = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        # The messages whose 250 waits for room are in the spool: answer
-        # them now rather than leave the MTA to send them again.
-        while self._room:
-            self._room.popleft().callback(None)
-        if not self._filing:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._stopped.append(d)
-        return d
 
     def _kick(self) -> None:
         """
@@ -428,9 +319,7 @@ class Deliverer:
         C{max_batch} messages) unless one is being filed: it starts the
         next one when it is done.
         """
-        if self._filing or not self._waiting or self._recovering or self._stopping:
-            return
-        if self._retry is not None and self._retry.active():
+        if self._filing or not self._waiting:
             return
         batch: list[_Message] = []
         while self._waiting and len(batch) < self._max_batch:
@@ -448,64 +337,21 @@ class Deliverer:
                     log.failure("after-commit callback of a delivery failed")
             self.batches += 1
             self.messages += len(batch)
-            if self._spool is not None:
-                self._filed_from_spool(batch, outcomes)
             for item, replies in zip(batch, outcomes, strict=True):
                 item.done.callback(replies)
 
         def failed(failure: Failure) -> None:
-            if self._spool is not None:
-                log.failure(
-                    "a delivery transaction of {count} messages failed; they stay in the spool and are"
-                    " filed again in {delay} s", failure, count=len(batch), delay=RETRY_DELAY,
-                )
-                self._waiting.extendleft(reversed(batch))
-                self._retry = self._env.clock.callLater(RETRY_DELAY, self._kick)
-                return
             log.failure("a delivery transaction of {count} messages failed", failure, count=len(batch))
             for item in batch:
                 item.done.callback([temporary_failure() for _ in item.envelope.recipients])
 
         def next_group(_: Any) -> None:
             self._filing = False
-            if self._stopping:
-                stopped, self._stopped = self._stopped, []
-                for d in stopped:
-                    d.callback(None)
             self._kick()
             self._check_idle()
 
         d.addCallbacks(filed, failed)
         d.addBoth(next_group)
-
-    def _filed_from_spool(self, batch: Sequence[_Message], outcomes: Sequence[Sequence[Reply]]) -> None:
-        """
-        After a group from the spool committed: hold the copies that could
-        not be filed (their 250 was given: they are kept for the operator,
-        never dropped), release the group from the spool, and let waiting
-        acknowledgements go.
-        """
-        spool = self._spool
-        assert spool is not None
-        for item, held in _holds(batch, outcomes):
-            log.critical(
-                "message {queue_id} (spool {seq}) could not be filed for {addresses}: {reason};"
-                " it is held in the spool",
-                queue_id=item.queue_id, seq=item.seq, reason=held.reason,
-                addresses=", ".join(address for address, _ in Envelope.from_bytes(held.envelope).recipients),
-            )
-            self._unconfirmed[held.seq] = held
-            spool.hold(held).addCallback(self._confirmed, held.seq)
-        spool.release(batch[-1].seq)
-        self._unfiled -= len(batch)
-        while self._room and self._unfiled <= self._backlog:
-            self._room.popleft().callback(None)
-
-    def _confirmed(self, _: None, seq: int) -> None:
-        """
-        The spool has held record C{seq}.
-        """
-        self._unconfirmed.pop(seq, None)
 
     def _deliver_group(
         self, batch: list[_Message], now: float
@@ -577,9 +423,7 @@ class Deliverer:
             self._prepare_all(more)
             batch.extend(more)
         filing.flush()
-        if self._spool is not None:
-            holds = {**self._unconfirmed, **{held.seq: held for _, held in _holds(batch, outcomes)}}
-            spoolmark.set_filed(txn, self._spool_id, batch[-1].seq, list(holds.values()))
+        self._before_commit(txn, batch, outcomes, now)
         changed_states = txn.__dict__.get("changed_states")
         if changed_states:
             txn.after_commit(lambda: env.publish_states(changed_states))
@@ -587,6 +431,22 @@ class Deliverer:
         callbacks = list(txn.after_commit_callbacks)
         del txn.after_commit_callbacks[:]
         return outcomes, callbacks
+
+    def _before_commit(self, txn: Any, batch: Sequence[_Message], outcomes: Sequence[Sequence[Reply]],
+                       now: float) -> None:
+        """
+        What a filing transaction writes after its messages (nothing here;
+        the spool's filing records its mark, L{jmapd.ingest.filer}).
+        """
+
+    def _account_of(self, txn: Any, prepared: _Prepared, owners: dict[str, str | None]) -> str | None:
+        """
+        The account a copy is filed in: the one that owns its address now
+        (C{None}: no account does), looked up once per transaction.
+        """
+        if prepared.address not in owners:
+            owners[prepared.address] = recipients.lookup_account(txn, prepared.address)
+        return owners[prepared.address]
 
     def _file_message(
         self,
@@ -642,16 +502,7 @@ class Deliverer:
         account id) keep what this transaction read already: a group of
         messages mostly goes to few recipients.
         """
-        if self._spool is not None:
-            # It was acknowledged for the account RCPT found, which may
-            # have been removed since (then the copy is held).
-            account_id: str | None = prepared.account_id
-            if prepared.account_id not in accounts and auth_version(txn, prepared.account_id) is None:
-                return Reply(550, f"5.1.1 <{prepared.address}>: its account no longer exists")
-        elif prepared.address in owners:
-            account_id = owners[prepared.address]
-        else:
-            account_id = owners[prepared.address] = recipients.lookup_account(txn, prepared.address)
+        account_id = self._account_of(txn, prepared, owners)
         if account_id is None:
             return Reply(550, f"5.1.1 <{prepared.address}>: no such mailbox")
         account = accounts.get(account_id)
@@ -696,26 +547,6 @@ class Deliverer:
             waiting, self._idle = self._idle, []
             for d in waiting:
                 d.callback(None)
-
-
-def _holds(batch: Sequence[_Message], outcomes: Sequence[Sequence[Reply]]) -> list[tuple[_Message, Hold]]:
-    """
-    With a spool: the messages of a filed group with a copy that was not
-    filed, each with its L{Hold} (the recipients it was not filed for and
-    their replies).
-    """
-    holds = []
-    for item, replies in zip(batch, outcomes, strict=True):
-        failed = [
-            (recipient, reply)
-            for recipient, reply in zip(item.envelope.recipients, replies, strict=True)
-            if reply.code != 250
-        ]
-        if failed:
-            envelope = evolve(item.envelope, recipients=tuple(recipient for recipient, _ in failed))
-            reason = "; ".join(f"{reply.code} {reply.text}" for _, reply in failed)
-            holds.append((item, Hold(item.seq, envelope.to_bytes(), reason)))
-    return holds
 
 
 def _prepare(envelope: Envelope, heads: list[bytes], message: bytes) -> list[_Prepared | Reply]:

@@ -48,6 +48,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from jmapd.ingest.delivery import Deliverer, Envelope, Reply, temporary_failure
+from jmapd.ingest.spooled import SpooledDeliverer
+from jmapd.util.gate import Gate
 
 log = Logger()
 
@@ -186,8 +188,21 @@ class LMTPServer(smtp.ESMTP):
         set_no_delay = getattr(self._link, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
-        smtp.ESMTP.connectionMade(self)
         self.factory.connections.add(self)
+        ready = self.factory.ready
+        if ready is None:
+            smtp.ESMTP.connectionMade(self)
+            return
+        # The greeting waits until delivery can file (the spool's filing
+        # process runs); the client waits for it before its first command.
+        self._link.pauseProducing()
+
+        def greet(_: None) -> None:
+            if self._link.connected:
+                self._link.resumeProducing()
+                smtp.ESMTP.connectionMade(self)
+
+        ready.wait().addCallback(greet)
 
     def connectionLost(self, reason: Failure = smtp.protocol.connectionDone) -> None:  # type: ignore[attr-defined]
         self.factory.connections.discard(self)
@@ -536,7 +551,7 @@ class LMTPFactory(ServerFactory):
         self,
         config: Any,
         resolver: Any,
-        deliverer: Deliverer,
+        deliverer: Deliverer | SpooledDeliverer,
         clock: Any,
         hostname: str,
         tls: Any = None,
@@ -552,6 +567,9 @@ class LMTPFactory(ServerFactory):
         self.trusted = [ipaddress.ip_network(network) for network in config.lmtp_trusted_ips]
         self.connections: set[LMTPServer] = set()
         self.stopping = False
+        #: Set to a closed L{Gate} for connections to wait, before their
+        #: greeting, until it opens (delivery can file).
+        self.ready: Gate | None = None
 
     def buildProtocol(self, addr: Any) -> LMTPServer:
         return LMTPServer(self)

@@ -25,10 +25,13 @@ from twisted.logger import Logger
 
 from jmapd.endpoints import endpoint_string, pem_certificates
 from jmapd.ingest.delivery import Deliverer
+from jmapd.ingest.filer import FilerProcess
 from jmapd.ingest.lmtp import LMTPFactory
 from jmapd.ingest.recipients import RecipientResolver
-from jmapd.ingest.spool import SPOOL_FILE, Hold, Spool
+from jmapd.ingest.spool import SPOOL_FILE, Spool
+from jmapd.ingest.spooled import SpooledDeliverer
 from jmapd.storage import spoolmark
+from jmapd.util.gate import Gate
 from jmapd.util.tticache import TTICache
 from jmapd.workers import WorkerPoolService
 
@@ -93,16 +96,17 @@ class LMTPService(Service):
         self.port: Any = None
         self.listening: Deferred[Any] | None = None
         self.factory: LMTPFactory | None = None
-        self.deliverer: Deliverer | None = None
+        self.deliverer: Deliverer | SpooledDeliverer | None = None
         # Delivery's own thread, beside the worker pool: it prepares, makes
         # durable and files every group, always on the same connection, so
         # SQLite's page cache stays warm from one transaction to the next
         # (a connection that another one wrote after reads every page again).
         self.filing = WorkerPoolService(reactor, 1, name="jmapd-delivery")
         # With lmtp-spool, the spool's thread (it owns the spool file's
-        # connection) and the spool, once listening.
+        # connection), and once listening the spool and the filing process.
         self.spooling = WorkerPoolService(reactor, 1, name="jmapd-spool")
         self.spool: Spool | None = None
+        self.filer: FilerProcess | None = None
 
     def privilegedStartService(self) -> None:
         """
@@ -145,11 +149,15 @@ class LMTPService(Service):
         hostname = socket.gethostname() or "localhost"
         resolver = RecipientResolver(env.database, cache)
         if config.lmtp_spool:
-            self.spool = Spool(os.path.join(config.db_path, SPOOL_FILE), self.spooling.run)
-        self.deliverer = Deliverer(env, resolver, hostname, run_filing=self.filing.run, spool=self.spool)
+            path = os.path.join(config.db_path, SPOOL_FILE)
+            self.spool = Spool(path, self.spooling.run)
+            self.filer = FilerProcess(self._reactor, config, path, hostname)
+            self.deliverer = SpooledDeliverer(env, resolver, self.spool, self.filer.file_next)
+        else:
+            self.deliverer = Deliverer(env, resolver, hostname, run_filing=self.filing.run)
+        self.factory = LMTPFactory(config, resolver, self.deliverer, self._reactor, hostname, tls)
         if self.spool is not None and self.spooling.running:
             self._open_spool()
-        self.factory = LMTPFactory(config, resolver, self.deliverer, self._reactor, hostname, tls)
         description = endpoint_string(config.lmtp_bind_addr, self._port_number, None, None)
         self.listening = serverFromString(self._reactor, description).listen(self.factory)
         self.listening.addCallbacks(self._listened, self._not_listening)
@@ -161,21 +169,22 @@ class LMTPService(Service):
         start (appends wait for the spool meanwhile).  If the spool cannot
         be opened, messages get 451 (the spool logged why).
         """
-        spool, deliverer, database = self.spool, self.deliverer, self._env.database
-        assert spool is not None and deliverer is not None
-
-        def marked(mark: tuple[int, list[Hold]]) -> Deferred[None]:
-            filed, holds = mark
-            return spool.open(filed, holds).addCallback(deliverer.recover)
+        spool, deliverer, filer, database = self.spool, self.deliverer, self.filer, self._env.database
+        assert spool is not None and isinstance(deliverer, SpooledDeliverer) and filer is not None
+        assert self.factory is not None
+        ready = self.factory.ready = Gate()
 
         def started(spool_id: str) -> Deferred[None]:
-            deliverer.use_spool_id(spool_id)
-            d: Deferred[tuple[int, list[Hold]]] = database.run_interaction(spoolmark.filed, spool_id)
-            return d.addCallback(marked)
+            # The filing process starts now rather than with the first
+            # message, which would wait for its start-up (most of a second),
+            # and LMTP greets once it runs.
+            filer.start(spool_id).addCallback(lambda _: ready.open())
+            d: Deferred[int] = database.run_interaction(spoolmark.filed, spool_id)
+            return d.addCallback(spool.open).addCallback(deliverer.recovered)
 
         d = spool.start().addCallback(started)
         # Messages get 451 (logged by the spool).
-        d.addErrback(spool.broken).addErrback(lambda _: None)
+        d.addErrback(spool.broken).addErrback(lambda _: ready.open())
 
     def _listened(self, port: Any) -> Any:
         self.port = port
@@ -210,16 +219,19 @@ class LMTPService(Service):
         stopped.callback(None)
         if port is not None:
             stopped.addCallback(lambda _: port.stopListening())
-        if not self._env.config.lmtp_spool:
-            stopped.addCallback(lambda _: deliverer.idle())
-        else:
+        if isinstance(deliverer, SpooledDeliverer):
             # What is acknowledged and not filed stays in the spool for the
-            # next start; the group being filed is finished, and the
-            # acknowledgements the spool is writing are sent.
-            spool = self.spool
+            # next start; the group being filed is finished, the
+            # acknowledgements the spool is writing are sent, and the
+            # filing process ends.
+            spool, filer = self.spool, self.filer
             if spool is not None:
                 stopped.addCallback(lambda _: spool.idle())
             stopped.addCallback(lambda _: deliverer.stop())
+            if filer is not None:
+                stopped.addCallback(lambda _: filer.stop())
+        else:
+            stopped.addCallback(lambda _: deliverer.idle())
 
         def close(_: Any) -> None:
             for connection in list(factory.connections):

@@ -9,30 +9,25 @@ reactor thread hands to L{Spool.append} waits while the spool's thread
 writes the previous group; the spool's thread then inserts everything that
 waits in one transaction and commits it with one flush of the file's log
 (C{synchronous = FULL}), and only then fires each message's L{Deferred}
-with its sequence number.  Filing (L{jmapd.ingest.delivery}) runs behind,
-in groups as large as what has arrived, and records in the same
-transaction as the Emails the sequence number of the last message it
-filed (L{jmapd.storage.spoolmark}), under the spool's own id (made when
-the file is created): after a crash the spool's records after that number
-are filed again, those up to it never twice.
-L{Spool.release} then deletes the filed records, by the way, in the
-spool's next write.
+with its sequence number.
 
-A sequence number is never given twice by one spool file, and a
-spool file that replaces a lost one has an id of its own, so the
-database's mark of the old one says nothing about it.
+Filing (L{jmapd.ingest.filer}, in a process of its own) reads the records
+with a connection of its own (L{SpoolReader}) and records, in the same
+transaction as the Emails, the sequence number of the last message it
+filed, under the spool's own id (made when the file is created;
+L{jmapd.storage.spoolmark}): after a crash the spool's records after that
+number are filed again, those up to it never twice.  L{Spool.release}
+then deletes the filed records, by the way, in the spool's next write.
 
-A record that cannot be filed (a copy whose filing failed for a reason
-that would fail again) is I{held}: L{Spool.hold} moves it to the C{held}
-table, with the recipients it was not filed for and why, where it stays
-until the operator looks at it (docs/delivery.md).
+A sequence number is never given twice by one spool file, and a spool
+file that replaces a lost one has an id of its own, so the database's mark
+of the old one says nothing about it.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -55,14 +50,6 @@ _SCHEMA = (
     " received REAL NOT NULL,"
     " envelope BLOB NOT NULL,"
     " message BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS held ("
-    " seq INTEGER PRIMARY KEY,"
-    " queue_id TEXT NOT NULL,"
-    " received REAL NOT NULL,"
-    " envelope BLOB NOT NULL,"
-    " message BLOB NOT NULL,"
-    " reason TEXT NOT NULL,"
-    " held_at REAL NOT NULL)",
 )
 
 
@@ -85,18 +72,6 @@ class SpoolRecord:
     message: bytes
 
 
-@frozen
-class Hold:
-    """
-    A record to keep in the C{held} table: C{envelope} names the recipients
-    it was not filed for, C{reason} says why.
-    """
-
-    seq: int
-    envelope: bytes
-    reason: str
-
-
 class Spool:
     """
     The spool file at C{path}, written by one thread of its own.
@@ -114,7 +89,6 @@ class Spool:
         self._writing = False
         self._appends: list[tuple[tuple[str, float, bytes, bytes], Deferred[int]]] = []
         self._release: int | None = None
-        self._holds: list[tuple[Hold, Deferred[None]]] = []
         self._idle: list[Deferred[None]] = []
 
     def start(self) -> Deferred[str]:
@@ -126,24 +100,20 @@ class Spool:
         """
         return self._run(self._start).addErrback(self.broken)
 
-    def open(self, after: int, holds: Sequence[Hold] = ()) -> Deferred[list[SpoolRecord]]:
+    def open(self, after: int) -> Deferred[int]:
         """
-        Once L{start}ed: return the records after C{after} (the last one
-        filed), in order: received and acknowledged, not yet filed; and
-        start writing (appends made before are written now).  C{holds}
-        are those the database says the filing made and may not have
-        been written here (L{jmapd.storage.spoolmark}): they are written
-        before the records up to C{after} are deleted.
+        Once L{start}ed: count the records after C{after} (the last one
+        filed): received and acknowledged, not yet filed; and start
+        writing (appends made before are written now; the records up to
+        C{after} are deleted).
         """
-        d = self._run(self._read, after)
+        d = self._run(self._count, after)
 
-        def opened(records: list[SpoolRecord]) -> list[SpoolRecord]:
+        def opened(count: int) -> int:
             self._opened = True
-            for held in holds:
-                self.hold(held)
             self.release(after)
             self._kick()
-            return records
+            return count
 
         return d.addCallbacks(opened, self.broken)
 
@@ -183,19 +153,6 @@ class Spool:
             self._release = upto
         self._kick()
 
-    def hold(self, held: Hold) -> Deferred[None]:
-        """
-        Keep a record in the C{held} table, out of the filing's way; it
-        leaves the spool with the next write (a record already held, or
-        gone, is left as it is).
-
-        @return: a L{Deferred} firing once that write has committed.
-        """
-        d: Deferred[None] = Deferred()
-        self._holds.append((held, d))
-        self._kick()
-        return d
-
     def idle(self) -> Deferred[None]:
         """
         A L{Deferred} firing once nothing waits to be written.
@@ -216,7 +173,7 @@ class Spool:
 
     def _busy(self) -> bool:
         return self._writing or (
-            self._opened and bool(self._appends or self._holds or self._release is not None)
+            self._opened and bool(self._appends or self._release is not None)
         )
 
     def _kick(self) -> None:
@@ -226,32 +183,27 @@ class Spool:
         """
         if self._writing or not self._opened:
             return
-        if not (self._appends or self._holds or self._release is not None):
+        if not (self._appends or self._release is not None):
             idle, self._idle = self._idle, []
             for d in idle:
                 d.callback(None)
             return
         appends, self._appends = self._appends, []
-        holds, self._holds = self._holds, []
         release, self._release = self._release, None
         self._writing = True
-        d = self._run(self._write, [row for row, _ in appends], [held for held, _ in holds], release)
+        d = self._run(self._write, [row for row, _ in appends], release)
 
         def written(seqs: list[int]) -> bool:
             for (_, waiting), seq in zip(appends, seqs, strict=True):
                 waiting.callback(seq)
-            for _, waiting_hold in holds:
-                waiting_hold.callback(None)
             return True
 
         def failed(failure: Failure) -> bool:
             log.failure("cannot write {count} messages to the delivery spool {path}", failure,
                         count=len(appends), path=self.path)
-            # The holds and the release wait for the next write (a hold
-            # and the release that covers it are written together), which
-            # the next append or release starts: not at once, which would
-            # go round as fast as the file keeps failing.
-            self._holds[:0] = holds
+            # The release waits for the next write, which the next append
+            # or release starts: not at once, which would go round as fast
+            # as the file keeps failing.
             if release is not None and (self._release is None or release > self._release):
                 self._release = release
             for _, waiting in appends:
@@ -291,17 +243,12 @@ class Spool:
         self._connection = connection
         return spool_id
 
-    def _read(self, after: int) -> list[SpoolRecord]:
+    def _count(self, after: int) -> int:
         connection = self._connection
         assert connection is not None
-        rows = connection.execute(
-            "SELECT seq, queue_id, received, envelope, message FROM spool WHERE seq > ? ORDER BY seq", (after,)
-        ).fetchall()
-        return [SpoolRecord(seq, queue_id, received, bytes(envelope), bytes(message))
-                for seq, queue_id, received, envelope, message in rows]
+        return int(connection.execute("SELECT count(*) FROM spool WHERE seq > ?", (after,)).fetchone()[0])
 
-    def _write(self, rows: Sequence[tuple[str, float, bytes, bytes]], holds: Sequence[Hold],
-               release: int | None) -> list[int]:
+    def _write(self, rows: Sequence[tuple[str, float, bytes, bytes]], release: int | None) -> list[int]:
         connection = self._connection
         assert connection is not None
         seqs = []
@@ -311,14 +258,6 @@ class Spool:
                     "INSERT INTO spool (queue_id, received, envelope, message) VALUES (?, ?, ?, ?)", row
                 )
                 seqs.append(int(cursor.lastrowid or 0))
-            now = time.time()
-            for held in holds:
-                connection.execute(
-                    "INSERT OR REPLACE INTO held (seq, queue_id, received, envelope, message, reason, held_at)"
-                    " SELECT seq, queue_id, received, ?, message, ?, ? FROM spool WHERE seq = ?",
-                    (held.envelope, held.reason, now, held.seq),
-                )
-                connection.execute("DELETE FROM spool WHERE seq = ?", (held.seq,))
             if release is not None:
                 connection.execute("DELETE FROM spool WHERE seq <= ?", (release,))
         return seqs
@@ -354,44 +293,33 @@ def _sync_directory(path: str) -> None:
         os.close(fd)
 
 
-def read_held(path: str) -> list[tuple[SpoolRecord, str, float]]:
+class SpoolReader:
     """
-    The held records of the spool file at C{path} (for C{jmapd-admin}), each
-    with the reason and when it was held; none when there is no spool.
+    Reads the records of the spool file at C{path} with a connection of its
+    own (in the filing process: SQLite lets it read while the spool's
+    thread writes).
     """
-    if not os.path.exists(path):
-        return []
-    connection = sqlite3.connect(path)
-    try:
-        try:
-            rows = connection.execute(
-                "SELECT seq, queue_id, received, envelope, message, reason, held_at FROM held ORDER BY seq"
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return []
-    finally:
-        connection.close()
-    return [(SpoolRecord(seq, queue_id, received, bytes(envelope), bytes(message)), reason, held_at)
-            for seq, queue_id, received, envelope, message, reason, held_at in rows]
 
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
 
-def drop_held(path: str, seqs: Sequence[int]) -> list[int]:
-    """
-    Delete the held records C{seqs} from the spool file at C{path} (once the
-    operator has dealt with them); the ones that were there.
-    """
-    if not os.path.exists(path):
-        return []
-    connection = sqlite3.connect(path, isolation_level=None)
-    try:
-        connection.execute("PRAGMA synchronous = FULL")
-        found = []
-        with _transaction(connection):
-            for seq in seqs:
-                if connection.execute("DELETE FROM held WHERE seq = ?", (seq,)).rowcount:
-                    found.append(seq)
-        return found
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        connection.close()
+    def read(self, after: int, limit: int) -> list[SpoolRecord]:
+        """
+        The first C{limit} records after C{after}, in order.
+        """
+        if self._connection is None:
+            self._connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        rows = self._connection.execute(
+            "SELECT seq, queue_id, received, envelope, message FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [
+            SpoolRecord(seq, queue_id, received, bytes(envelope), bytes(message))
+            for seq, queue_id, received, envelope, message in rows
+        ]
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

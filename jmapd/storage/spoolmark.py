@@ -1,10 +1,11 @@
 # -*- test-case-name: tests.ingest.test_spool -*-
 """
-How far each node's delivery spool has been filed (L{jmapd.ingest.spool}).
+How far each delivery spool has been filed, and the copies it could not
+file (L{jmapd.ingest.spool}).
 
-The mark is written by the transaction that files the messages, so that it
-is committed together with them: a message is in the mailboxes if and only
-if its sequence number is at most its spool's mark, or it is held.
+Both are written by the transaction that files the messages, so they are
+committed together with them: a spooled message is in the mailboxes, or
+held here, if and only if its sequence number is at most its spool's mark.
 """
 
 from __future__ import annotations
@@ -12,34 +13,82 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
-from jmapd.ingest.spool import Hold
+from attrs import frozen
 
 
-def filed(txn: Any, spool_id: str) -> tuple[int, list[Hold]]:
+@frozen
+class HeldMessage:
+    """
+    A spooled message that was acknowledged and could not be filed for some
+    of its recipients.
+
+    @ivar envelope: the envelope (JSON) naming only those recipients.
+    @ivar reason: the reply each of them got from filing.
+    """
+
+    spool_id: str
+    seq: int
+    queue_id: str
+    received: float
+    envelope: str
+    message: bytes
+    reason: str
+    held_at: float
+
+
+def filed(txn: Any, spool_id: str) -> int:
     """
     The sequence number of the last message filed from the spool
-    C{spool_id} (0 when none was), and the copies the filing could not
-    file that the spool may not have held yet.
+    C{spool_id} (0 when none was).
     """
-    row = txn.fetchone("SELECT filed, holds FROM delivery_spool WHERE node = ?", (spool_id,))
-    if row is None:
-        return 0, []
-    holds = [Hold(seq, envelope.encode("utf-8"), reason) for seq, envelope, reason in orjson.loads(row[1])]
-    return int(row[0]), holds
+    return int(txn.fetchvalue("SELECT filed FROM delivery_spool WHERE spool_id = ?", (spool_id,), default=0))
 
 
-def set_filed(txn: Any, spool_id: str, seq: int, holds: Sequence[Hold] = ()) -> None:
+def set_filed(txn: Any, spool_id: str, seq: int) -> None:
     """
     Record, in the filing transaction, that the spool C{spool_id} was filed
-    up to C{seq}, and C{holds}: the copies up to C{seq} that were not filed
-    and whose hold the spool has not confirmed (so that a crash before it
-    does cannot delete them with the filed records).
+    up to C{seq}.
     """
-    text = orjson.dumps([[held.seq, held.envelope.decode("utf-8"), held.reason] for held in holds]).decode("ascii")
     txn.execute(
-        "INSERT INTO delivery_spool (node, filed, holds) VALUES (?, ?, ?)"
-        " ON CONFLICT (node) DO UPDATE SET filed = excluded.filed, holds = excluded.holds",
-        (spool_id, seq, text),
+        "INSERT INTO delivery_spool (spool_id, filed) VALUES (?, ?)"
+        " ON CONFLICT (spool_id) DO UPDATE SET filed = excluded.filed",
+        (spool_id, seq),
     )
+
+
+def hold(txn: Any, held: HeldMessage) -> None:
+    """
+    Keep C{held} for the operator (in the filing transaction).
+    """
+    txn.execute(
+        "INSERT INTO delivery_held (spool_id, seq, queue_id, received, envelope, message, reason, held_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (held.spool_id, held.seq, held.queue_id, held.received, held.envelope, held.message, held.reason,
+         held.held_at),
+    )
+
+
+def held_messages(txn: Any) -> list[HeldMessage]:
+    """
+    Every held message, oldest first.
+    """
+    rows = txn.fetchall(
+        "SELECT spool_id, seq, queue_id, received, envelope, message, reason, held_at FROM delivery_held"
+        " ORDER BY held_at, spool_id, seq"
+    )
+    return [
+        HeldMessage(spool_id, int(seq), queue_id, float(received), envelope, bytes(message), reason, float(held_at))
+        for spool_id, seq, queue_id, received, envelope, message, reason, held_at in rows
+    ]
+
+
+def drop_held(txn: Any, queue_ids: Sequence[str]) -> list[str]:
+    """
+    Delete the held messages with these queue ids; the ones that were held.
+    """
+    dropped = []
+    for queue_id in queue_ids:
+        txn.execute("DELETE FROM delivery_held WHERE queue_id = ?", (queue_id,))
+        if txn.rowcount:
+            dropped.append(queue_id)
+    return dropped

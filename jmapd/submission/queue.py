@@ -78,6 +78,16 @@ def enqueue_message(
     return queue_id
 
 
+def watch(env: Any, watcher: Any) -> None:
+    """
+    Call C{watcher.kick()} when a transaction of C{env} has queued a message:
+    for a process that queues messages without running the queue (the
+    delivery spool's filing process, L{jmapd.ingest.filer}), which tells the
+    server's process.
+    """
+    _services[id(env)] = watcher
+
+
 def wake(env: Any) -> None:
     """
     Make the queue service of C{env}, if one runs, look at the queue now.
