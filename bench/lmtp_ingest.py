@@ -182,7 +182,8 @@ def free_port() -> int:
 
 def server_cpu(pid: int) -> float | None:
     """
-    The CPU seconds (user and system) the server process has used so far,
+    The CPU seconds (user and system) the server process and its child
+    processes (with C{--spool}, the filing process) have used so far,
     where C{/proc} says (Linux); C{None} elsewhere.  With the start-up
     excluded (see L{run}) it tells, unlike the rate, how much work a
     message costs whatever else the machine is doing.
@@ -190,9 +191,14 @@ def server_cpu(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rpartition(")")[2].split()
+        children: list[int] = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children.extend(int(child) for child in f.read().split())
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(server_cpu(child) or 0.0 for child in children)
 
 
 def _open(data: str) -> Any:

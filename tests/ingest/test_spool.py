@@ -31,6 +31,7 @@ from jmapd.ingest.spooled import RETRY_DELAY, SpooledDeliverer
 from jmapd.storage import accounts, emails, spoolmark
 from jmapd.storage import vacation as storage_vacation
 from jmapd.submission import queue
+from tests import pg
 from tests.ingest.support import LMTPTestCase, message
 from tests.ingest.test_delivery import DeliveryTestCase, ManualThreads
 from tests.test_config import ConfigTestCase
@@ -990,7 +991,9 @@ class SpoolLMTPTests(LMTPTestCase):
             await server.service.stopService()
             self.assertEqual(len(rows(os.path.join(data, SPOOL_FILE), "SELECT seq FROM spool")), 1)
 
-            again, lmtp, port = await self.start_lmtp(data=data, lmtp_spool=True)
+            # The same database (on PostgreSQL, each server gets a new one).
+            same = {"db_url": server.env.config.db_url} if server.env.config.db_url else {}
+            again, lmtp, port = await self.start_lmtp(data=data, lmtp_spool=True, **same)
             second = self.deliverer_of(lmtp)
             await self.until(lambda: len(self.stored(again, alice)) > 0)
             await second.idle()
@@ -1003,7 +1006,7 @@ class SpoolLMTPTests(LMTPTestCase):
             self.assertIn(b"Subject: after", stored[1])
             await again.service.stopService()
 
-            third, lmtp, _ = await self.start_lmtp(data=data, lmtp_spool=True)
+            third, lmtp, _ = await self.start_lmtp(data=data, lmtp_spool=True, **same)
             last = self.deliverer_of(lmtp)
             await self.until(lambda: not last._recovering)
             await last.idle()
@@ -1064,3 +1067,6 @@ class SpoolConfigTests(ConfigTestCase):
         self.assertEqual(self.load(settings + "lmtp-spool: false\n").db_path, blocker)
         self.assertTrue(self.load("lmtp-spool: true\n").lmtp_spool)
         self.assertFalse(self.load("").lmtp_spool)
+
+
+pg.add_postgresql_variants(globals(), SpoolLMTPTests)
