@@ -97,10 +97,11 @@ class LMTPService(Service):
         self.listening: Deferred[Any] | None = None
         self.factory: LMTPFactory | None = None
         self.deliverer: Deliverer | SpooledDeliverer | None = None
-        # Delivery's own thread, beside the worker pool: it prepares, makes
-        # durable and files every group, always on the same connection, so
-        # SQLite's page cache stays warm from one transaction to the next
-        # (a connection that another one wrote after reads every page again).
+        # Delivery's own thread (without lmtp-spool), beside the worker
+        # pool: it prepares, makes durable and files every group, always
+        # on the same connection, so SQLite's page cache stays warm from one
+        # transaction to the next (a connection that another one wrote
+        # after reads every page again).
         self.filing = WorkerPoolService(reactor, 1, name="jmapd-delivery")
         # With lmtp-spool, the spool's thread (it owns the spool file's
         # connection), and once listening the spool and the filing process.
@@ -118,11 +119,12 @@ class LMTPService(Service):
 
     def startService(self) -> None:
         Service.startService(self)
-        self.filing.startService()
         if self._env.config.lmtp_spool:
             self.spooling.startService()
             if self.spool is not None:
                 self._open_spool()
+        else:
+            self.filing.startService()
         if self.listening is None:
             self._listen()
 
