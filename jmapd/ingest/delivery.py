@@ -189,6 +189,14 @@ def _received_date(second: int) -> str:
     return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
+def make_queue_id(now: float, count: int) -> str:
+    """
+    The id a Received field gives a message: when it was received (in
+    milliseconds) and how many the process received before, in hex.
+    """
+    return f"{int(now * 1000):x}.{count:x}"
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -304,7 +312,7 @@ class Deliverer:
         env = self._env
         now = float(env.clock.seconds())
         self._count += 1
-        queue_id = f"{int(now * 1000):x}.{self._count:x}"
+        queue_id = make_queue_id(now, self._count)
         heads = [
             trace_fields(envelope, address, self._host, queue_id, now) for address, _ in envelope.recipients
         ]

@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from jmapd.ingest.delivery import MAX_BATCH, Envelope, Reply, temporary_failure
+from jmapd.ingest.delivery import MAX_BATCH, Envelope, Reply, make_queue_id, temporary_failure
 from jmapd.ingest.filer import FiledGroup
 from jmapd.ingest.spool import Spool
 from jmapd.submission import queue
@@ -99,7 +99,7 @@ class SpooledDeliverer:
         """
         now = float(self._env.clock.seconds())
         self._count += 1
-        queue_id = f"{int(now * 1000):x}.{self._count:x}"
+        queue_id = make_queue_id(now, self._count)
         d = self._spool.append(queue_id, now, envelope.to_bytes(), message)
 
         def spooled(seq: int) -> Deferred[None]:

@@ -78,6 +78,19 @@ class SpoolTestCase(SynchronousTestCase):
         count = self.successResultOf(spool.open(after))
         return spool, spool_id, count
 
+    def started_step_by_step(self) -> tuple[Spool, ManualThreads]:
+        """
+        A spool on C{self.path}, started, whose thread's jobs run when the
+        test says so (L{ManualThreads}).
+        """
+        threads = ManualThreads()
+        spool = Spool(self.path, threads.run)
+        self.addCleanup(lambda: spool.close() and None)
+        started = spool.start()
+        threads.drain()
+        self.successResultOf(started)
+        return spool, threads
+
     def seqs(self) -> list[int]:
         return [seq for (seq,) in rows(self.path, "SELECT seq FROM spool ORDER BY seq")]
 
@@ -129,12 +142,7 @@ class SpoolTests(SpoolTestCase):
         appends made while a write runs wait for it, and are written
         together by the next one (one more job of the spool's thread).
         """
-        threads = ManualThreads()
-        spool = Spool(self.path, threads.run)
-        self.addCleanup(lambda: spool.close() and None)
-        started = spool.start()
-        threads.drain()
-        self.successResultOf(started)
+        spool, threads = self.started_step_by_step()
         opened = spool.open(0)
         threads.drain()
         self.assertEqual(self.successResultOf(opened), 0)
@@ -165,12 +173,7 @@ class SpoolTests(SpoolTestCase):
         seqs = [self.successResultOf(spool.append(f"q{i}", float(i), b"{}", b"m%d" % i)) for i in range(4)]
         self.successResultOf(spool.close())
 
-        threads = ManualThreads()
-        spool = Spool(self.path, threads.run)
-        self.addCleanup(lambda: spool.close() and None)
-        started = spool.start()
-        threads.drain()
-        self.successResultOf(started)
+        spool, threads = self.started_step_by_step()
         opened = spool.open(seqs[1])
         threads.step()
         self.assertEqual(self.successResultOf(opened), 2)
