@@ -55,6 +55,12 @@ from jmapd.submission import queue
 
 log = Logger()
 
+#: A group whose transaction failed this many times in a row is filed
+#: again one message at a time, and a message that fails this many times
+#: alone is held (a message that makes the whole transaction fail would
+#: otherwise stop every delivery behind it).
+ATTEMPTS = 3
+
 
 @frozen
 class FiledGroup:
@@ -165,6 +171,11 @@ class SpoolFiling(Deliverer):
         self._reader = reader
         self._mark: int | None = None
         self._held = 0
+        # Failed attempts at the group after the mark, and, once a group
+        # failed ATTEMPTS times, the last sequence number of that group:
+        # up to it, messages are filed one at a time.
+        self._failures = 0
+        self._alone_until = 0
         # A vacation reply queued by a filing transaction wakes the queue
         # of the filing environment: that is recorded, and reported.
         queue.watch(self._env, self._after)
@@ -180,7 +191,8 @@ class SpoolFiling(Deliverer):
         env = self._env
         if self._mark is None:
             self._mark = int(env.database.run_sync(spoolmark.filed, self._spool_id))
-        records = self._reader.read(self._mark, self._max_batch)
+        alone = self._mark < self._alone_until
+        records = self._reader.read(self._mark, 1 if alone else self._max_batch)
         if not records:
             return None
         now = float(env.clock.seconds())
@@ -188,12 +200,54 @@ class SpoolFiling(Deliverer):
         self._prepare_all(batch)
         self._held = 0
         self._after.reset()
-        _, callbacks = env.database.run_sync(self._file, batch, now, write=True)
+        try:
+            _, callbacks = env.database.run_sync(self._file, batch, now, write=True)
+        except Exception as error:
+            self._failures += 1
+            if self._failures < ATTEMPTS:
+                raise
+            if not alone:
+                log.warn(
+                    "filing {count} spooled messages failed {attempts} times: filing them one at a time",
+                    count=len(batch), attempts=self._failures,
+                )
+                self._failures = 0
+                self._alone_until = batch[-1].seq
+                raise
+            callbacks = env.database.run_sync(self._hold_whole, batch[0], error, now, write=True)
+        self._failures = 0
         for callback in callbacks:
             callback()
         self._mark = batch[-1].seq
         after = self._after
         return FiledGroup(self._mark, len(batch), self._held, after.states, after.version, after.wake)
+
+    def _hold_whole(self, txn: Any, item: _Message, error: Exception, now: float) -> list[Any]:
+        """
+        Hold C{item} for all its recipients, in a transaction of its own:
+        filing it alone failed L{ATTEMPTS} times.
+        """
+        self._held = 0
+        spoolmark.set_filed(txn, self._spool_id, item.seq)
+        reason = f"451 4.3.0 filing it failed {ATTEMPTS} times: {type(error).__name__}: {error}"
+        self._hold(txn, item, item.envelope, reason, now)
+        return []
+
+    def _hold(self, txn: Any, item: _Message, envelope: Envelope, reason: str, now: float) -> None:
+        log.critical(
+            "message {queue_id} could not be filed for {addresses}: {reason}; it is held"
+            " (jmapd-admin spool held)",
+            queue_id=item.queue_id, reason=reason,
+            addresses=", ".join(address for address, _ in envelope.recipients),
+        )
+        spoolmark.hold(
+            txn,
+            spoolmark.HeldMessage(
+                self._spool_id, item.seq, item.queue_id, item.received, envelope.to_bytes().decode("utf-8"),
+                item.message, reason, now,
+            ),
+        )
+        self._held += 1
 
     def _message(self, record: SpoolRecord) -> _Message:
         envelope = Envelope.from_bytes(record.envelope)
@@ -243,20 +297,7 @@ class SpoolFiling(Deliverer):
                 continue
             envelope = evolve(item.envelope, recipients=tuple(recipient for recipient, _ in failed))
             reason = "; ".join(f"{reply.code} {reply.text}" for _, reply in failed)
-            log.critical(
-                "message {queue_id} could not be filed for {addresses}: {reason}; it is held"
-                " (jmapd-admin spool held)",
-                queue_id=item.queue_id, reason=reason,
-                addresses=", ".join(address for (address, _), _ in failed),
-            )
-            spoolmark.hold(
-                txn,
-                spoolmark.HeldMessage(
-                    self._spool_id, item.seq, item.queue_id, item.received, envelope.to_bytes().decode("utf-8"),
-                    item.message, reason, now,
-                ),
-            )
-            self._held += 1
+            self._hold(txn, item, envelope, reason, now)
 
 
 class FilerGone(Exception):

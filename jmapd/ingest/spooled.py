@@ -177,11 +177,6 @@ class SpooledDeliverer:
             # Those acknowledged since are counted still.
             self._unfiled = max(self._unfiled - asked, 0)
         else:
-            if group.states:
-                self._env.publish_states({account: dict(types) for account, types in group.states.items()})
-            self._resolver.observe_version(group.version)
-            if group.wake:
-                queue.wake(self._env)
             self._spool.release(group.filed)
             self._unfiled = max(self._unfiled - group.count, 0)
             self.batches += 1
@@ -189,6 +184,15 @@ class SpooledDeliverer:
             self.held += group.held
         while self._room and self._unfiled <= self._backlog:
             self._room.popleft().callback(None)
+        if group is not None:
+            try:
+                if group.states:
+                    self._env.publish_states({account: dict(types) for account, types in group.states.items()})
+                self._resolver.observe_version(group.version)
+                if group.wake:
+                    queue.wake(self._env)
+            except Exception:
+                log.failure("after filing {count} spooled messages", count=group.count)
 
     def _failed(self, failure: Failure) -> None:
         log.failure(

@@ -24,7 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.environment import Environment
 from jmapd.ingest.delivery import Envelope, Reply
-from jmapd.ingest.filer import FiledGroup, SpoolFiling
+from jmapd.ingest.filer import ATTEMPTS, FiledGroup, SpoolFiling
 from jmapd.ingest.recipients import bump_addresses_version
 from jmapd.ingest.spool import SPOOL_FILE, Spool, SpoolReader, SpoolRecord
 from jmapd.ingest.spooled import RETRY_DELAY, SpooledDeliverer
@@ -401,6 +401,50 @@ class SpoolFilingTests(SpoolFilingTestCase):
         self.assertEqual((second.filed, second.count), (seqs[2], 1))
         self.assertIsNone(filing.file_next())
         self.assertEqual(self.subjects(alice), ["one", "three", "two"])
+
+    def test_poisonMessageHeld(self) -> None:
+        """
+        A message that makes its group's whole transaction fail does not
+        stop delivery: after ATTEMPTS failures the group is filed one
+        message at a time, the others are filed, and the one that fails
+        ATTEMPTS times alone is held for all its recipients, with why;
+        then groups are filed whole again.
+        """
+        alice = self.add_account("alice")
+        real_flush = emails.IngestBatch.flush
+
+        def flush(batch: emails.IngestBatch) -> None:
+            subjects = self.env.database.current_transaction().fetchall("SELECT subject FROM emails")
+            if ("poison",) in subjects:
+                raise RuntimeError("cannot file this one")
+            real_flush(batch)
+
+        self.patch(emails.IngestBatch, "flush", flush)
+        seqs = [self.to(alice, "alice", subject) for subject in ("good1", "poison", "good2")]
+        for _ in range(ATTEMPTS):
+            self.assertRaises(RuntimeError, self.filing.file_next)
+        self.assertEqual(self.subjects(alice), [])
+        first = self.filing.file_next()
+        assert first is not None
+        self.assertEqual((first.filed, first.count, first.held), (seqs[0], 1, 0))
+        for _ in range(ATTEMPTS - 1):
+            self.assertRaises(RuntimeError, self.filing.file_next)
+        held = self.filing.file_next()
+        assert held is not None
+        self.assertEqual((held.filed, held.count, held.held), (seqs[1], 1, 1))
+        (message_,) = self.held()
+        self.assertEqual(message_.seq, seqs[1])
+        self.assertEqual(Envelope.from_bytes(message_.envelope).recipients, (("alice@example.com", alice),))
+        self.assertIn("RuntimeError: cannot file this one", message_.reason)
+        self.to(alice, "alice", "good3")
+        last = self.filing.file_next()
+        assert last is not None
+        self.assertEqual(last.count, 1)
+        rest = self.filing.file_next()
+        assert rest is not None
+        self.assertEqual(rest.count, 1)
+        self.assertEqual(self.subjects(alice), ["good1", "good2", "good3"])
+        self.assertEqual(self.mark(), seqs[2] + 1)
 
     def test_nothingAfterMark(self) -> None:
         """
