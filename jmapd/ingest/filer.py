@@ -58,7 +58,8 @@ log = Logger()
 #: A group whose transaction failed this many times in a row is filed
 #: again one message at a time, and a message that fails this many times
 #: alone is held (a message that makes the whole transaction fail would
-#: otherwise stop every delivery behind it).
+#: otherwise stop every delivery behind it).  The database's own errors
+#: (busy, unreachable, disk) do not count: they fail any message.
 ATTEMPTS = 3
 
 
@@ -203,6 +204,10 @@ class SpoolFiling(Deliverer):
         try:
             _, callbacks = env.database.run_sync(self._file, batch, now, write=True)
         except Exception as error:
+            if isinstance(error, (env.database.engine.OperationalError, OSError)):
+                # The database is busy, unreachable or failing: that says
+                # nothing about the messages, which wait for it.
+                raise
             self._failures += 1
             if self._failures < ATTEMPTS:
                 raise

@@ -446,6 +446,24 @@ class SpoolFilingTests(SpoolFilingTestCase):
         self.assertEqual(self.subjects(alice), ["good1", "good2", "good3"])
         self.assertEqual(self.mark(), seqs[2] + 1)
 
+    def test_databaseErrorsNeverHold(self) -> None:
+        """
+        A database that keeps failing (a disk error at every commit) fails
+        the group as often as it does, but never makes it filed one at a
+        time nor held: once the database works, the group is filed whole.
+        """
+        alice = self.add_account("alice")
+        seqs = [self.to(alice, "alice", subject) for subject in ("one", "two")]
+        patcher = self.fail_commits()
+        for _ in range(2 * ATTEMPTS + 1):
+            self.assertRaises(sqlite3.OperationalError, self.filing.file_next)
+        patcher.restore()
+        group = self.filing.file_next()
+        assert group is not None
+        self.assertEqual((group.filed, group.count, group.held), (seqs[1], 2, 0))
+        self.assertEqual(self.held(), [])
+        self.assertEqual(self.subjects(alice), ["one", "two"])
+
     def test_nothingAfterMark(self) -> None:
         """
         C{file_next} returns C{None}, and writes nothing, when no record
