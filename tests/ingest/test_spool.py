@@ -24,7 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.environment import Environment
 from jmapd.ingest.delivery import Envelope, Reply
-from jmapd.ingest.filer import ATTEMPTS, FiledGroup, SpoolFiling
+from jmapd.ingest.filer import ATTEMPTS, FiledGroup, FilerProcess, SpoolFiling
 from jmapd.ingest.recipients import bump_addresses_version
 from jmapd.ingest.spool import SPOOL_FILE, Spool, SpoolReader, SpoolRecord
 from jmapd.ingest.spooled import RETRY_DELAY, SpooledDeliverer
@@ -959,6 +959,40 @@ class SpooledDelivererTests(SpoolTestCase):
         self.assertEqual([reply.code for reply in answers[0]], [451, 451])
         self.assertEqual(self.filing.calls, [])
         self.successResultOf(deliverer.idle())
+
+
+class FilerProcessLogTests(SynchronousTestCase):
+    """
+    What the filing process logs (JSON events on its standard error)
+    reaches the server's log as the event it was, with its level; other
+    output (a crash's traceback) is logged as a warning.
+    """
+
+    def test_eventsRelogged(self) -> None:
+        """
+        A JSON log event from the process is published again with its
+        level, format and fields; a line that is not one is a warning
+        naming the line.
+        """
+        from twisted.logger import LogLevel, capturedLogs, eventAsJSON
+
+        filer = FilerProcess(None, None, "spool", "host")
+        event = {
+            "log_level": LogLevel.critical,
+            "log_format": "message {queue_id} is held",
+            "log_namespace": "jmapd.ingest.filer",
+            "queue_id": "q1",
+            "log_time": 1.0,
+        }
+        with capturedLogs() as events:
+            filer.errReceived(eventAsJSON(event).encode("utf-8") + b"\nTraceback (most")
+            filer.errReceived(b" recent call last):\n")
+        self.assertEqual(len(events), 2)
+        self.assertEqual(events[0]["log_level"], LogLevel.critical)
+        self.assertEqual(events[0]["queue_id"], "q1")
+        self.assertEqual(events[0]["log_format"], "message {queue_id} is held")
+        self.assertEqual(events[1]["log_level"], LogLevel.warn)
+        self.assertEqual(events[1]["line"], "Traceback (most recent call last):")
 
 
 class SpoolLMTPTests(LMTPTestCase):
