@@ -42,6 +42,10 @@ log = Logger()
 #: The spool's file name under the data directory.
 SPOOL_FILE = "delivery-spool.sqlite"
 
+#: The most octets of messages the filing reads for one group (at least
+#: one message, however large): groups of large messages are smaller.
+MAX_GROUP_BYTES = 64 * 1024 * 1024
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS spool ("
@@ -304,20 +308,29 @@ class SpoolReader:
         self.path = path
         self._connection: sqlite3.Connection | None = None
 
-    def read(self, after: int, limit: int) -> list[SpoolRecord]:
+    def read(self, after: int, limit: int, max_bytes: int = MAX_GROUP_BYTES) -> list[SpoolRecord]:
         """
-        The first C{limit} records after C{after}, in order.
+        The first C{limit} records after C{after}, in order, and no more
+        than fit in C{max_bytes} of messages (but at least one).
         """
         if self._connection is None:
             self._connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-        rows = self._connection.execute(
+        cursor = self._connection.execute(
             "SELECT seq, queue_id, received, envelope, message FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
-        ).fetchall()
-        return [
-            SpoolRecord(seq, queue_id, received, bytes(envelope), bytes(message))
-            for seq, queue_id, received, envelope, message in rows
-        ]
+        )
+        records: list[SpoolRecord] = []
+        size = 0
+        try:
+            # Row by row: the messages past the budget are not read.
+            for seq, queue_id, received, envelope, message in cursor:
+                size += len(message)
+                if records and size > max_bytes:
+                    break
+                records.append(SpoolRecord(seq, queue_id, received, bytes(envelope), bytes(message)))
+        finally:
+            cursor.close()
+        return records
 
     def close(self) -> None:
         if self._connection is not None:

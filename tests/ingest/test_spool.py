@@ -100,6 +100,24 @@ class SpoolTests(SpoolTestCase):
     The spool file on its own.
     """
 
+
+    def test_readerByteBudget(self) -> None:
+        """
+        A group read by L{SpoolReader} stops before the message that would
+        take it over its byte budget, but always holds one message, however
+        large; the next read goes on from there.
+        """
+        spool, _, _ = self.open_spool()
+        for i, size in enumerate((40, 40, 40, 100)):
+            self.successResultOf(spool.append(f"q{i}", float(i), b"{}", b"x" * size))
+        reader = SpoolReader(self.path)
+        self.addCleanup(reader.close)
+        first = reader.read(0, 10, max_bytes=100)
+        self.assertEqual([record.queue_id for record in first], ["q0", "q1"])
+        second = reader.read(first[-1].seq, 10, max_bytes=100)
+        self.assertEqual([record.queue_id for record in second], ["q2"])
+        third = reader.read(second[-1].seq, 10, max_bytes=50)
+        self.assertEqual([record.queue_id for record in third], ["q3"])
     def test_appendDurableThenReopened(self) -> None:
         """
         Each append fires with a sequence number larger than the one
