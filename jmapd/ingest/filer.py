@@ -305,6 +305,10 @@ class SpoolFiling(Deliverer):
             self._hold(txn, item, envelope, reason, now)
 
 
+#: Seconds a group may take before the filing process is taken to hang.
+FILING_TIMEOUT = 600.0
+
+
 class FilerGone(Exception):
     """
     The filing process ended before it answered.
@@ -350,12 +354,34 @@ class FilerProcess(ProcessProtocol):
         return d.addErrback(lambda _: None).addCallback(lambda _: None)
 
     def file_next(self) -> Deferred[FiledGroup | None]:
+        """
+        Ask the process to file the next group.  If it has not answered
+        in L{FILING_TIMEOUT} seconds it is killed (the L{Deferred} fails
+        with L{FilerGone}, and the next call starts a new one).
+        """
         if self._process is None:
             self._start()
         d: Deferred[FiledGroup | None] = Deferred()
         self._answers.append(d)
         self._process.write(b"F\n")
-        return d
+        process = self._process
+
+        def hung() -> None:
+            if self._process is process:
+                log.error(
+                    "the spool filing process {pid} did not file a group in {timeout} s: killed",
+                    pid=process.pid, timeout=FILING_TIMEOUT,
+                )
+                process.signalProcess("KILL")
+
+        watchdog = self._reactor.callLater(FILING_TIMEOUT, hung)
+
+        def answered(result: Any) -> Any:
+            if watchdog.active():
+                watchdog.cancel()
+            return result
+
+        return d.addBoth(answered)
 
     def _start(self) -> None:
         environ = dict(os.environ)

@@ -18,13 +18,14 @@ from typing import Any
 import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.error import ProcessTerminated
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from jmapd.environment import Environment
 from jmapd.ingest.delivery import Envelope, Reply
-from jmapd.ingest.filer import ATTEMPTS, FiledGroup, FilerProcess, SpoolFiling
+from jmapd.ingest.filer import ATTEMPTS, FILING_TIMEOUT, FiledGroup, FilerGone, FilerProcess, SpoolFiling
 from jmapd.ingest.recipients import bump_addresses_version
 from jmapd.ingest.spool import SPOOL_FILE, Spool, SpoolReader, SpoolRecord
 from jmapd.ingest.spooled import RETRY_DELAY, SpooledDeliverer
@@ -977,6 +978,81 @@ class SpooledDelivererTests(SpoolTestCase):
         self.assertEqual([reply.code for reply in answers[0]], [451, 451])
         self.assertEqual(self.filing.calls, [])
         self.successResultOf(deliverer.idle())
+
+
+class FakeProcess:
+    """
+    The process transport L{FakeReactor.spawnProcess} returns.
+    """
+
+    pid = 4242
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.written: list[bytes] = []
+        self.signals: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def signalProcess(self, signal: str) -> None:
+        self.signals.append(signal)
+
+
+class FakeReactor(Clock):
+    """
+    A clock that "spawns" L{FakeProcess}es.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[FakeProcess] = []
+
+    def spawnProcess(self, protocol: Any, executable: str, args: Any, env: Any = None) -> FakeProcess:
+        process = FakeProcess(protocol)
+        self.processes.append(process)
+        return process
+
+
+class FilerProcessTests(SynchronousTestCase):
+    """
+    L{FilerProcess}: a group asked for is answered from the process's
+    output, and a process that does not answer is killed.
+    """
+
+    def test_answered(self) -> None:
+        """
+        C{file_next} writes C{F} and fires with the group the process's
+        next line gives; the watchdog is cancelled.
+        """
+        reactor = FakeReactor()
+        filer = FilerProcess(reactor, None, "spool", "host")
+        d = filer.file_next()
+        (process,) = reactor.processes
+        self.assertEqual(process.written[-1], b"F\n")
+        filer.outReceived(b'{"group":{"filed":7,"count":2,"held":0,"states":{},"version":3,"wake":false}}\n')
+        self.assertEqual(self.successResultOf(d), FiledGroup(7, 2, 0, {}, 3, False))
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_hungKilled(self) -> None:
+        """
+        A process that has not answered a group in FILING_TIMEOUT seconds
+        is killed; the group fails with FilerGone once it has ended, and
+        the next group starts a new process.
+        """
+        reactor = FakeReactor()
+        filer = FilerProcess(reactor, None, "spool", "host")
+        d = filer.file_next()
+        (process,) = reactor.processes
+        reactor.advance(FILING_TIMEOUT - 1)
+        self.assertEqual(process.signals, [])
+        self.assertNoResult(d)
+        reactor.advance(1)
+        self.assertEqual(process.signals, ["KILL"])
+        filer.processEnded(Failure(ProcessTerminated(signal=9)))
+        self.failureResultOf(d, FilerGone)
+        filer.file_next()
+        self.assertEqual(len(reactor.processes), 2)
 
 
 class FilerProcessLogTests(SynchronousTestCase):
