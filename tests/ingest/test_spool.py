@@ -1118,6 +1118,38 @@ class SpoolLMTPTests(LMTPTestCase):
             await deferLater(reactor, 0.02, lambda: None)
             waited += 0.02
 
+    def test_vacationReplySent(self) -> Any:
+        """
+        A vacation reply that the filing process queues is sent through
+        the relay at once: the server's queue is woken by the group's
+        report (its own polling would wait a minute).
+        """
+        from jmapd.storage import vacation as storage_vacation
+        from tests.submission.support import RecordingRelay, sending_config
+
+        async def run() -> None:
+            relay = RecordingRelay(self)
+            relay_port = relay.start()
+            server, _, port = await self.start_lmtp(
+                data=os.path.abspath(self.mktemp()), lmtp_spool=True, **sending_config(relay_port)
+            )
+            alice = server.add_account("alice", ("alice@example.com",))
+            server.env.database.run_sync(
+                storage_vacation.set_vacation,
+                alice,
+                storage_vacation.Vacation(is_enabled=True, text_body="Away."),
+                write=True,
+            )
+            code, _ = await self.in_thread(self.deliver, port, "while away")
+            self.assertEqual(code, 250)
+            await self.until(lambda: bool(relay.received))
+            (reply,) = relay.received
+            self.assertEqual(reply.mail_from, "")
+            self.assertEqual(reply.rcpt_to, ["bob@example.org"])
+            self.assertIn(b"Auto-Submitted: auto-replied", reply.data)
+
+        return ensureDeferred(run())
+
     def test_delivered(self) -> Any:
         """
         A message delivered over LMTP gets 250 ("queued as") and is an
