@@ -27,6 +27,7 @@ of the old one says nothing about it.
 from __future__ import annotations
 
 import os
+import pathlib
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
@@ -314,7 +315,9 @@ class SpoolReader:
         than fit in C{max_bytes} of messages (but at least one).
         """
         if self._connection is None:
-            self._connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            # A URI, so that the path is percent-encoded ("?" or "#" in it).
+            uri = pathlib.Path(self.path).absolute().as_uri() + "?mode=ro"
+            self._connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
         cursor = self._connection.execute(
             "SELECT seq, queue_id, received, envelope, message FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),

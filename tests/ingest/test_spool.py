@@ -102,6 +102,23 @@ class SpoolTests(SpoolTestCase):
     """
 
 
+    def test_readerOddPath(self) -> None:
+        """
+        L{SpoolReader} reads a spool whose path has characters that mean
+        something in a URI ("#", "?", "%", a space).
+        """
+        directory = os.path.abspath(os.path.join(self.mktemp(), "data #1?x=%20 y"))
+        os.makedirs(directory)
+        path = os.path.join(directory, SPOOL_FILE)
+        spool = Spool(path, run_now)
+        self.addCleanup(lambda: spool.close() and None)
+        self.successResultOf(spool.start())
+        self.successResultOf(spool.open(0))
+        self.successResultOf(spool.append("q1", 1.0, b"{}", b"one"))
+        reader = SpoolReader(path)
+        self.addCleanup(reader.close)
+        self.assertEqual([record.message for record in reader.read(0, 10)], [b"one"])
+
     def test_readerByteBudget(self) -> None:
         """
         A group read by L{SpoolReader} stops before the message that would
