@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -229,40 +230,48 @@ def count_emails(data: str) -> int:
         database.close()
 
 
+def _wait_until(data: str, done: Callable[[Any], bool], interval: float, timeout: float, problem: str) -> None:
+    """
+    Look at the server's database under C{data} every C{interval} seconds
+    until C{done(database)}; the database is opened once, not at every
+    look.
+
+    @raise RuntimeError: saying C{problem}, after C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    database = _open(data)
+    try:
+        while not done(database):
+            if time.monotonic() > deadline:
+                raise RuntimeError(problem)
+            time.sleep(interval)
+    finally:
+        database.close()
+
+
 def wait_filed(data: str, messages: int, timeout: float = 60.0) -> None:
     """
     Wait until the account holds C{messages} Emails (C{--spool}: they are
     filed after their 250).
     """
-    database = _open(data)
-    try:
-        deadline = time.monotonic() + timeout
-        while _count(database, "emails") < messages:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{messages} messages acknowledged, not filed after {timeout} s")
-            time.sleep(0.002)
-    finally:
-        database.close()
+    _wait_until(
+        data, lambda database: _count(database, "emails") >= messages, 0.002, timeout,
+        f"{messages} messages acknowledged, not filed after {timeout} s",
+    )
 
 
 def wait_moved(data: str, timeout: float = 60.0) -> None:
     """
     Wait until the server has moved every staged message to its file
     (C{blob-store: files}, L{jmapd.blobs.writeback}), so that the CPU
-    measured includes that work.  The database is opened once, not at
-    every look.
+    measured includes that work.
 
     @raise RuntimeError: they were not moved in time.
     """
-    deadline = time.monotonic() + timeout
-    database = _open(data)
-    try:
-        while _count(database, "blob_data"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not move the staged messages to their files")
-            time.sleep(0.05)
-    finally:
-        database.close()
+    _wait_until(
+        data, lambda database: not _count(database, "blob_data"), 0.05, timeout,
+        "the server did not move the staged messages to their files",
+    )
 
 
 def deliver(

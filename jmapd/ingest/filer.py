@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from attrs import evolve, field, frozen
+from attrs import asdict, evolve, field, frozen
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
@@ -87,14 +87,7 @@ class FiledGroup:
     wake: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "filed": self.filed,
-            "count": self.count,
-            "held": self.held,
-            "states": self.states,
-            "version": self.version,
-            "wake": self.wake,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> FiledGroup:
@@ -134,22 +127,6 @@ class _AfterCommit:
         self.wake = True
 
 
-class _FilingEnvironment:
-    """
-    The environment filing sees: the real one's configuration, database,
-    blob store and clock, with the after-commit work recorded
-    (L{_AfterCommit}).
-    """
-
-    def __init__(self, env: Any, after: _AfterCommit) -> None:
-        self.config = env.config
-        self.database = env.database
-        self.blobs = env.blobs
-        self.clock = env.clock
-        self.workers = None
-        self.publish_states = after.publish_states
-
-
 def _never(*args: Any) -> Deferred[Any]:
     return fail(RuntimeError("spool filing runs its groups itself"))
 
@@ -159,15 +136,17 @@ class SpoolFiling(Deliverer):
     Files the spool C{spool_id}'s records, a group per L{file_next} call
     (blocking: in the filing process, or in a thread of the tests).
 
-    @param env: an environment with C{config}, C{database}, C{blobs} and
-        C{clock}.
+    @param env: the L{jmapd.environment.Environment} (its configuration,
+        database, blob store and clock); filing uses a copy whose state
+        listener records the states to push (L{_AfterCommit}).
     @param host: the host name of the Received fields.
     @param reader: reads the spool file.
     """
 
     def __init__(self, env: Any, host: str, spool_id: str, reader: SpoolReader, max_batch: int = MAX_BATCH) -> None:
         self._after = _AfterCommit()
-        super().__init__(_FilingEnvironment(env, self._after), self._after, host, max_batch, run_filing=_never)  # type: ignore[arg-type]
+        filing_env = evolve(env, workers=None, state_listeners=[self._after.publish_states])
+        super().__init__(filing_env, self._after, host, max_batch, run_filing=_never)  # type: ignore[arg-type]
         self._spool_id = spool_id
         self._reader = reader
         self._mark: int | None = None
@@ -199,7 +178,6 @@ class SpoolFiling(Deliverer):
         now = float(env.clock.seconds())
         batch = [self._message(record) for record in records]
         self._prepare_all(batch)
-        self._held = 0
         self._after.reset()
         try:
             _, callbacks = env.database.run_sync(self._file, batch, now, write=True)

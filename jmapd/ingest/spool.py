@@ -189,9 +189,7 @@ class Spool:
         if self._writing or not self._opened:
             return
         if not (self._appends or self._release is not None):
-            idle, self._idle = self._idle, []
-            for d in idle:
-                d.callback(None)
+            self._fire_idle()
             return
         appends, self._appends = self._appends, []
         release, self._release = self._release, None
@@ -220,11 +218,14 @@ class Spool:
             if ok:
                 self._kick()
             else:
-                idle, self._idle = self._idle, []
-                for d in idle:
-                    d.callback(None)
+                self._fire_idle()
 
         d.addCallbacks(written, failed).addCallback(next_write)
+
+    def _fire_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for d in idle:
+            d.callback(None)
 
     # In the spool's thread.
 
