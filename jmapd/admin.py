@@ -449,8 +449,6 @@ def _export(context: _Context) -> None:
 
 
 def _spool_held(context: _Context) -> None:
-    import os
-    import tempfile
     from datetime import UTC, datetime
 
     from jmapd import importexport
@@ -468,18 +466,7 @@ def _spool_held(context: _Context) -> None:
     if target is None:
         context.out(f"{len(held)} held messages")
         return
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".held-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for message in held:
-                importexport.write_mbox(out, message.message, int(message.received * 1000), [])
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    importexport.write_mbox_file(target, ((message.message, int(message.received * 1000), []) for message in held))
     context.out(f"{len(held)} held messages written to {target}")
 
 

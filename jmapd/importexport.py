@@ -48,7 +48,7 @@ import os
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import IO, Any
@@ -989,22 +989,38 @@ def export_mbox(
         return [(account.id, row[0], row[1], int(row[2])) for row in rows]  # type: ignore[misc]
 
     rows: list[Any] = database.run_sync(select)
+
+    def messages() -> Iterator[tuple[bytes, int, list[str]]]:
+        for start in range(0, len(rows), BATCH):
+            chunk = rows[start : start + BATCH]
+            account_id = chunk[0][0]
+            keywords = database.run_sync(emails.get_keywords, account_id, [row[1] for row in chunk])
+            for _, email_id, blob_id, received_at in chunk:
+                yield blobs.read(blob_id), received_at, sorted(keywords.get(email_id, {}))
+
+    return write_mbox_file(out_path, messages())
+
+
+def write_mbox_file(out_path: str, messages: Iterable[tuple[bytes, int, Sequence[str]]]) -> int:
+    """
+    Write C{messages} (each its bytes, when it was received in ms, its
+    keywords) to the mbox file C{out_path}, durably.
+
+    @return: how many were written.
+    @raise ImportFailed: C{out_path} cannot be written.
+    """
     if os.path.isdir(out_path):
         raise ImportFailed(f"cannot write {out_path}: it is a directory")
     written = 0
-    # Written beside the file and renamed: an export that fails leaves
+    # Written beside the file and renamed: a write that fails leaves
     # what was there before.  The operator named out_path, so an error
     # names it, and the temporary file goes.
     tmp = out_path + ".tmp"
     try:
         with open(tmp, "wb") as out:
-            for start in range(0, len(rows), BATCH):
-                chunk = rows[start : start + BATCH]
-                account_id = chunk[0][0]
-                keywords = database.run_sync(emails.get_keywords, account_id, [row[1] for row in chunk])
-                for _, email_id, blob_id, received_at in chunk:
-                    write_mbox(out, blobs.read(blob_id), received_at, sorted(keywords.get(email_id, {})))
-                    written += 1
+            for message, received_at, keywords in messages:
+                write_mbox(out, message, received_at, keywords)
+                written += 1
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, out_path)
